@@ -1,1 +1,66 @@
-fn main() { println!("{}", mlxtune_engine::smoke()); }
+//! The `mlxtune` command. Each subcommand lives in `cmd/`; this file parses arguments,
+//! sets up logging and the device, and turns errors into one line and a non-zero exit.
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "mlxtune", version, about = "Fine-tune, evaluate and run language models with MLX")]
+struct Cli {
+    /// Where to compute: auto (GPU when the build has one), cpu or gpu.
+    #[arg(long, global = true, default_value = "auto")]
+    device: String,
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Backend, device and supported architectures.
+    Info(cmd::info::Args),
+    /// Generate text from a model.
+    Generate(cmd::generate::Args),
+    /// Loss, perplexity and token accuracy of a model on a JSONL file.
+    Eval(cmd::eval::Args),
+    /// Quantize a model (MLX affine, 4 or 8 bits) and save it.
+    Quantize(cmd::quantize::Args),
+    /// Micro-benchmarks.
+    #[command(subcommand)]
+    Bench(cmd::bench::Bench),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MLXTUNE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if cli.log_json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    let result = (|| -> anyhow::Result<()> {
+        let device: mlxtune_engine::runtime::DeviceChoice = cli.device.parse()?;
+        mlxtune_engine::runtime::select_device(device)?;
+        match cli.command {
+            Command::Info(a) => cmd::info::run(a),
+            Command::Generate(a) => cmd::generate::run(a),
+            Command::Eval(a) => cmd::eval::run(a),
+            Command::Quantize(a) => cmd::quantize::run(a),
+            Command::Bench(b) => cmd::bench::run(b),
+        }
+    })();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

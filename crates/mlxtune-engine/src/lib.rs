@@ -1,7 +1,19 @@
-pub fn smoke() -> f32 {
-    let a = mlx_rs::Array::from_slice(&[1.0f32, 2.0, 3.0], &[3]);
-    let b = a.multiply(&a).unwrap().sum(None).unwrap();
-    b.item::<f32>()
-}
-#[cfg(test)]
-mod t { #[test] fn s() { assert_eq!(super::smoke(), 14.0); } }
+//! mlxtune's engine: MLX models loaded from Hugging Face checkpoints, tokenizers and chat
+//! templates, generation, evaluation (and, built on them, training).
+//!
+//! The engine knows nothing about HTTP, SQL or the command line.
+
+pub mod data;
+pub mod error;
+pub mod eval;
+pub mod fsutil;
+pub mod generate;
+pub mod models;
+pub mod runtime;
+pub mod tokenizer;
+pub mod weights;
+
+pub use error::{EngineError, Result};
+pub use models::{LoadOptions, Model, ModelSpec, QuantSpec};
+pub use tokenizer::Tokenizer;
+pub use mlx_rs;

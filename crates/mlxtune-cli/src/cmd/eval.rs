@@ -1,0 +1,53 @@
+use std::path::PathBuf;
+
+use mlxtune_engine::data::{load_examples, DataFormat, TokenizeOptions};
+use mlxtune_engine::eval::evaluate;
+
+use super::ModelArgs;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// A JSONL file of records.
+    #[arg(long)]
+    data: PathBuf,
+    /// text, completion or chat; detected from the first record when absent.
+    #[arg(long)]
+    format: Option<String>,
+    #[arg(long, default_value_t = 4)]
+    batch_size: usize,
+    /// Cut records to this many tokens (default: the model's context length).
+    #[arg(long)]
+    max_seq_len: Option<usize>,
+    /// Count prompts / user turns in the loss too.
+    #[arg(long)]
+    train_on_inputs: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let format: Option<DataFormat> = a.format.as_deref().map(str::parse).transpose()?;
+    let (model, tok) = a.model.load()?;
+    let opts = TokenizeOptions {
+        train_on_inputs: a.train_on_inputs,
+        max_len: Some(a.max_seq_len.unwrap_or(model.spec.max_position_embeddings as usize)),
+        append_eos: true,
+    };
+    let (examples, stats) = load_examples(&a.data, &tok, format, &opts)?;
+    let r = evaluate(&model.spec, &model.params(), &examples, a.batch_size)?;
+    if a.json {
+        let mut v = serde_json::to_value(r)?;
+        v["records"] = stats.records.into();
+        v["truncated"] = stats.truncated.into();
+        println!("{v}");
+    } else {
+        println!(
+            "loss {:.4}  perplexity {:.3}  token accuracy {:.4}  over {} tokens in {} records ({} truncated)",
+            r.loss, r.perplexity, r.token_accuracy, r.tokens, stats.records, stats.truncated
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,298 @@
+//! Training and evaluation records: JSONL read as a stream, each record turned into token
+//! ids plus a mask of which positions the loss counts.
+//!
+//! Formats: `text` (`{"text"}`), `completion` (`{"prompt", "completion"}`) and `chat`
+//! (`{"messages": [{"role", "content", "weight"?}], "tools"?}`), rendered with the
+//! model's chat template, loss on every assistant turn.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{EngineError, Result};
+use crate::tokenizer::Tokenizer;
+
+/// A record format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataFormat {
+    Text,
+    Completion,
+    Chat,
+}
+
+impl std::str::FromStr for DataFormat {
+    type Err = EngineError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "text" => Ok(Self::Text),
+            "completion" | "completions" => Ok(Self::Completion),
+            "chat" => Ok(Self::Chat),
+            other => Err(EngineError::invalid("format", format!("`{other}`: expected text, completion or chat"))),
+        }
+    }
+}
+
+/// The format a record's keys indicate.
+pub fn detect_format(record: &Value) -> Option<DataFormat> {
+    if record.get("messages").is_some() {
+        Some(DataFormat::Chat)
+    } else if record.get("prompt").is_some() && record.get("completion").is_some() {
+        Some(DataFormat::Completion)
+    } else if record.get("text").is_some() {
+        Some(DataFormat::Text)
+    } else {
+        None
+    }
+}
+
+/// One tokenized record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Example {
+    /// Token ids.
+    pub ids: Vec<u32>,
+    /// `mask[i]` is true when `ids[i]` is a loss target (predicted from `ids[..i]`);
+    /// `mask[0]` is always false.
+    pub mask: Vec<bool>,
+    /// Whether the record was cut to the length limit.
+    pub truncated: bool,
+}
+
+impl Example {
+    /// Positions that count in the loss.
+    pub fn loss_tokens(&self) -> usize {
+        self.mask.iter().filter(|m| **m).count()
+    }
+}
+
+/// How records become examples.
+#[derive(Debug, Clone)]
+pub struct TokenizeOptions {
+    /// Count every token in the loss, not only completions / assistant turns.
+    pub train_on_inputs: bool,
+    /// Cut examples longer than this many tokens (None: no limit).
+    pub max_len: Option<usize>,
+    /// Append the EOS token to `text` and `completion` records.
+    pub append_eos: bool,
+}
+
+impl Default for TokenizeOptions {
+    fn default() -> Self {
+        TokenizeOptions { train_on_inputs: false, max_len: None, append_eos: true }
+    }
+}
+
+fn str_field<'a>(record: &'a Value, key: &str) -> std::result::Result<&'a str, String> {
+    match record.get(key) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(format!("`{key}` must be a string")),
+        None => Err(format!("missing `{key}`")),
+    }
+}
+
+fn push_eos(tok: &Tokenizer, ids: &mut Vec<u32>, mask: &mut Vec<bool>) -> std::result::Result<(), String> {
+    let eos = *tok.eos_ids.first().ok_or("the tokenizer has no EOS token")?;
+    if ids.last() != Some(&eos) {
+        ids.push(eos);
+        mask.push(true);
+    }
+    Ok(())
+}
+
+/// Byte ranges of the rendered conversation that the loss covers (assistant turns whose
+/// `weight` is not 0), found by rendering the conversation's prefixes.
+fn assistant_spans(tok: &Tokenizer, messages: &[Value], tools: Option<&Value>, full: &str) -> std::result::Result<Vec<Range<usize>>, String> {
+    let render = |msgs: &[Value], gen: bool| tok.apply_chat_template(msgs, tools, gen).map_err(|e| e.to_string());
+    let mut spans = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        if m.get("role").and_then(Value::as_str) != Some("assistant") {
+            continue;
+        }
+        let weight = m.get("weight").and_then(Value::as_f64).unwrap_or(1.0);
+        if weight == 0.0 {
+            continue;
+        }
+        let before = render(&messages[..i], true)?;
+        let through = render(&messages[..=i], false)?;
+        if !full.starts_with(&before) || !full.starts_with(&through) || through.len() < before.len() {
+            return Err(format!(
+                "the chat template renders message {i} differently as part of a longer conversation, \
+                 so assistant turns cannot be located; set trainOnInputs to train on whole sequences"
+            ));
+        }
+        spans.push(before.len()..through.len());
+    }
+    Ok(spans)
+}
+
+/// Turns one record into an example. Errors are messages about the record itself; the
+/// caller adds file and line.
+pub fn tokenize_record(
+    tok: &Tokenizer,
+    format: DataFormat,
+    record: &Value,
+    opts: &TokenizeOptions,
+) -> std::result::Result<Example, String> {
+    if !record.is_object() {
+        return Err("a record must be a JSON object".into());
+    }
+    let (mut ids, mut mask) = match format {
+        DataFormat::Text => {
+            let text = str_field(record, "text")?;
+            let ids = tok.encode(text, true).map_err(|e| e.to_string())?;
+            let mut mask = vec![true; ids.len()];
+            let (mut ids, mut mask) = (ids, std::mem::take(&mut mask));
+            if opts.append_eos {
+                push_eos(tok, &mut ids, &mut mask)?;
+            }
+            (ids, mask)
+        }
+        DataFormat::Completion => {
+            let prompt = str_field(record, "prompt")?;
+            let completion = str_field(record, "completion")?;
+            let mut ids = tok.encode(prompt, true).map_err(|e| e.to_string())?;
+            let mut mask = vec![opts.train_on_inputs; ids.len()];
+            let c = tok.encode(completion, false).map_err(|e| e.to_string())?;
+            mask.extend(std::iter::repeat_n(true, c.len()));
+            ids.extend(c);
+            if opts.append_eos {
+                push_eos(tok, &mut ids, &mut mask)?;
+            }
+            (ids, mask)
+        }
+        DataFormat::Chat => {
+            let messages = record
+                .get("messages")
+                .and_then(Value::as_array)
+                .ok_or("`messages` must be a list")?;
+            if messages.is_empty() {
+                return Err("`messages` is empty".into());
+            }
+            for (i, m) in messages.iter().enumerate() {
+                let role = m.get("role").and_then(Value::as_str).ok_or(format!("messages[{i}].role must be a string"))?;
+                if !["system", "user", "assistant", "tool", "developer"].contains(&role) {
+                    return Err(format!("messages[{i}].role `{role}` is not system, user, assistant or tool"));
+                }
+                if m.get("content").is_none() && m.get("tool_calls").is_none() {
+                    return Err(format!("messages[{i}] has no content"));
+                }
+                if let Some(w) = m.get("weight") {
+                    if w.as_f64() != Some(0.0) && w.as_f64() != Some(1.0) {
+                        return Err(format!("messages[{i}].weight must be 0 or 1"));
+                    }
+                }
+            }
+            let tools = record.get("tools");
+            let full = tok.apply_chat_template(messages, tools, false).map_err(|e| e.to_string())?;
+            let (ids, offsets) = tok.encode_with_offsets(&full, false).map_err(|e| e.to_string())?;
+            let mask: Vec<bool> = if opts.train_on_inputs {
+                vec![true; ids.len()]
+            } else {
+                let spans = assistant_spans(tok, messages, tools, &full)?;
+                if spans.is_empty() {
+                    return Err("no assistant message to learn from (all have weight 0 or none exist)".into());
+                }
+                offsets
+                    .iter()
+                    .map(|(s, e)| spans.iter().any(|sp| *e > sp.start && *s < sp.end && e > s))
+                    .collect()
+            };
+            (ids, mask)
+        }
+    };
+    if ids.len() < 2 {
+        return Err("fewer than 2 tokens: nothing to predict".into());
+    }
+    mask[0] = false;
+    let mut truncated = false;
+    if let Some(max) = opts.max_len {
+        if ids.len() > max {
+            ids.truncate(max);
+            mask.truncate(max);
+            truncated = true;
+        }
+    }
+    if !mask.iter().any(|m| *m) {
+        return Err("no token counts in the loss (the prompt fills the length limit)".into());
+    }
+    Ok(Example { ids, mask, truncated })
+}
+
+/// Streams the JSON records of a JSONL file with their 1-based line numbers; blank lines
+/// are skipped; a line that is not JSON is an error naming file and line.
+pub fn read_jsonl(path: &Path) -> Result<impl Iterator<Item = Result<(usize, Value)>>> {
+    let file = File::open(path).map_err(|e| EngineError::io(path, e))?;
+    let path: PathBuf = path.to_path_buf();
+    Ok(BufReader::new(file)
+        .lines()
+        .enumerate()
+        .filter_map(move |(i, line)| {
+            let line_no = i + 1;
+            match line {
+                Err(e) => Some(Err(EngineError::Data { file: path.clone(), line: line_no, message: format!("unreadable: {e}") })),
+                Ok(l) if l.trim().is_empty() => None,
+                Ok(l) => Some(serde_json::from_str::<Value>(&l).map(|v| (line_no, v)).map_err(|e| EngineError::Data {
+                    file: path.clone(),
+                    line: line_no,
+                    message: format!("invalid JSON: {e}"),
+                })),
+            }
+        }))
+}
+
+/// Summary of a data file after tokenization.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DataStats {
+    pub records: usize,
+    pub tokens: usize,
+    pub loss_tokens: usize,
+    pub truncated: usize,
+    pub max_len: usize,
+}
+
+/// Reads and tokenizes a whole file; the first bad record fails with file:line.
+/// `format: None` detects each file's format from its first record.
+pub fn load_examples(
+    path: &Path,
+    tok: &Tokenizer,
+    format: Option<DataFormat>,
+    opts: &TokenizeOptions,
+) -> Result<(Vec<Example>, DataStats)> {
+    let mut examples = Vec::new();
+    let mut stats = DataStats::default();
+    let mut format = format;
+    for item in read_jsonl(path)? {
+        let (line, record) = item?;
+        let fmt = match format {
+            Some(f) => f,
+            None => {
+                let f = detect_format(&record).ok_or_else(|| EngineError::Data {
+                    file: path.to_path_buf(),
+                    line,
+                    message: "cannot tell the format: expected `messages`, `prompt`+`completion` or `text`".into(),
+                })?;
+                format = Some(f);
+                f
+            }
+        };
+        let ex = tokenize_record(tok, fmt, &record, opts).map_err(|message| EngineError::Data {
+            file: path.to_path_buf(),
+            line,
+            message,
+        })?;
+        stats.records += 1;
+        stats.tokens += ex.ids.len();
+        stats.loss_tokens += ex.loss_tokens();
+        stats.truncated += usize::from(ex.truncated);
+        stats.max_len = stats.max_len.max(ex.ids.len());
+        examples.push(ex);
+    }
+    if examples.is_empty() {
+        return Err(EngineError::Data { file: path.to_path_buf(), line: 0, message: "no records".into() });
+    }
+    Ok((examples, stats))
+}

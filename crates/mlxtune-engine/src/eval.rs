@@ -1,0 +1,113 @@
+//! Evaluation: token-weighted next-token cross-entropy, perplexity and token accuracy.
+
+use mlx_rs::ops::indexing::{argmax_axis, IndexOp};
+use mlx_rs::{Array, Dtype};
+use serde::Serialize;
+
+use crate::data::Example;
+use crate::error::{EngineError, Result};
+use crate::models::forward::{self, ForwardCtx, Params};
+use crate::models::ModelSpec;
+
+/// Evaluation figures over a set of examples.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct EvalResult {
+    /// Mean cross-entropy (nats) over the predicted positions.
+    pub loss: f64,
+    pub perplexity: f64,
+    /// Share of predicted positions whose argmax is the target.
+    pub token_accuracy: f64,
+    /// Number of predicted positions.
+    pub tokens: u64,
+}
+
+/// A right-padded batch: inputs `ids[..-1]`, targets `ids[1..]`, and the loss mask.
+pub struct Batch {
+    pub inputs: Array,
+    pub targets: Array,
+    pub mask: Array,
+    pub loss_tokens: u64,
+}
+
+/// Pads examples into one batch (pad id 0: padded positions are masked out).
+pub fn make_batch(examples: &[&Example]) -> Batch {
+    let t = examples.iter().map(|e| e.ids.len() - 1).max().unwrap_or(1);
+    let b = examples.len();
+    let mut inputs = vec![0i32; b * t];
+    let mut targets = vec![0i32; b * t];
+    let mut mask = vec![0f32; b * t];
+    let mut n = 0u64;
+    for (r, e) in examples.iter().enumerate() {
+        for i in 0..e.ids.len() - 1 {
+            inputs[r * t + i] = e.ids[i] as i32;
+            targets[r * t + i] = e.ids[i + 1] as i32;
+            if e.mask[i + 1] {
+                mask[r * t + i] = 1.0;
+                n += 1;
+            }
+        }
+    }
+    let shape = [b as i32, t as i32];
+    Batch {
+        inputs: Array::from_slice(&inputs, &shape),
+        targets: Array::from_slice(&targets, &shape),
+        mask: Array::from_slice(&mask, &shape),
+        loss_tokens: n,
+    }
+}
+
+/// Per-position cross-entropy `[B, T]` (float32) of `logits` `[B, T, V]` against `targets`.
+pub fn cross_entropy(logits: &Array, targets: &Array) -> Result<Array> {
+    let logits = if logits.dtype() == Dtype::Float32 { logits.clone() } else { logits.as_dtype(Dtype::Float32)? };
+    let lse = logits.logsumexp_axis(-1, false)?;
+    let picked = logits
+        .take_along_axis(targets.expand_dims(-1)?, -1)?
+        .squeeze_axes(&[-1])?;
+    Ok(lse.subtract(&picked)?)
+}
+
+/// Sums of loss and of correct predictions over a batch's masked positions.
+pub fn batch_sums(spec: &ModelSpec, p: &Params, batch: &Batch) -> Result<(f64, f64)> {
+    let logits = forward::forward(spec, p, &batch.inputs, ForwardCtx::default())?;
+    let ce = cross_entropy(&logits, &batch.targets)?;
+    let loss_sum = ce.multiply(&batch.mask)?.sum(None)?;
+    let pred = argmax_axis(&logits, -1, false)?;
+    let correct = pred
+        .eq(&batch.targets)?
+        .as_dtype(Dtype::Float32)?
+        .multiply(&batch.mask)?
+        .sum(None)?;
+    mlx_rs::transforms::eval([&loss_sum, &correct])?;
+    Ok((loss_sum.item_cast::<f32>() as f64, correct.item_cast::<f32>() as f64))
+}
+
+/// Evaluates `examples` in length-sorted batches of `batch_size`.
+pub fn evaluate(spec: &ModelSpec, p: &Params, examples: &[Example], batch_size: usize) -> Result<EvalResult> {
+    if batch_size == 0 {
+        return Err(EngineError::invalid("batch_size", "must be at least 1"));
+    }
+    let mut order: Vec<&Example> = examples.iter().collect();
+    order.sort_by_key(|e| e.ids.len());
+    let (mut loss, mut correct, mut tokens) = (0f64, 0f64, 0u64);
+    for chunk in order.chunks(batch_size) {
+        let batch = make_batch(chunk);
+        if batch.loss_tokens == 0 {
+            continue;
+        }
+        let (l, c) = batch_sums(spec, p, &batch)?;
+        loss += l;
+        correct += c;
+        tokens += batch.loss_tokens;
+    }
+    if tokens == 0 {
+        return Err(EngineError::invalid("data", "no position counts in the loss"));
+    }
+    let mean = loss / tokens as f64;
+    Ok(EvalResult { loss: mean, perplexity: mean.exp(), token_accuracy: correct / tokens as f64, tokens })
+}
+
+/// Logits of the last position of each row, for callers that only need that.
+pub fn last_position(logits: &Array) -> Array {
+    let t = logits.dim(1);
+    logits.index((.., t - 1, ..))
+}

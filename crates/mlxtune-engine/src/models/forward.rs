@@ -1,0 +1,265 @@
+//! The decoder's forward pass, shared by every architecture: each family differs only in
+//! its [`ModelSpec`] (names, biases, norms, layer kinds).
+//!
+//! Parameters are looked up by checkpoint name through [`Params`], which layers trainable
+//! arrays (adapters, or weights being fine-tuned) over the frozen base weights. A linear
+//! layer is dense (`.weight`), MLX-affine-quantized (`.weight` packed + `.scales` +
+//! `.biases`), and may carry a LoRA adapter (`.lora_a`, `.lora_b`).
+
+use mlx_rs::fast::{self, ScaledDotProductAttentionMask};
+use mlx_rs::ops::indexing::IndexOp;
+use mlx_rs::ops::{self, concatenate, dequantize, quantized_matmul, sigmoid, zeros_dtype};
+use mlx_rs::Array;
+
+use super::cache::{conv_tail, kv_update, Cache, LayerCache};
+use super::spec::{LayerKind, ModelSpec, RopeScaling};
+use crate::error::{EngineError, Result};
+use crate::weights::Weights;
+
+/// Parameters as the forward pass sees them.
+#[derive(Clone, Copy)]
+pub struct Params<'a> {
+    /// The model's weights (frozen during adapter training).
+    pub base: &'a Weights,
+    /// Arrays that take precedence over `base` (trainable ones), if any.
+    pub over: Option<&'a Weights>,
+    /// LoRA scale (alpha / rank), used where `.lora_a` / `.lora_b` exist.
+    pub lora_scale: f32,
+}
+
+impl<'a> Params<'a> {
+    pub fn new(base: &'a Weights) -> Self {
+        Params { base, over: None, lora_scale: 1.0 }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&'a Array> {
+        self.over.and_then(|o| o.get(name)).or_else(|| self.base.get(name))
+    }
+
+    pub fn req(&self, name: &str) -> Result<&'a Array> {
+        self.get(name)
+            .ok_or_else(|| EngineError::Mlx(format!("weight `{name}` is not loaded")))
+    }
+}
+
+/// Group size and bits of a quantized matrix whose unpacked input width is `in_dim`.
+pub(crate) fn quant_geometry(w: &Array, scales: &Array, in_dim: i32) -> (i32, i32) {
+    let packed = w.dim(-1);
+    let bits = packed * 32 / in_dim;
+    let group_size = in_dim / scales.dim(-1);
+    (group_size, bits)
+}
+
+/// `y = x·Wᵀ (+ b) (+ s·(x·A)·B)` for the linear layer at `prefix`.
+pub fn linear(p: &Params, prefix: &str, x: &Array) -> Result<Array> {
+    let w = p.req(&format!("{prefix}.weight"))?;
+    let mut y = match p.get(&format!("{prefix}.scales")) {
+        Some(scales) => {
+            let biases = p.get(&format!("{prefix}.biases"));
+            let (gs, bits) = quant_geometry(w, scales, x.dim(-1));
+            quantized_matmul(x, w, scales, biases, true, gs, bits)?
+        }
+        None => ops::matmul(x, w.t())?,
+    };
+    if let Some(b) = p.get(&format!("{prefix}.bias")) {
+        y = y.add(b)?;
+    }
+    if let Some(a) = p.get(&format!("{prefix}.lora_a")) {
+        let b = p.req(&format!("{prefix}.lora_b"))?;
+        let z = ops::matmul(ops::matmul(x, a)?, b)?;
+        y = y.add(z.multiply(Array::from_f32(p.lora_scale))?)?;
+    }
+    Ok(y)
+}
+
+/// Token embedding lookup (dense or quantized table).
+pub fn embed(p: &Params, spec: &ModelSpec, tokens: &Array) -> Result<Array> {
+    let w = p.req("model.embed_tokens.weight")?;
+    match p.get("model.embed_tokens.scales") {
+        Some(scales) => {
+            let biases = p.req("model.embed_tokens.biases")?;
+            let (gs, bits) = quant_geometry(w, scales, spec.hidden_size);
+            let rows = w.take_axis(tokens, 0)?;
+            let s = scales.take_axis(tokens, 0)?;
+            let b = biases.take_axis(tokens, 0)?;
+            Ok(dequantize(&rows, &s, &b, gs, bits)?)
+        }
+        None => Ok(w.take_axis(tokens, 0)?),
+    }
+}
+
+fn rms_norm(p: &Params, name: &str, x: &Array, eps: f32) -> Result<Array> {
+    Ok(fast::rms_norm(x, Some(p.req(name)?), eps)?)
+}
+
+/// RoPE frequencies for Llama 3 scaling (None for the other schemes).
+pub(crate) fn rope_freqs(spec: &ModelSpec) -> Option<Array> {
+    let RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } =
+        spec.rope_scaling
+    else {
+        return None;
+    };
+    let dims = spec.head_dim;
+    let low_wavelen = original_max_position_embeddings / low_freq_factor;
+    let high_wavelen = original_max_position_embeddings / high_freq_factor;
+    let freqs: Vec<f32> = (0..dims / 2)
+        .map(|i| {
+            let f = spec.rope_theta.powf(2.0 * i as f32 / dims as f32);
+            let wavelen = 2.0 * std::f32::consts::PI * f;
+            if wavelen > low_wavelen {
+                f * factor
+            } else if wavelen > high_wavelen {
+                let smooth = (original_max_position_embeddings / wavelen - low_freq_factor)
+                    / (high_freq_factor - low_freq_factor);
+                f / ((1.0 - smooth) / factor + smooth)
+            } else {
+                f
+            }
+        })
+        .collect();
+    Some(Array::from_slice(&freqs, &[dims / 2]))
+}
+
+fn rope(spec: &ModelSpec, freqs: Option<&Array>, x: &Array, offset: i32) -> Result<Array> {
+    let (base, scale) = match spec.rope_scaling {
+        RopeScaling::None => (Some(spec.rope_theta), 1.0),
+        RopeScaling::Linear { factor } => (Some(spec.rope_theta), 1.0 / factor),
+        RopeScaling::Llama3 { .. } => (None, 1.0),
+    };
+    Ok(fast::rope(x, spec.head_dim, false, base, scale, offset, freqs)?)
+}
+
+/// Per-call options of a forward pass.
+#[derive(Default)]
+pub struct ForwardCtx<'a> {
+    /// Decoding state, updated in place.
+    pub cache: Option<&'a mut Cache>,
+}
+
+struct Layer<'s> {
+    spec: &'s ModelSpec,
+    freqs: Option<&'s Array>,
+}
+
+impl Layer<'_> {
+    fn attention(
+        &self,
+        p: &Params,
+        prefix: &str,
+        x: &Array,
+        cache: Option<&mut LayerCache>,
+        offset: i32,
+    ) -> Result<Array> {
+        let s = self.spec;
+        let n = &s.names;
+        let (b, t) = (x.dim(0), x.dim(1));
+        let a = format!("{prefix}.{}", n.attn);
+        let heads = |proj: &str, h: i32, norm: Option<&str>| -> Result<Array> {
+            let y = linear(p, &format!("{a}.{proj}"), x)?.reshape(&[b, t, h, s.head_dim])?;
+            let y = match norm {
+                Some(norm) => rms_norm(p, &format!("{a}.{norm}.weight"), &y, s.norm_eps)?,
+                None => y,
+            };
+            Ok(y.transpose_axes(&[0, 2, 1, 3])?)
+        };
+        let (qn, kn) = if s.qk_norm { (Some(n.q_norm), Some(n.k_norm)) } else { (None, None) };
+        let q = rope(s, self.freqs, &heads(n.q_proj, s.num_heads, qn)?, offset)?;
+        let k = rope(s, self.freqs, &heads(n.k_proj, s.num_kv_heads, kn)?, offset)?;
+        let v = heads(n.v_proj, s.num_kv_heads, None)?;
+        let (k, v) = match cache {
+            Some(LayerCache::Kv { keys, values }) => kv_update(keys, values, k, v)?,
+            _ => (k, v),
+        };
+        let scale = (s.head_dim as f32).powf(-0.5);
+        let o = if t > 1 {
+            fast::scaled_dot_product_attention(&q, &k, &v, scale, ScaledDotProductAttentionMask::Causal, None)?
+        } else {
+            fast::scaled_dot_product_attention(&q, &k, &v, scale, None, None)?
+        };
+        let o = o.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, t, s.num_heads * s.head_dim])?;
+        linear(p, &format!("{a}.{}", n.o_proj), &o)
+    }
+
+    fn short_conv(&self, p: &Params, prefix: &str, x: &Array, cache: Option<&mut LayerCache>) -> Result<Array> {
+        let s = self.spec;
+        let c = format!("{prefix}.{}", s.names.conv);
+        let (b, t, h) = (x.dim(0), x.dim(1), s.hidden_size);
+        let l = s.conv_l_cache;
+        let bcx = linear(p, &format!("{c}.in_proj"), x)?;
+        let parts = bcx.split_equal(3, -1)?;
+        let bx = parts[0].multiply(&parts[2])?;
+        let state = match &cache {
+            Some(LayerCache::Conv { state: Some(st) }) => st.clone(),
+            _ => zeros_dtype(&[b, l - 1, h], bx.dtype())?,
+        };
+        let xp = concatenate(&[state, bx], 1)?;
+        if let Some(LayerCache::Conv { state }) = cache {
+            *state = Some(conv_tail(&xp, l - 1));
+        }
+        let w = p.req(&format!("{c}.conv.weight"))?;
+        let mut out: Option<Array> = None;
+        for k in 0..l {
+            let term = xp.index((.., k..k + t, ..)).multiply(w.index((.., 0, k)))?;
+            out = Some(match out {
+                Some(o) => o.add(term)?,
+                None => term,
+            });
+        }
+        let mut out = out.ok_or_else(|| EngineError::Mlx("conv_L_cache must be >= 1".into()))?;
+        if let Some(bias) = p.get(&format!("{c}.conv.bias")) {
+            out = out.add(bias)?;
+        }
+        let y = parts[1].multiply(&out)?;
+        linear(p, &format!("{c}.out_proj"), &y)
+    }
+
+    fn mlp(&self, p: &Params, prefix: &str, x: &Array) -> Result<Array> {
+        let n = &self.spec.names;
+        let m = format!("{prefix}.{}", n.mlp);
+        let g = linear(p, &format!("{m}.{}", n.gate), x)?;
+        let u = linear(p, &format!("{m}.{}", n.up), x)?;
+        let act = g.multiply(sigmoid(&g)?)?.multiply(&u)?;
+        linear(p, &format!("{m}.{}", n.down), &act)
+    }
+}
+
+/// Final hidden states `[B, T, hidden]` (after the last norm) for `tokens` `[B, T]`.
+pub fn forward_hidden(spec: &ModelSpec, p: &Params, tokens: &Array, ctx: ForwardCtx) -> Result<Array> {
+    let freqs = rope_freqs(spec);
+    let layer = Layer { spec, freqs: freqs.as_ref() };
+    let n = &spec.names;
+    let mut cache = ctx.cache;
+    let offset = cache.as_ref().map_or(0, |c| c.offset);
+    let mut x = embed(p, spec, tokens)?;
+    for (i, kind) in spec.layers.iter().enumerate() {
+        let prefix = format!("model.layers.{i}");
+        let lc = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+        let h = rms_norm(p, &format!("{prefix}.{}.weight", n.attn_norm), &x, spec.norm_eps)?;
+        let h = match kind {
+            LayerKind::Attention => layer.attention(p, &prefix, &h, lc, offset)?,
+            LayerKind::Conv => layer.short_conv(p, &prefix, &h, lc)?,
+        };
+        x = x.add(h)?;
+        let h = rms_norm(p, &format!("{prefix}.{}.weight", n.mlp_norm), &x, spec.norm_eps)?;
+        x = x.add(layer.mlp(p, &prefix, &h)?)?;
+    }
+    if let Some(c) = cache {
+        c.offset += tokens.dim(1);
+    }
+    rms_norm(p, &format!("{}.weight", n.final_norm), &x, spec.norm_eps)
+}
+
+/// Output projection of hidden states to vocabulary logits.
+pub fn lm_head(spec: &ModelSpec, p: &Params, hidden: &Array) -> Result<Array> {
+    if spec.tie_embeddings {
+        linear(p, "model.embed_tokens", hidden)
+    } else {
+        linear(p, "lm_head", hidden)
+    }
+}
+
+/// Logits `[B, T, vocab]` for `tokens` `[B, T]`.
+pub fn forward(spec: &ModelSpec, p: &Params, tokens: &Array, ctx: ForwardCtx) -> Result<Array> {
+    let h = forward_hidden(spec, p, tokens, ctx)?;
+    lm_head(spec, p, &h)
+}

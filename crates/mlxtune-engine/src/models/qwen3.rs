@@ -1,0 +1,19 @@
+//! Qwen3 (`model_type: qwen3`): Llama with an explicit `head_dim` and RMSNorm on each
+//! query and key head (`q_norm`, `k_norm`) before RoPE.
+
+use super::config::HfConfig;
+use super::spec::ModelSpec;
+use crate::error::Result;
+
+pub fn spec(cfg: &HfConfig) -> Result<ModelSpec> {
+    if cfg.opt_bool("use_sliding_window")?.unwrap_or(false) {
+        return Err(cfg.err("use_sliding_window", "sliding-window attention is not supported"));
+    }
+    let mut spec = super::llama::spec(cfg)?;
+    if !cfg.has("head_dim") {
+        spec.head_dim = 128;
+    }
+    spec.qk_norm = true;
+    spec.mlp_bias = false;
+    Ok(spec)
+}

@@ -1,0 +1,118 @@
+//! The MLX runtime: which backend this build links, device choice, memory figures.
+//!
+//! MLX's C API calls `exit()` on an error until mlx-rs installs its own handler, which it
+//! does lazily on the first fallible call: [`init`] makes that call once, up front.
+
+use std::sync::OnceLock;
+
+use mlx_rs::{Array, Device, DeviceType};
+use serde::Serialize;
+
+use crate::error::{EngineError, Result};
+
+/// The MLX backend compiled into this binary: `cpu`, `cuda` or `metal`.
+pub fn backend() -> &'static str {
+    mlx_sys::BACKEND
+}
+
+/// Whether this build has a GPU backend (CUDA or Metal).
+pub fn has_gpu_backend() -> bool {
+    backend() != "cpu"
+}
+
+/// Where computation runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// The GPU when the backend has one, else the CPU.
+    #[default]
+    Auto,
+    /// Always the CPU.
+    Cpu,
+    /// The GPU; an error on a CPU-only build.
+    Gpu,
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = EngineError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "gpu" | "cuda" | "metal" => Ok(Self::Gpu),
+            other => Err(EngineError::invalid(
+                "device",
+                format!("`{other}`: expected auto, cpu or gpu"),
+            )),
+        }
+    }
+}
+
+static INIT: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+
+/// Installs MLX's error handler by making one small computation. Idempotent.
+pub fn init() -> Result<()> {
+    INIT.get_or_init(|| {
+        let a = Array::from_slice(&[1.0f32, 2.0], &[2]);
+        a.sum(None)
+            .and_then(|s| s.eval())
+            .map_err(|e| e.what().to_string())
+    })
+    .clone()
+    .map_err(EngineError::Mlx)
+}
+
+/// Makes `choice` the default device of this thread's computations. Never asks MLX for a
+/// GPU stream on a CPU build (MLX would kill the process).
+pub fn select_device(choice: DeviceChoice) -> Result<&'static str> {
+    init()?;
+    match choice {
+        DeviceChoice::Gpu if !has_gpu_backend() => Err(EngineError::Device(format!(
+            "a GPU was requested, but this mlxtune build uses MLX's `{}` backend; rebuild with \
+             MLXTUNE_BACKEND=cuda (Linux + NVIDIA) or on macOS (Metal)",
+            backend()
+        ))),
+        DeviceChoice::Gpu => {
+            Device::set_default(&Device::gpu());
+            Ok("gpu")
+        }
+        DeviceChoice::Auto if has_gpu_backend() => {
+            Device::set_default(&Device::gpu());
+            Ok("gpu")
+        }
+        DeviceChoice::Cpu | DeviceChoice::Auto => {
+            Device::set_default(&Device::cpu());
+            Ok("cpu")
+        }
+    }
+}
+
+/// The device computations currently default to.
+pub fn current_device() -> &'static str {
+    match Device::try_default().and_then(|d| d.get_type()) {
+        Ok(DeviceType::Gpu) => "gpu",
+        _ => "cpu",
+    }
+}
+
+/// Memory figures from MLX's allocator, in bytes.
+#[derive(Debug, Clone, Copy, Serialize, Default)]
+pub struct MemoryStats {
+    pub active: u64,
+    pub peak: u64,
+    pub cache: u64,
+}
+
+/// Reads MLX's allocator counters.
+pub fn memory_stats() -> MemoryStats {
+    MemoryStats {
+        active: mlx_rs::memory::active_memory().unwrap_or(0) as u64,
+        peak: mlx_rs::memory::peak_memory().unwrap_or(0) as u64,
+        cache: mlx_rs::memory::cache_memory().unwrap_or(0) as u64,
+    }
+}
+
+/// Resets the peak-memory counter.
+pub fn reset_peak_memory() {
+    let _ = mlx_rs::memory::reset_peak_memory();
+}
