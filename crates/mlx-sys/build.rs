@@ -22,10 +22,16 @@ fn main() {
 
     let target_os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let backend = env::var("MLXTUNE_BACKEND").unwrap_or_else(|_| {
-        if target_os == "macos" { "metal".into() } else { "cpu".into() }
+        if target_os == "macos" {
+            "metal".into()
+        } else {
+            "cpu".into()
+        }
     });
     if !matches!(backend.as_str(), "cpu" | "cuda" | "metal") {
-        fail(&format!("MLXTUNE_BACKEND={backend}: expected cpu, cuda or metal"));
+        fail(&format!(
+            "MLXTUNE_BACKEND={backend}: expected cpu, cuda or metal"
+        ));
     }
     if backend == "metal" && target_os != "macos" {
         fail("MLXTUNE_BACKEND=metal needs macOS");
@@ -51,7 +57,10 @@ fn main() {
         ));
     }
     if !mlx_c.join("mlx/c/mlx.h").exists() {
-        fail(&format!("no mlx-c sources at {}; run scripts/setup.sh first", mlx_c.display()));
+        fail(&format!(
+            "no mlx-c sources at {}; run scripts/setup.sh first",
+            mlx_c.display()
+        ));
     }
     let compat = manifest.join("native/mlxtune_compat.h");
 
@@ -121,7 +130,11 @@ fn main() {
     for h in &headers {
         builder = builder.header(h.to_string_lossy());
     }
-    let bindings = builder.generate().unwrap_or_else(|e| fail(&format!("bindgen: {e}")));
+    let bindings = builder
+        .generate()
+        .unwrap_or_else(|e| fail(&format!("bindgen: {e}")));
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets it"));
-    bindings.write_to_file(out.join("bindings.rs")).expect("write bindings");
+    bindings
+        .write_to_file(out.join("bindings.rs"))
+        .expect("write bindings");
 }

@@ -1,6 +1,11 @@
 //! Raw bindings to the MLX C API (mlx-c 0.7.0), built by mlxtune for Linux (CPU, CUDA)
 //! and macOS (Metal). A drop-in replacement for the published `mlx-sys` 0.7.0.
-#![allow(non_upper_case_globals, non_camel_case_types, non_snake_case, dead_code)]
+#![allow(
+    non_upper_case_globals,
+    non_camel_case_types,
+    non_snake_case,
+    dead_code
+)]
 #![allow(clippy::all)]
 
 /// 16-bit float storage, laid out as bindgen emits it on aarch64 (mlx-rs reads `.0`).

@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "mlxtune", version, about = "Fine-tune, evaluate and run language models with MLX")]
+#[command(
+    name = "mlxtune",
+    version,
+    about = "Fine-tune, evaluate and run language models with MLX"
+)]
 struct Cli {
     /// Where to compute: auto (GPU when the build has one), cpu or gpu.
     #[arg(long, global = true, default_value = "auto")]
@@ -39,7 +43,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("MLXTUNE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if cli.log_json {
         builder.json().init();
     } else {

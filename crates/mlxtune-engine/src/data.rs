@@ -32,7 +32,10 @@ impl std::str::FromStr for DataFormat {
             "text" => Ok(Self::Text),
             "completion" | "completions" => Ok(Self::Completion),
             "chat" => Ok(Self::Chat),
-            other => Err(EngineError::invalid("format", format!("`{other}`: expected text, completion or chat"))),
+            other => Err(EngineError::invalid(
+                "format",
+                format!("`{other}`: expected text, completion or chat"),
+            )),
         }
     }
 }
@@ -82,7 +85,11 @@ pub struct TokenizeOptions {
 
 impl Default for TokenizeOptions {
     fn default() -> Self {
-        TokenizeOptions { train_on_inputs: false, max_len: None, append_eos: true }
+        TokenizeOptions {
+            train_on_inputs: false,
+            max_len: None,
+            append_eos: true,
+        }
     }
 }
 
@@ -94,8 +101,15 @@ fn str_field<'a>(record: &'a Value, key: &str) -> std::result::Result<&'a str, S
     }
 }
 
-fn push_eos(tok: &Tokenizer, ids: &mut Vec<u32>, mask: &mut Vec<bool>) -> std::result::Result<(), String> {
-    let eos = *tok.eos_ids.first().ok_or("the tokenizer has no EOS token")?;
+fn push_eos(
+    tok: &Tokenizer,
+    ids: &mut Vec<u32>,
+    mask: &mut Vec<bool>,
+) -> std::result::Result<(), String> {
+    let eos = *tok
+        .eos_ids
+        .first()
+        .ok_or("the tokenizer has no EOS token")?;
     if ids.last() != Some(&eos) {
         ids.push(eos);
         mask.push(true);
@@ -105,8 +119,16 @@ fn push_eos(tok: &Tokenizer, ids: &mut Vec<u32>, mask: &mut Vec<bool>) -> std::r
 
 /// Byte ranges of the rendered conversation that the loss covers (assistant turns whose
 /// `weight` is not 0), found by rendering the conversation's prefixes.
-fn assistant_spans(tok: &Tokenizer, messages: &[Value], tools: Option<&Value>, full: &str) -> std::result::Result<Vec<Range<usize>>, String> {
-    let render = |msgs: &[Value], gen: bool| tok.apply_chat_template(msgs, tools, gen).map_err(|e| e.to_string());
+fn assistant_spans(
+    tok: &Tokenizer,
+    messages: &[Value],
+    tools: Option<&Value>,
+    full: &str,
+) -> std::result::Result<Vec<Range<usize>>, String> {
+    let render = |msgs: &[Value], gen: bool| {
+        tok.apply_chat_template(msgs, tools, gen)
+            .map_err(|e| e.to_string())
+    };
     let mut spans = Vec::new();
     for (i, m) in messages.iter().enumerate() {
         if m.get("role").and_then(Value::as_str) != Some("assistant") {
@@ -118,7 +140,8 @@ fn assistant_spans(tok: &Tokenizer, messages: &[Value], tools: Option<&Value>, f
         }
         let before = render(&messages[..i], true)?;
         let through = render(&messages[..=i], false)?;
-        if !full.starts_with(&before) || !full.starts_with(&through) || through.len() < before.len() {
+        if !full.starts_with(&before) || !full.starts_with(&through) || through.len() < before.len()
+        {
             return Err(format!(
                 "the chat template renders message {i} differently as part of a longer conversation, \
                  so assistant turns cannot be located; set trainOnInputs to train on whole sequences"
@@ -173,9 +196,14 @@ pub fn tokenize_record(
                 return Err("`messages` is empty".into());
             }
             for (i, m) in messages.iter().enumerate() {
-                let role = m.get("role").and_then(Value::as_str).ok_or(format!("messages[{i}].role must be a string"))?;
+                let role = m
+                    .get("role")
+                    .and_then(Value::as_str)
+                    .ok_or(format!("messages[{i}].role must be a string"))?;
                 if !["system", "user", "assistant", "tool", "developer"].contains(&role) {
-                    return Err(format!("messages[{i}].role `{role}` is not system, user, assistant or tool"));
+                    return Err(format!(
+                        "messages[{i}].role `{role}` is not system, user, assistant or tool"
+                    ));
                 }
                 if m.get("content").is_none() && m.get("tool_calls").is_none() {
                     return Err(format!("messages[{i}] has no content"));
@@ -187,14 +215,21 @@ pub fn tokenize_record(
                 }
             }
             let tools = record.get("tools");
-            let full = tok.apply_chat_template(messages, tools, false).map_err(|e| e.to_string())?;
-            let (ids, offsets) = tok.encode_with_offsets(&full, false).map_err(|e| e.to_string())?;
+            let full = tok
+                .apply_chat_template(messages, tools, false)
+                .map_err(|e| e.to_string())?;
+            let (ids, offsets) = tok
+                .encode_with_offsets(&full, false)
+                .map_err(|e| e.to_string())?;
             let mask: Vec<bool> = if opts.train_on_inputs {
                 vec![true; ids.len()]
             } else {
                 let spans = assistant_spans(tok, messages, tools, &full)?;
                 if spans.is_empty() {
-                    return Err("no assistant message to learn from (all have weight 0 or none exist)".into());
+                    return Err(
+                        "no assistant message to learn from (all have weight 0 or none exist)"
+                            .into(),
+                    );
                 }
                 offsets
                     .iter()
@@ -219,7 +254,11 @@ pub fn tokenize_record(
     if !mask.iter().any(|m| *m) {
         return Err("no token counts in the loss (the prompt fills the length limit)".into());
     }
-    Ok(Example { ids, mask, truncated })
+    Ok(Example {
+        ids,
+        mask,
+        truncated,
+    })
 }
 
 /// Streams the JSON records of a JSONL file with their 1-based line numbers; blank lines
@@ -233,13 +272,21 @@ pub fn read_jsonl(path: &Path) -> Result<impl Iterator<Item = Result<(usize, Val
         .filter_map(move |(i, line)| {
             let line_no = i + 1;
             match line {
-                Err(e) => Some(Err(EngineError::Data { file: path.clone(), line: line_no, message: format!("unreadable: {e}") })),
-                Ok(l) if l.trim().is_empty() => None,
-                Ok(l) => Some(serde_json::from_str::<Value>(&l).map(|v| (line_no, v)).map_err(|e| EngineError::Data {
+                Err(e) => Some(Err(EngineError::Data {
                     file: path.clone(),
                     line: line_no,
-                    message: format!("invalid JSON: {e}"),
+                    message: format!("unreadable: {e}"),
                 })),
+                Ok(l) if l.trim().is_empty() => None,
+                Ok(l) => Some(
+                    serde_json::from_str::<Value>(&l)
+                        .map(|v| (line_no, v))
+                        .map_err(|e| EngineError::Data {
+                            file: path.clone(),
+                            line: line_no,
+                            message: format!("invalid JSON: {e}"),
+                        }),
+                ),
             }
         }))
 }
@@ -292,7 +339,11 @@ pub fn load_examples(
         examples.push(ex);
     }
     if examples.is_empty() {
-        return Err(EngineError::Data { file: path.to_path_buf(), line: 0, message: "no records".into() });
+        return Err(EngineError::Data {
+            file: path.to_path_buf(),
+            line: 0,
+            message: "no records".into(),
+        });
     }
     Ok((examples, stats))
 }

@@ -58,7 +58,11 @@ pub fn make_batch(examples: &[&Example]) -> Batch {
 
 /// Per-position cross-entropy `[B, T]` (float32) of `logits` `[B, T, V]` against `targets`.
 pub fn cross_entropy(logits: &Array, targets: &Array) -> Result<Array> {
-    let logits = if logits.dtype() == Dtype::Float32 { logits.clone() } else { logits.as_dtype(Dtype::Float32)? };
+    let logits = if logits.dtype() == Dtype::Float32 {
+        logits.clone()
+    } else {
+        logits.as_dtype(Dtype::Float32)?
+    };
     let lse = logits.logsumexp_axis(-1, false)?;
     let picked = logits
         .take_along_axis(targets.expand_dims(-1)?, -1)?
@@ -78,11 +82,19 @@ pub fn batch_sums(spec: &ModelSpec, p: &Params, batch: &Batch) -> Result<(f64, f
         .multiply(&batch.mask)?
         .sum(None)?;
     mlx_rs::transforms::eval([&loss_sum, &correct])?;
-    Ok((loss_sum.item_cast::<f32>() as f64, correct.item_cast::<f32>() as f64))
+    Ok((
+        loss_sum.item_cast::<f32>() as f64,
+        correct.item_cast::<f32>() as f64,
+    ))
 }
 
 /// Evaluates `examples` in length-sorted batches of `batch_size`.
-pub fn evaluate(spec: &ModelSpec, p: &Params, examples: &[Example], batch_size: usize) -> Result<EvalResult> {
+pub fn evaluate(
+    spec: &ModelSpec,
+    p: &Params,
+    examples: &[Example],
+    batch_size: usize,
+) -> Result<EvalResult> {
     if batch_size == 0 {
         return Err(EngineError::invalid("batch_size", "must be at least 1"));
     }
@@ -100,10 +112,18 @@ pub fn evaluate(spec: &ModelSpec, p: &Params, examples: &[Example], batch_size: 
         tokens += batch.loss_tokens;
     }
     if tokens == 0 {
-        return Err(EngineError::invalid("data", "no position counts in the loss"));
+        return Err(EngineError::invalid(
+            "data",
+            "no position counts in the loss",
+        ));
     }
     let mean = loss / tokens as f64;
-    Ok(EvalResult { loss: mean, perplexity: mean.exp(), token_accuracy: correct / tokens as f64, tokens })
+    Ok(EvalResult {
+        loss: mean,
+        perplexity: mean.exp(),
+        token_accuracy: correct / tokens as f64,
+        tokens,
+    })
 }
 
 /// Logits of the last position of each row, for callers that only need that.

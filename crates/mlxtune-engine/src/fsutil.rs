@@ -10,7 +10,10 @@ use crate::error::{EngineError, Result};
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let mut f = File::create(&tmp).map_err(|e| EngineError::io(&tmp, e))?;
     f.write_all(bytes).map_err(|e| EngineError::io(&tmp, e))?;

@@ -34,7 +34,14 @@ pub struct SamplingOptions {
 
 impl Default for SamplingOptions {
     fn default() -> Self {
-        SamplingOptions { temperature: 0.0, top_p: 1.0, min_p: 0.0, repetition_penalty: 1.0, repetition_context: 64, seed: None }
+        SamplingOptions {
+            temperature: 0.0,
+            top_p: 1.0,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            repetition_context: 64,
+            seed: None,
+        }
     }
 }
 
@@ -69,7 +76,12 @@ pub struct GenerateOptions {
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        GenerateOptions { max_tokens: 256, sampling: SamplingOptions::default(), stop: vec![], stop_at_eos: true }
+        GenerateOptions {
+            max_tokens: 256,
+            sampling: SamplingOptions::default(),
+            stop: vec![],
+            stop_at_eos: true,
+        }
     }
 }
 
@@ -105,7 +117,13 @@ pub fn sample(logits: &[f32], history: &[u32], opts: &SamplingOptions, rng: &mut
     let argmax = |v: &[f64]| {
         v.iter()
             .enumerate()
-            .fold((0usize, f64::NEG_INFINITY), |best, (i, x)| if *x > best.1 { (i, *x) } else { best })
+            .fold((0usize, f64::NEG_INFINITY), |best, (i, x)| {
+                if *x > best.1 {
+                    (i, *x)
+                } else {
+                    best
+                }
+            })
             .0 as u32
     };
     if opts.temperature == 0.0 {
@@ -113,7 +131,11 @@ pub fn sample(logits: &[f32], history: &[u32], opts: &SamplingOptions, rng: &mut
     }
     let t = opts.temperature as f64;
     let max = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let mut probs: Vec<(usize, f64)> = logits.iter().map(|l| ((l - max) / t).exp()).enumerate().collect();
+    let mut probs: Vec<(usize, f64)> = logits
+        .iter()
+        .map(|l| ((l - max) / t).exp())
+        .enumerate()
+        .collect();
     let total: f64 = probs.iter().map(|p| p.1).sum();
     probs.iter_mut().for_each(|p| p.1 /= total);
     probs.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -162,10 +184,16 @@ pub fn generate(
 ) -> Result<Generation> {
     opts.sampling.validate()?;
     if prompt_ids.is_empty() {
-        return Err(EngineError::invalid("prompt", "is empty after tokenization"));
+        return Err(EngineError::invalid(
+            "prompt",
+            "is empty after tokenization",
+        ));
     }
     let seed = opts.sampling.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
     });
     let mut rng = StdRng::seed_from_u64(seed);
     crate::runtime::reset_peak_memory();
@@ -194,7 +222,12 @@ pub fn generate(
             let mut piece = full[text.len()..].to_string();
             let mut stopped = false;
             let candidate = format!("{text}{piece}");
-            if let Some(cut) = opts.stop.iter().filter_map(|s| candidate.find(s.as_str())).min() {
+            if let Some(cut) = opts
+                .stop
+                .iter()
+                .filter_map(|s| candidate.find(s.as_str()))
+                .min()
+            {
                 piece = candidate[text.len().min(cut)..cut].to_string();
                 stopped = true;
             }

@@ -14,6 +14,6 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use error::{EngineError, Result};
+pub use mlx_rs;
 pub use models::{LoadOptions, Model, ModelSpec, QuantSpec};
 pub use tokenizer::Tokenizer;
-pub use mlx_rs;

@@ -61,7 +61,10 @@ fn read_json(path: &Path) -> Result<Option<Value>> {
     let text = std::fs::read_to_string(path).map_err(|e| EngineError::io(path, e))?;
     serde_json::from_str(&text)
         .map(Some)
-        .map_err(|e| EngineError::Tokenizer { file: path.to_path_buf(), message: format!("not valid JSON: {e}") })
+        .map_err(|e| EngineError::Tokenizer {
+            file: path.to_path_buf(),
+            message: format!("not valid JSON: {e}"),
+        })
 }
 
 impl Tokenizer {
@@ -75,12 +78,16 @@ impl Tokenizer {
                 why: "the fast-tokenizer file is needed; convert a sentencepiece tokenizer with transformers first".into(),
             });
         }
-        let inner = tokenizers::Tokenizer::from_file(&file)
-            .map_err(|e| EngineError::Tokenizer { file: file.clone(), message: format!("does not load: {e}") })?;
+        let inner =
+            tokenizers::Tokenizer::from_file(&file).map_err(|e| EngineError::Tokenizer {
+                file: file.clone(),
+                message: format!("does not load: {e}"),
+            })?;
         let cfg_path = dir.join("tokenizer_config.json");
         let cfg = read_json(&cfg_path)?.unwrap_or(Value::Null);
         let special = read_json(&dir.join("special_tokens_map.json"))?.unwrap_or(Value::Null);
-        let pick = |key: &str| token_string(cfg.get(key)).or_else(|| token_string(special.get(key)));
+        let pick =
+            |key: &str| token_string(cfg.get(key)).or_else(|| token_string(special.get(key)));
         let bos_token = pick("bos_token");
         let eos_token = pick("eos_token");
         let pad_token = pick("pad_token");
@@ -103,8 +110,11 @@ impl Tokenizer {
             };
             let t = match t {
                 Some(t) => Some(t),
-                None => read_json(&dir.join("chat_template.json"))?
-                    .and_then(|v| v.get("chat_template").and_then(Value::as_str).map(str::to_string)),
+                None => read_json(&dir.join("chat_template.json"))?.and_then(|v| {
+                    v.get("chat_template")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                }),
             };
             (t, cfg_path.clone())
         };
@@ -121,7 +131,10 @@ impl Tokenizer {
         }
         if let Some(gen) = read_json(&dir.join("generation_config.json"))? {
             match gen.get("eos_token_id") {
-                Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).for_each(|i| add(i as u32)),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .filter_map(Value::as_u64)
+                    .for_each(|i| add(i as u32)),
                 Some(v) => v.as_u64().into_iter().for_each(|i| add(i as u32)),
                 None => {}
             }
@@ -160,11 +173,18 @@ impl Tokenizer {
     }
 
     /// Token ids with the byte range of `text` each came from.
-    pub fn encode_with_offsets(&self, text: &str, add_special: bool) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
+    pub fn encode_with_offsets(
+        &self,
+        text: &str,
+        add_special: bool,
+    ) -> Result<(Vec<u32>, Vec<(usize, usize)>)> {
         let enc = self
             .inner
             .encode(text, add_special)
-            .map_err(|e| EngineError::Tokenizer { file: self.file.clone(), message: format!("encoding failed: {e}") })?;
+            .map_err(|e| EngineError::Tokenizer {
+                file: self.file.clone(),
+                message: format!("encoding failed: {e}"),
+            })?;
         Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
     }
 
@@ -172,7 +192,10 @@ impl Tokenizer {
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
         self.inner
             .decode(ids, skip_special)
-            .map_err(|e| EngineError::Tokenizer { file: self.file.clone(), message: format!("decoding failed: {e}") })
+            .map_err(|e| EngineError::Tokenizer {
+                file: self.file.clone(),
+                message: format!("decoding failed: {e}"),
+            })
     }
 
     /// The id of a token string, if it is in the vocabulary.
@@ -189,28 +212,41 @@ impl Tokenizer {
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> std::result::Result<JValue, minijinja::Error> {
-            Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<JValue, minijinja::Error> {
+                Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+            },
+        );
+        env.add_function("strftime_now", |fmt: String| -> String {
+            strftime_now(&fmt)
         });
-        env.add_function("strftime_now", |fmt: String| -> String { strftime_now(&fmt) });
-        env.add_template_owned("chat", template.to_string()).map_err(|e| EngineError::Tokenizer {
-            file: self.template_file.clone(),
-            message: format!("chat template does not parse: {e}"),
-        })?;
+        env.add_template_owned("chat", template.to_string())
+            .map_err(|e| EngineError::Tokenizer {
+                file: self.template_file.clone(),
+                message: format!("chat template does not parse: {e}"),
+            })?;
         Ok(env)
     }
 
     /// Renders `messages` (and optional `tools`) with the model's chat template.
-    pub fn apply_chat_template(&self, messages: &[Value], tools: Option<&Value>, add_generation_prompt: bool) -> Result<String> {
+    pub fn apply_chat_template(
+        &self,
+        messages: &[Value],
+        tools: Option<&Value>,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
         let template = self.chat_template.as_deref().ok_or_else(|| EngineError::Tokenizer {
             file: self.template_file.clone(),
             message: "the model has no chat template (tokenizer_config.json `chat_template` or chat_template.jinja)".into(),
         })?;
         let env = self.env(template)?;
-        let tmpl = env.get_template("chat").map_err(|e| EngineError::Tokenizer {
-            file: self.template_file.clone(),
-            message: e.to_string(),
-        })?;
+        let tmpl = env
+            .get_template("chat")
+            .map_err(|e| EngineError::Tokenizer {
+                file: self.template_file.clone(),
+                message: e.to_string(),
+            })?;
         let ctx = minijinja::context! {
             messages => JValue::from_serialize(messages),
             tools => tools.map(JValue::from_serialize),
@@ -246,8 +282,18 @@ fn strftime_now(fmt: &str) -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     const MONTHS: [&str; 12] = [
-        "January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-        "November", "December",
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
     ];
     let month = MONTHS[(m - 1) as usize];
     let mut out = String::new();

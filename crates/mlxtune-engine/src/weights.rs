@@ -43,8 +43,11 @@ pub fn read_header(file: &Path) -> Result<BTreeMap<String, TensorInfo>> {
     let mut f = File::open(file).map_err(|e| EngineError::io(file, e))?;
     let file_len = f.metadata().map_err(|e| EngineError::io(file, e))?.len();
     let mut len_bytes = [0u8; 8];
-    f.read_exact(&mut len_bytes)
-        .map_err(|_| bad(format!("truncated: {file_len} bytes, too short for a safetensors header")))?;
+    f.read_exact(&mut len_bytes).map_err(|_| {
+        bad(format!(
+            "truncated: {file_len} bytes, too short for a safetensors header"
+        ))
+    })?;
     let header_len = u64::from_le_bytes(len_bytes);
     if header_len > 100_000_000 || 8 + header_len > file_len {
         return Err(bad(format!(
@@ -142,7 +145,10 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
             if !f.exists() {
                 return Err(EngineError::MissingFile {
                     dir: dir.to_path_buf(),
-                    file: f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                    file: f
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
                     why: "named by model.safetensors.index.json".into(),
                 });
             }
@@ -159,7 +165,8 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.extension().is_some_and(|x| x == "safetensors")
-                && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("model"))
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("model"))
         })
         .collect();
     files.sort();
@@ -191,10 +198,17 @@ pub fn load_dir(dir: &Path) -> Result<Weights> {
 
 /// Writes tensors to `path` atomically: a temporary file in the same directory, synced,
 /// then renamed over the target, so a crash leaves either the old file or the new one.
-pub fn save_atomic(path: &Path, weights: &Weights, metadata: &HashMap<String, String>) -> Result<()> {
+pub fn save_atomic(
+    path: &Path,
+    weights: &Weights,
+    metadata: &HashMap<String, String>,
+) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| EngineError::io(dir, e))?;
-    let stem = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{stem}.{}.tmp.safetensors", std::process::id()));
     let mut sorted: Vec<(&String, &Array)> = weights.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(b.0));
@@ -239,5 +253,8 @@ pub fn dtype_name(dtype: Dtype) -> &'static str {
 
 /// Whether a dtype is a float type that a model may compute in.
 pub fn is_float(dtype: Dtype) -> bool {
-    matches!(dtype, Dtype::Float32 | Dtype::Bfloat16 | Dtype::Float16 | Dtype::Float64)
+    matches!(
+        dtype,
+        Dtype::Float32 | Dtype::Bfloat16 | Dtype::Float16 | Dtype::Float64
+    )
 }

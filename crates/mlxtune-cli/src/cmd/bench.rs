@@ -29,7 +29,10 @@ pub fn run(b: Bench) -> anyhow::Result<()> {
 }
 
 fn matmul(a: MatmulArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(a.size > 0 && a.iters > 0, "--size and --iters must be positive");
+    anyhow::ensure!(
+        a.size > 0 && a.iters > 0,
+        "--size and --iters must be positive"
+    );
     let dtype = weights::parse_dtype(&a.dtype)?;
     let n = a.size;
     let x = random::normal::<f32>(&[n, n][..], None, None, None)?.as_dtype(dtype)?;
@@ -57,7 +60,11 @@ fn matmul(a: MatmulArgs) -> anyhow::Result<()> {
     if a.json {
         println!("{out}");
     } else {
-        println!("{n}x{n} {} matmul on {}: {gflops:.1} GFLOP/s", weights::dtype_name(dtype), runtime::current_device());
+        println!(
+            "{n}x{n} {} matmul on {}: {gflops:.1} GFLOP/s",
+            weights::dtype_name(dtype),
+            runtime::current_device()
+        );
     }
     Ok(())
 }

@@ -33,7 +33,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let (model, tok) = a.model.load()?;
     let opts = TokenizeOptions {
         train_on_inputs: a.train_on_inputs,
-        max_len: Some(a.max_seq_len.unwrap_or(model.spec.max_position_embeddings as usize)),
+        max_len: Some(
+            a.max_seq_len
+                .unwrap_or(model.spec.max_position_embeddings as usize),
+        ),
         append_eos: true,
     };
     let (examples, stats) = load_examples(&a.data, &tok, format, &opts)?;

@@ -33,7 +33,10 @@ impl ModelArgs {
             None if mlxtune_engine::runtime::current_device() == "cpu" => Some(mlx_rs_dtype_f32()),
             None => None,
         };
-        let quantize = self.quantize_bits.map(|bits| QuantSpec { group_size: self.group_size, bits });
+        let quantize = self.quantize_bits.map(|bits| QuantSpec {
+            group_size: self.group_size,
+            bits,
+        });
         Ok(LoadOptions { dtype, quantize })
     }
 

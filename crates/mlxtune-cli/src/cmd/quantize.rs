@@ -18,7 +18,10 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let mut opts = a.model.load_options()?;
-    opts.quantize = Some(QuantSpec { group_size: a.model.group_size, bits: a.bits });
+    opts.quantize = Some(QuantSpec {
+        group_size: a.model.group_size,
+        bits: a.bits,
+    });
     let model = Model::load(&a.model.model, &opts)?;
     model.save(&a.output)?;
     println!("wrote {}", a.output.display());

@@ -12,7 +12,10 @@ use crate::error::Result;
 #[derive(Debug, Clone)]
 pub enum LayerCache {
     /// Keys and values `[B, kv_heads, T, head_dim]` of an attention layer.
-    Kv { keys: Option<Array>, values: Option<Array> },
+    Kv {
+        keys: Option<Array>,
+        values: Option<Array>,
+    },
     /// The last `L-1` gated inputs `[B, L-1, hidden]` of a convolution layer.
     Conv { state: Option<Array> },
 }
@@ -33,7 +36,10 @@ impl Cache {
                 .layers
                 .iter()
                 .map(|k| match k {
-                    LayerKind::Attention => LayerCache::Kv { keys: None, values: None },
+                    LayerKind::Attention => LayerCache::Kv {
+                        keys: None,
+                        values: None,
+                    },
                     LayerKind::Conv => LayerCache::Conv { state: None },
                 })
                 .collect(),

@@ -31,12 +31,18 @@ impl HfConfig {
 
     /// Parses config text (for tests and in-memory configs).
     pub fn parse(file: &Path, text: &str) -> Result<Self> {
-        let value: Value = serde_json::from_str(text).map_err(|e| {
-            EngineError::config(file, "(file)", format!("not valid JSON: {e}"))
-        })?;
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| EngineError::config(file, "(file)", format!("not valid JSON: {e}")))?;
         match value {
-            Value::Object(json) => Ok(Self { file: file.to_path_buf(), json }),
-            _ => Err(EngineError::config(file, "(file)", "expected a JSON object")),
+            Value::Object(json) => Ok(Self {
+                file: file.to_path_buf(),
+                json,
+            }),
+            _ => Err(EngineError::config(
+                file,
+                "(file)",
+                "expected a JSON object",
+            )),
         }
     }
 
@@ -114,8 +120,14 @@ impl HfConfig {
     /// RoPE base and scaling, from `rope_theta` + `rope_scaling` or from the newer
     /// `rope_parameters` object.
     pub fn rope(&self, default_theta: f32) -> Result<(f32, RopeScaling)> {
-        let params = self.get("rope_parameters").or_else(|| self.get("rope_scaling"));
-        let params_field = if self.has("rope_parameters") { "rope_parameters" } else { "rope_scaling" };
+        let params = self
+            .get("rope_parameters")
+            .or_else(|| self.get("rope_scaling"));
+        let params_field = if self.has("rope_parameters") {
+            "rope_parameters"
+        } else {
+            "rope_scaling"
+        };
         let mut theta = self.opt_f32("rope_theta")?.unwrap_or(default_theta);
         let Some(params) = params else {
             return Ok((theta, RopeScaling::None));
@@ -135,11 +147,18 @@ impl HfConfig {
             obj.get(key)
                 .and_then(Value::as_f64)
                 .map(|v| v as f32)
-                .ok_or_else(|| self.err(&format!("{params_field}.{key}"), "required for this rope_type"))
+                .ok_or_else(|| {
+                    self.err(
+                        &format!("{params_field}.{key}"),
+                        "required for this rope_type",
+                    )
+                })
         };
         let scaling = match kind {
             "default" => RopeScaling::None,
-            "linear" => RopeScaling::Linear { factor: num("factor")? },
+            "linear" => RopeScaling::Linear {
+                factor: num("factor")?,
+            },
             "llama3" => RopeScaling::Llama3 {
                 factor: num("factor")?,
                 low_freq_factor: num("low_freq_factor")?,

@@ -29,11 +29,17 @@ pub struct Params<'a> {
 
 impl<'a> Params<'a> {
     pub fn new(base: &'a Weights) -> Self {
-        Params { base, over: None, lora_scale: 1.0 }
+        Params {
+            base,
+            over: None,
+            lora_scale: 1.0,
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&'a Array> {
-        self.over.and_then(|o| o.get(name)).or_else(|| self.base.get(name))
+        self.over
+            .and_then(|o| o.get(name))
+            .or_else(|| self.base.get(name))
     }
 
     pub fn req(&self, name: &str) -> Result<&'a Array> {
@@ -94,8 +100,12 @@ fn rms_norm(p: &Params, name: &str, x: &Array, eps: f32) -> Result<Array> {
 
 /// RoPE frequencies for Llama 3 scaling (None for the other schemes).
 pub(crate) fn rope_freqs(spec: &ModelSpec) -> Option<Array> {
-    let RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } =
-        spec.rope_scaling
+    let RopeScaling::Llama3 {
+        factor,
+        low_freq_factor,
+        high_freq_factor,
+        original_max_position_embeddings,
+    } = spec.rope_scaling
     else {
         return None;
     };
@@ -126,7 +136,15 @@ fn rope(spec: &ModelSpec, freqs: Option<&Array>, x: &Array, offset: i32) -> Resu
         RopeScaling::Linear { factor } => (Some(spec.rope_theta), 1.0 / factor),
         RopeScaling::Llama3 { .. } => (None, 1.0),
     };
-    Ok(fast::rope(x, spec.head_dim, false, base, scale, offset, freqs)?)
+    Ok(fast::rope(
+        x,
+        spec.head_dim,
+        false,
+        base,
+        scale,
+        offset,
+        freqs,
+    )?)
 }
 
 /// Per-call options of a forward pass.
@@ -162,7 +180,11 @@ impl Layer<'_> {
             };
             Ok(y.transpose_axes(&[0, 2, 1, 3])?)
         };
-        let (qn, kn) = if s.qk_norm { (Some(n.q_norm), Some(n.k_norm)) } else { (None, None) };
+        let (qn, kn) = if s.qk_norm {
+            (Some(n.q_norm), Some(n.k_norm))
+        } else {
+            (None, None)
+        };
         let q = rope(s, self.freqs, &heads(n.q_proj, s.num_heads, qn)?, offset)?;
         let k = rope(s, self.freqs, &heads(n.k_proj, s.num_kv_heads, kn)?, offset)?;
         let v = heads(n.v_proj, s.num_kv_heads, None)?;
@@ -172,15 +194,30 @@ impl Layer<'_> {
         };
         let scale = (s.head_dim as f32).powf(-0.5);
         let o = if t > 1 {
-            fast::scaled_dot_product_attention(&q, &k, &v, scale, ScaledDotProductAttentionMask::Causal, None)?
+            fast::scaled_dot_product_attention(
+                &q,
+                &k,
+                &v,
+                scale,
+                ScaledDotProductAttentionMask::Causal,
+                None,
+            )?
         } else {
             fast::scaled_dot_product_attention(&q, &k, &v, scale, None, None)?
         };
-        let o = o.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, t, s.num_heads * s.head_dim])?;
+        let o = o
+            .transpose_axes(&[0, 2, 1, 3])?
+            .reshape(&[b, t, s.num_heads * s.head_dim])?;
         linear(p, &format!("{a}.{}", n.o_proj), &o)
     }
 
-    fn short_conv(&self, p: &Params, prefix: &str, x: &Array, cache: Option<&mut LayerCache>) -> Result<Array> {
+    fn short_conv(
+        &self,
+        p: &Params,
+        prefix: &str,
+        x: &Array,
+        cache: Option<&mut LayerCache>,
+    ) -> Result<Array> {
         let s = self.spec;
         let c = format!("{prefix}.{}", s.names.conv);
         let (b, t, h) = (x.dim(0), x.dim(1), s.hidden_size);
@@ -224,9 +261,17 @@ impl Layer<'_> {
 }
 
 /// Final hidden states `[B, T, hidden]` (after the last norm) for `tokens` `[B, T]`.
-pub fn forward_hidden(spec: &ModelSpec, p: &Params, tokens: &Array, ctx: ForwardCtx) -> Result<Array> {
+pub fn forward_hidden(
+    spec: &ModelSpec,
+    p: &Params,
+    tokens: &Array,
+    ctx: ForwardCtx,
+) -> Result<Array> {
     let freqs = rope_freqs(spec);
-    let layer = Layer { spec, freqs: freqs.as_ref() };
+    let layer = Layer {
+        spec,
+        freqs: freqs.as_ref(),
+    };
     let n = &spec.names;
     let mut cache = ctx.cache;
     let offset = cache.as_ref().map_or(0, |c| c.offset);
@@ -234,13 +279,23 @@ pub fn forward_hidden(spec: &ModelSpec, p: &Params, tokens: &Array, ctx: Forward
     for (i, kind) in spec.layers.iter().enumerate() {
         let prefix = format!("model.layers.{i}");
         let lc = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-        let h = rms_norm(p, &format!("{prefix}.{}.weight", n.attn_norm), &x, spec.norm_eps)?;
+        let h = rms_norm(
+            p,
+            &format!("{prefix}.{}.weight", n.attn_norm),
+            &x,
+            spec.norm_eps,
+        )?;
         let h = match kind {
             LayerKind::Attention => layer.attention(p, &prefix, &h, lc, offset)?,
             LayerKind::Conv => layer.short_conv(p, &prefix, &h, lc)?,
         };
         x = x.add(h)?;
-        let h = rms_norm(p, &format!("{prefix}.{}.weight", n.mlp_norm), &x, spec.norm_eps)?;
+        let h = rms_norm(
+            p,
+            &format!("{prefix}.{}.weight", n.mlp_norm),
+            &x,
+            spec.norm_eps,
+        )?;
         x = x.add(layer.mlp(p, &prefix, &h)?)?;
     }
     if let Some(c) = cache {

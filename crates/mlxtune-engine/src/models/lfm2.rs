@@ -29,7 +29,11 @@ pub const NAMES: Names = Names {
 
 /// The feed-forward width after LFM2's optional auto-adjustment.
 pub fn ff_dim(cfg: &HfConfig) -> Result<i32> {
-    let field = if cfg.has("intermediate_size") { "intermediate_size" } else { "block_ff_dim" };
+    let field = if cfg.has("intermediate_size") {
+        "intermediate_size"
+    } else {
+        "block_ff_dim"
+    };
     let mut ff = cfg.req_i32(field)? as f64;
     if cfg.opt_bool("block_auto_adjust_ff_dim")?.unwrap_or(true) {
         ff = (2.0 * ff / 3.0).floor();
@@ -60,7 +64,10 @@ pub fn spec(cfg: &HfConfig) -> Result<ModelSpec> {
         if types.len() != n_layers {
             return Err(cfg.err(
                 "layer_types",
-                format!("has {} entries, num_hidden_layers is {n_layers}", types.len()),
+                format!(
+                    "has {} entries, num_hidden_layers is {n_layers}",
+                    types.len()
+                ),
             ));
         }
         types
@@ -89,12 +96,21 @@ pub fn spec(cfg: &HfConfig) -> Result<ModelSpec> {
             })
             .collect::<Result<Vec<_>>>()?;
         (0..n_layers)
-            .map(|i| if idxs.contains(&(i as u64)) { LayerKind::Attention } else { LayerKind::Conv })
+            .map(|i| {
+                if idxs.contains(&(i as u64)) {
+                    LayerKind::Attention
+                } else {
+                    LayerKind::Conv
+                }
+            })
             .collect()
     };
     let (rope_theta, rope_scaling) = cfg.rope(1_000_000.0)?;
     if rope_scaling != RopeScaling::None {
-        return Err(cfg.err("rope_parameters", "LFM2 uses plain RoPE; scaling is not supported"));
+        return Err(cfg.err(
+            "rope_parameters",
+            "LFM2 uses plain RoPE; scaling is not supported",
+        ));
     }
     let tie = match cfg.opt_bool("tie_word_embeddings")? {
         Some(t) => t,

@@ -19,7 +19,10 @@ pub fn spec(cfg: &HfConfig) -> Result<ModelSpec> {
         Some(d) => d,
         None => {
             if hidden_size % num_heads != 0 {
-                return Err(cfg.err("num_attention_heads", "must divide hidden_size when head_dim is absent"));
+                return Err(cfg.err(
+                    "num_attention_heads",
+                    "must divide hidden_size when head_dim is absent",
+                ));
             }
             hidden_size / num_heads
         }

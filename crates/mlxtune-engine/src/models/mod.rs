@@ -51,7 +51,10 @@ pub fn spec_from_config(cfg: &HfConfig) -> Result<ModelSpec> {
         .map(|(_, to)| *to)
         .unwrap_or(model_type.as_str());
     if model_type == "mistral" && cfg.has("sliding_window") {
-        return Err(cfg.err("sliding_window", "sliding-window attention is not supported"));
+        return Err(cfg.err(
+            "sliding_window",
+            "sliding-window attention is not supported",
+        ));
     }
     let f = REGISTRY
         .iter()
@@ -76,7 +79,10 @@ impl QuantSpec {
     /// Checks the values MLX's affine kernels support and this project tests.
     pub fn validate(&self, field: &str) -> Result<()> {
         if ![2, 3, 4, 5, 6, 8].contains(&self.bits) {
-            return Err(EngineError::invalid(&format!("{field}.bits"), format!("{} is not one of 2, 3, 4, 5, 6, 8", self.bits)));
+            return Err(EngineError::invalid(
+                &format!("{field}.bits"),
+                format!("{} is not one of 2, 3, 4, 5, 6, 8", self.bits),
+            ));
         }
         if ![32, 64, 128].contains(&self.group_size) {
             return Err(EngineError::invalid(
@@ -120,14 +126,24 @@ impl std::fmt::Debug for Model {
     }
 }
 
-fn quant_from_config(cfg: &HfConfig) -> Result<(Option<QuantSpec>, HashMap<String, Option<QuantSpec>>)> {
-    let Some(q) = cfg.get("quantization").or_else(|| cfg.get("quantization_config")) else {
+fn quant_from_config(
+    cfg: &HfConfig,
+) -> Result<(Option<QuantSpec>, HashMap<String, Option<QuantSpec>>)> {
+    let Some(q) = cfg
+        .get("quantization")
+        .or_else(|| cfg.get("quantization_config"))
+    else {
         return Ok((None, HashMap::new()));
     };
-    let obj = q.as_object().ok_or_else(|| cfg.err("quantization", "expected an object"))?;
+    let obj = q
+        .as_object()
+        .ok_or_else(|| cfg.err("quantization", "expected an object"))?;
     if let Some(mode) = obj.get("mode").and_then(|m| m.as_str()) {
         if mode != "affine" {
-            return Err(cfg.err("quantization.mode", format!("`{mode}` is not supported (only affine)")));
+            return Err(cfg.err(
+                "quantization.mode",
+                format!("`{mode}` is not supported (only affine)"),
+            ));
         }
     }
     let int = |key: &str| -> Result<i32> {
@@ -136,14 +152,31 @@ fn quant_from_config(cfg: &HfConfig) -> Result<(Option<QuantSpec>, HashMap<Strin
             .map(|v| v as i32)
             .ok_or_else(|| cfg.err(&format!("quantization.{key}"), "required integer"))
     };
-    let default = QuantSpec { group_size: int("group_size")?, bits: int("bits")? };
-    default.validate("quantization").map_err(|e| cfg.err("quantization", e.to_string()))?;
+    let default = QuantSpec {
+        group_size: int("group_size")?,
+        bits: int("bits")?,
+    };
+    default
+        .validate("quantization")
+        .map_err(|e| cfg.err("quantization", e.to_string()))?;
     let mut per_module = HashMap::new();
     for (k, v) in obj {
         if let Some(o) = v.as_object() {
-            let gs = o.get("group_size").and_then(|v| v.as_i64()).unwrap_or(default.group_size as i64);
-            let bits = o.get("bits").and_then(|v| v.as_i64()).unwrap_or(default.bits as i64);
-            per_module.insert(k.clone(), Some(QuantSpec { group_size: gs as i32, bits: bits as i32 }));
+            let gs = o
+                .get("group_size")
+                .and_then(|v| v.as_i64())
+                .unwrap_or(default.group_size as i64);
+            let bits = o
+                .get("bits")
+                .and_then(|v| v.as_i64())
+                .unwrap_or(default.bits as i64);
+            per_module.insert(
+                k.clone(),
+                Some(QuantSpec {
+                    group_size: gs as i32,
+                    bits: bits as i32,
+                }),
+            );
         } else if v.as_bool() == Some(false) {
             per_module.insert(k.clone(), None);
         }
@@ -164,7 +197,12 @@ fn sanitize(spec: &ModelSpec, w: &mut Weights) -> Result<()> {
         // mlx-lm stores the depthwise kernel as [h, L, 1]; Hugging Face as [h, 1, L].
         let l = spec.conv_l_cache;
         for (name, a) in w.iter_mut() {
-            if name.ends_with(".conv.conv.weight") && a.ndim() == 3 && a.dim(1) == l && a.dim(2) == 1 && l != 1 {
+            if name.ends_with(".conv.conv.weight")
+                && a.ndim() == 3
+                && a.dim(1) == l
+                && a.dim(2) == 1
+                && l != 1
+            {
                 *a = a.transpose_axes(&[0, 2, 1])?;
             }
         }
@@ -192,7 +230,9 @@ fn check_weights(
                 None => quant,
             };
             let Some(q) = q else {
-                problems.push(format!("{scales_name}: quantized, but config.json has no quantization for it"));
+                problems.push(format!(
+                    "{scales_name}: quantized, but config.json has no quantization for it"
+                ));
                 consumed.insert(scales_name);
                 continue;
             };
@@ -219,12 +259,17 @@ fn check_weights(
         }
         match w.get(&e.name) {
             None => problems.push(format!("missing {} (shape {:?})", e.name, e.shape)),
-            Some(a) if a.shape() != e.shape.as_slice() => {
-                problems.push(format!("{}: shape {:?}, expected {:?}", e.name, a.shape(), e.shape))
-            }
-            Some(a) if !weights::is_float(a.dtype()) => {
-                problems.push(format!("{}: dtype {:?}, expected a float type", e.name, a.dtype()))
-            }
+            Some(a) if a.shape() != e.shape.as_slice() => problems.push(format!(
+                "{}: shape {:?}, expected {:?}",
+                e.name,
+                a.shape(),
+                e.shape
+            )),
+            Some(a) if !weights::is_float(a.dtype()) => problems.push(format!(
+                "{}: dtype {:?}, expected a float type",
+                e.name,
+                a.dtype()
+            )),
             Some(_) => {}
         }
         consumed.insert(e.name);
@@ -250,7 +295,9 @@ pub fn quantize_weights(spec: &ModelSpec, w: &mut Weights, q: QuantSpec) -> Resu
         if w.contains_key(&format!("{prefix}.scales")) {
             continue;
         }
-        let Some(dense) = w.get(&e.name) else { continue };
+        let Some(dense) = w.get(&e.name) else {
+            continue;
+        };
         let (packed, scales, biases) = mlx_rs::ops::quantize(dense, q.group_size, q.bits)?;
         mlx_rs::transforms::eval([&packed, &scales, &biases])?;
         w.insert(e.name.clone(), packed);
@@ -315,7 +362,14 @@ impl Model {
             "model loaded from {}",
             dir.display()
         );
-        Ok(Model { dir: dir.to_path_buf(), config, spec, weights: w, dtype, quantization })
+        Ok(Model {
+            dir: dir.to_path_buf(),
+            config,
+            spec,
+            weights: w,
+            dtype,
+            quantization,
+        })
     }
 
     /// The model's own parameters, nothing layered over them.
@@ -341,7 +395,10 @@ impl Model {
         cfg.remove("quantization_config");
         match self.quantization {
             Some(q) => {
-                cfg.insert("quantization".into(), serde_json::to_value(q).map_err(|e| EngineError::Mlx(e.to_string()))?);
+                cfg.insert(
+                    "quantization".into(),
+                    serde_json::to_value(q).map_err(|e| EngineError::Mlx(e.to_string()))?,
+                );
             }
             None => {
                 cfg.remove("quantization");
@@ -358,7 +415,8 @@ impl Model {
                 .into(),
             ),
         );
-        let text = serde_json::to_string_pretty(&cfg).map_err(|e| EngineError::Mlx(e.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(&cfg).map_err(|e| EngineError::Mlx(e.to_string()))?;
         crate::fsutil::write_atomic(&out.join("config.json"), text.as_bytes())?;
         let mut meta = HashMap::new();
         meta.insert("format".to_string(), "mlx".to_string());

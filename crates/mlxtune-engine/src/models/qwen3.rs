@@ -7,7 +7,10 @@ use crate::error::Result;
 
 pub fn spec(cfg: &HfConfig) -> Result<ModelSpec> {
     if cfg.opt_bool("use_sliding_window")?.unwrap_or(false) {
-        return Err(cfg.err("use_sliding_window", "sliding-window attention is not supported"));
+        return Err(cfg.err(
+            "use_sliding_window",
+            "sliding-window attention is not supported",
+        ));
     }
     let mut spec = super::llama::spec(cfg)?;
     if !cfg.has("head_dim") {

@@ -127,10 +127,13 @@ impl ModelSpec {
         let n = &self.names;
         let h = self.hidden_size;
         let mut out = Vec::new();
-        let mut push = |name: String, shape: Vec<i32>, role: Role| {
-            out.push(Expected { name, shape, role })
-        };
-        push("model.embed_tokens.weight".into(), vec![self.vocab_size, h], Role::Embedding);
+        let mut push =
+            |name: String, shape: Vec<i32>, role: Role| out.push(Expected { name, shape, role });
+        push(
+            "model.embed_tokens.weight".into(),
+            vec![self.vocab_size, h],
+            Role::Embedding,
+        );
         for (i, kind) in self.layers.iter().enumerate() {
             let p = format!("model.layers.{i}");
             push(format!("{p}.{}.weight", n.attn_norm), vec![h], Role::Other);
@@ -141,8 +144,16 @@ impl ModelSpec {
                     let q = self.num_heads * self.head_dim;
                     let kv = self.num_kv_heads * self.head_dim;
                     push(format!("{a}.{}.weight", n.q_proj), vec![q, h], Role::Linear);
-                    push(format!("{a}.{}.weight", n.k_proj), vec![kv, h], Role::Linear);
-                    push(format!("{a}.{}.weight", n.v_proj), vec![kv, h], Role::Linear);
+                    push(
+                        format!("{a}.{}.weight", n.k_proj),
+                        vec![kv, h],
+                        Role::Linear,
+                    );
+                    push(
+                        format!("{a}.{}.weight", n.v_proj),
+                        vec![kv, h],
+                        Role::Linear,
+                    );
                     push(format!("{a}.{}.weight", n.o_proj), vec![h, q], Role::Linear);
                     if self.qkv_bias {
                         push(format!("{a}.{}.bias", n.q_proj), vec![q], Role::Other);
@@ -153,15 +164,27 @@ impl ModelSpec {
                         push(format!("{a}.{}.bias", n.o_proj), vec![h], Role::Other);
                     }
                     if self.qk_norm {
-                        push(format!("{a}.{}.weight", n.q_norm), vec![self.head_dim], Role::Other);
-                        push(format!("{a}.{}.weight", n.k_norm), vec![self.head_dim], Role::Other);
+                        push(
+                            format!("{a}.{}.weight", n.q_norm),
+                            vec![self.head_dim],
+                            Role::Other,
+                        );
+                        push(
+                            format!("{a}.{}.weight", n.k_norm),
+                            vec![self.head_dim],
+                            Role::Other,
+                        );
                     }
                 }
                 LayerKind::Conv => {
                     let c = format!("{p}.{}", n.conv);
                     push(format!("{c}.in_proj.weight"), vec![3 * h, h], Role::Linear);
                     push(format!("{c}.out_proj.weight"), vec![h, h], Role::Linear);
-                    push(format!("{c}.conv.weight"), vec![h, 1, self.conv_l_cache], Role::Other);
+                    push(
+                        format!("{c}.conv.weight"),
+                        vec![h, 1, self.conv_l_cache],
+                        Role::Other,
+                    );
                     if self.conv_bias {
                         push(format!("{c}.in_proj.bias"), vec![3 * h], Role::Other);
                         push(format!("{c}.out_proj.bias"), vec![h], Role::Other);
@@ -182,7 +205,11 @@ impl ModelSpec {
         }
         push(format!("{}.weight", n.final_norm), vec![h], Role::Other);
         if !self.tie_embeddings {
-            push("lm_head.weight".into(), vec![self.vocab_size, h], Role::Linear);
+            push(
+                "lm_head.weight".into(),
+                vec![self.vocab_size, h],
+                Role::Linear,
+            );
         }
         out
     }
