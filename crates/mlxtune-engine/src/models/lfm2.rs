@@ -37,11 +37,13 @@ pub fn ff_dim(cfg: &HfConfig) -> Result<i32> {
     let mut ff = cfg.req_i32(field)? as f64;
     if cfg.opt_bool("block_auto_adjust_ff_dim")?.unwrap_or(true) {
         ff = (2.0 * ff / 3.0).floor();
+        // As transformers does: the multiplier and the rounding apply only when a
+        // multiplier is given.
         if let Some(m) = cfg.opt_f32("block_ffn_dim_multiplier")? {
             ff = (m as f64 * ff).floor();
+            let multiple = cfg.opt_i32("block_multiple_of")?.unwrap_or(256) as f64;
+            ff = multiple * (ff / multiple).ceil();
         }
-        let multiple = cfg.opt_i32("block_multiple_of")?.unwrap_or(256) as f64;
-        ff = multiple * (ff / multiple).ceil();
     }
     Ok(ff as i32)
 }

@@ -404,8 +404,13 @@ impl Model {
                 cfg.remove("quantization");
             }
         }
+        let dtype_key = if cfg.contains_key("dtype") {
+            "dtype"
+        } else {
+            "torch_dtype"
+        };
         cfg.insert(
-            "torch_dtype".into(),
+            dtype_key.into(),
             serde_json::Value::String(
                 match self.dtype {
                     Dtype::Bfloat16 => "bfloat16",
