@@ -11,7 +11,10 @@ use mlxtune_engine::weights;
 pub const ARCHS: &[&str] = &["lfm2", "llama", "qwen2", "qwen3"];
 
 pub fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models")
+    match std::env::var_os("MLXTUNE_FIXTURES") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models"),
+    }
 }
 
 pub fn fixture(name: &str) -> PathBuf {

@@ -1,0 +1,252 @@
+//! The `mlxtune` command as a user runs it: JSON outputs, exit codes, one-line errors.
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/models")
+        .join(name)
+}
+
+fn mlxtune(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mlxtune"))
+        .args(args)
+        .output()
+        .expect("mlxtune runs")
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("stdout is one JSON object")
+}
+
+fn reference(name: &str) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture(name).join("reference.json")).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn generate_json_gives_text_and_the_greedy_ids() {
+    let model = fixture("llama");
+    let out = mlxtune(&[
+        "generate",
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "The quick brown fox",
+        "--max-tokens",
+        "8",
+        "--json",
+    ]);
+    let v = json(&out);
+    let ids = v["token_ids"].as_array().unwrap();
+    assert_eq!(ids.len(), 8);
+    assert!(v["text"].as_str().unwrap().contains("jumps"), "{v}");
+    assert_eq!(v["finish_reason"], "length");
+}
+
+#[test]
+fn generate_stops_at_eos_and_at_stop_strings() {
+    let model = fixture("lfm2");
+    let m = model.to_str().unwrap();
+    let v = json(&mlxtune(&[
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        "The quick brown fox",
+        "--max-tokens",
+        "40",
+        "--json",
+    ]));
+    assert_eq!(
+        v["finish_reason"], "stop",
+        "the fixture model ends its sentence with <|im_end|>: {v}"
+    );
+    assert!(v["token_ids"].as_array().unwrap().len() < 40);
+    let v = json(&mlxtune(&[
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        "The quick brown fox",
+        "--stop",
+        "lazy",
+        "--json",
+    ]));
+    assert_eq!(v["finish_reason"], "stop");
+    let text = v["text"].as_str().unwrap();
+    assert!(
+        text.contains("over the") && !text.contains("lazy"),
+        "{text}"
+    );
+}
+
+#[test]
+fn sampling_with_a_seed_repeats_and_chat_mode_uses_the_template() {
+    let model = fixture("qwen2");
+    let m = model.to_str().unwrap();
+    let args = [
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        "Hello",
+        "--chat",
+        "--temperature",
+        "1.5",
+        "--top-p",
+        "0.95",
+        "--seed",
+        "7",
+        "--max-tokens",
+        "12",
+        "--ignore-eos",
+        "--json",
+    ];
+    let a = json(&mlxtune(&args));
+    let b = json(&mlxtune(&args));
+    assert_eq!(a["token_ids"], b["token_ids"]);
+    assert!(
+        a["prompt_tokens"].as_u64().unwrap() > 5,
+        "the chat template wraps the prompt: {a}"
+    );
+}
+
+#[test]
+fn eval_json_matches_the_transformers_reference() {
+    let r = reference("qwen3");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("eval.jsonl");
+    let lines: Vec<String> = r["eval_records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| serde_json::json!({ "text": t }).to_string())
+        .collect();
+    std::fs::write(&data, lines.join("\n")).unwrap();
+    let model = fixture("qwen3");
+    let v = json(&mlxtune(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--batch-size",
+        "2",
+        "--json",
+    ]));
+    let loss = r["eval"]["loss"].as_f64().unwrap();
+    assert!(
+        (v["loss"].as_f64().unwrap() - loss).abs() < 1e-4,
+        "{v} vs {loss}"
+    );
+    assert_eq!(v["tokens"], r["eval"]["tokens"]);
+    assert!((v["perplexity"].as_f64().unwrap() - loss.exp()).abs() < 1e-2);
+    assert!(v["token_accuracy"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn eval_reports_the_file_and_line_of_a_bad_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("bad.jsonl");
+    std::fs::write(&data, "{\"text\": \"fine\"}\n\n{\"text\": 3}\n").unwrap();
+    let model = fixture("llama");
+    let out = mlxtune(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.jsonl:3") && err.contains("`text` must be a string"),
+        "{err}"
+    );
+}
+
+#[test]
+fn chat_eval_counts_only_assistant_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("chat.jsonl");
+    let rec = serde_json::json!({"messages": [
+        {"role": "user", "content": "The quick brown fox"},
+        {"role": "assistant", "content": "jumps over the lazy dog."}
+    ]});
+    std::fs::write(&data, rec.to_string()).unwrap();
+    let model = fixture("lfm2");
+    let m = model.to_str().unwrap();
+    let d = data.to_str().unwrap();
+    let masked = json(&mlxtune(&["eval", "--model", m, "--data", d, "--json"]));
+    let all = json(&mlxtune(&[
+        "eval",
+        "--model",
+        m,
+        "--data",
+        d,
+        "--train-on-inputs",
+        "--json",
+    ]));
+    assert!(masked["tokens"].as_u64().unwrap() < all["tokens"].as_u64().unwrap());
+}
+
+#[test]
+fn bench_matmul_reports_gflops() {
+    let v = json(&mlxtune(&[
+        "bench", "matmul", "--size", "128", "--iters", "2", "--json",
+    ]));
+    assert!(v["gflops"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["size"], 128);
+}
+
+#[test]
+fn bad_input_fails_with_one_clear_line() {
+    let out = mlxtune(&["generate", "--model", "/nonexistent/model", "--prompt", "x"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: ") && err.contains("/nonexistent/model"),
+        "{err}"
+    );
+    if mlxtune_engine::runtime::backend() == "cpu" {
+        let out = mlxtune(&["--device", "gpu", "info"]);
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("a GPU was requested") && err.contains("MLXTUNE_BACKEND=cuda"),
+            "{err}"
+        );
+    }
+    let out = mlxtune(&[
+        "generate",
+        "--model",
+        fixture("llama").to_str().unwrap(),
+        "--prompt",
+        "x",
+        "--dtype",
+        "f64",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("dtype"));
+    let out = mlxtune(&[
+        "generate",
+        "--model",
+        fixture("llama").to_str().unwrap(),
+        "--prompt",
+        "x",
+        "--top-p",
+        "0",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("top_p"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
