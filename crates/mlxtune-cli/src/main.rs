@@ -34,6 +34,8 @@ enum Command {
     Eval(cmd::eval::Args),
     /// Quantize a model (MLX affine, 4 or 8 bits) and save it.
     Quantize(cmd::quantize::Args),
+    /// Fine-tune a model (LoRA, DoRA, QLoRA or full) from a config file.
+    Train(cmd::train::Args),
     /// Micro-benchmarks.
     #[command(subcommand)]
     Bench(cmd::bench::Bench),
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
             Command::Generate(a) => cmd::generate::run(a),
             Command::Eval(a) => cmd::eval::run(a),
             Command::Quantize(a) => cmd::quantize::run(a),
+            Command::Train(a) => cmd::train::run(a),
             Command::Bench(b) => cmd::bench::run(b),
         }
     })();

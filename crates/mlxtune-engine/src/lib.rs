@@ -11,6 +11,7 @@ pub mod generate;
 pub mod models;
 pub mod runtime;
 pub mod tokenizer;
+pub mod train;
 pub mod weights;
 
 pub use error::{EngineError, Result};

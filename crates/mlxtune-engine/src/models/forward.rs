@@ -9,7 +9,7 @@
 use mlx_rs::fast::{self, ScaledDotProductAttentionMask};
 use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::ops::{self, concatenate, dequantize, quantized_matmul, sigmoid, zeros_dtype};
-use mlx_rs::Array;
+use mlx_rs::{Array, Dtype};
 
 use super::cache::{conv_tail, kv_update, Cache, LayerCache};
 use super::spec::{LayerKind, ModelSpec, RopeScaling};
@@ -25,6 +25,10 @@ pub struct Params<'a> {
     pub over: Option<&'a Weights>,
     /// LoRA scale (alpha / rank), used where `.lora_a` / `.lora_b` exist.
     pub lora_scale: f32,
+    /// Dtype the `over` arrays (f32 masters while training) are cast to for computing.
+    pub compute_dtype: Option<Dtype>,
+    /// LoRA dropout: the probability and this step's seed (masks differ per layer).
+    pub dropout: Option<(f32, u64)>,
 }
 
 impl<'a> Params<'a> {
@@ -33,19 +37,37 @@ impl<'a> Params<'a> {
             base,
             over: None,
             lora_scale: 1.0,
+            compute_dtype: None,
+            dropout: None,
         }
     }
 
-    pub fn get(&self, name: &str) -> Option<&'a Array> {
-        self.over
-            .and_then(|o| o.get(name))
-            .or_else(|| self.base.get(name))
+    pub fn get(&self, name: &str) -> Result<Option<Array>> {
+        if let Some(a) = self.over.and_then(|o| o.get(name)) {
+            return Ok(Some(match self.compute_dtype {
+                Some(dt) if a.dtype() != dt && crate::weights::is_float(a.dtype()) => {
+                    a.as_dtype(dt)?
+                }
+                _ => a.clone(),
+            }));
+        }
+        Ok(self.base.get(name).cloned())
     }
 
-    pub fn req(&self, name: &str) -> Result<&'a Array> {
-        self.get(name)
+    pub fn has(&self, name: &str) -> bool {
+        self.over.is_some_and(|o| o.contains_key(name)) || self.base.contains_key(name)
+    }
+
+    pub fn req(&self, name: &str) -> Result<Array> {
+        self.get(name)?
             .ok_or_else(|| EngineError::Mlx(format!("weight `{name}` is not loaded")))
     }
+}
+
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// Group size and bits of a quantized matrix whose unpacked input width is `in_dim`.
@@ -56,24 +78,52 @@ pub(crate) fn quant_geometry(w: &Array, scales: &Array, in_dim: i32) -> (i32, i3
     (group_size, bits)
 }
 
-/// `y = x·Wᵀ (+ b) (+ s·(x·A)·B)` for the linear layer at `prefix`.
+/// `y = x·Wᵀ (+ b) (+ s·(x·A)·B)` for the linear layer at `prefix`; with DoRA
+/// (`.magnitude`), the adapted weight's rows are rescaled to the learned magnitudes.
 pub fn linear(p: &Params, prefix: &str, x: &Array) -> Result<Array> {
     let w = p.req(&format!("{prefix}.weight"))?;
-    let mut y = match p.get(&format!("{prefix}.scales")) {
+    let scales = p.get(&format!("{prefix}.scales"))?;
+    let mut y = match &scales {
         Some(scales) => {
-            let biases = p.get(&format!("{prefix}.biases"));
-            let (gs, bits) = quant_geometry(w, scales, x.dim(-1));
-            quantized_matmul(x, w, scales, biases, true, gs, bits)?
+            let biases = p.get(&format!("{prefix}.biases"))?;
+            let (gs, bits) = quant_geometry(&w, scales, x.dim(-1));
+            quantized_matmul(x, &w, scales, biases.as_ref(), true, gs, bits)?
         }
         None => ops::matmul(x, w.t())?,
     };
-    if let Some(b) = p.get(&format!("{prefix}.bias")) {
-        y = y.add(b)?;
-    }
-    if let Some(a) = p.get(&format!("{prefix}.lora_a")) {
+    if let Some(a) = p.get(&format!("{prefix}.lora_a"))? {
         let b = p.req(&format!("{prefix}.lora_b"))?;
-        let z = ops::matmul(ops::matmul(x, a)?, b)?;
-        y = y.add(z.multiply(Array::from_f32(p.lora_scale))?)?;
+        let xin = match p.dropout {
+            Some((rate, seed)) if rate > 0.0 => {
+                let key = mlx_rs::random::key(seed ^ fnv(prefix))?;
+                let keep_p = Array::from_f32(1.0 - rate);
+                let keep = mlx_rs::random::bernoulli(&keep_p, x.shape(), &key)?;
+                x.multiply(keep.as_dtype(x.dtype())?)?
+                    .multiply(Array::from_f32(1.0 / (1.0 - rate)).as_dtype(x.dtype())?)?
+            }
+            _ => x.clone(),
+        };
+        let scale = Array::from_f32(p.lora_scale).as_dtype(y.dtype())?;
+        let z = ops::matmul(ops::matmul(&xin, &a)?, &b)?.multiply(&scale)?;
+        y = y.add(&z)?;
+        if let Some(m) = p.get(&format!("{prefix}.magnitude"))? {
+            // DoRA: ||W + s·(A·B)ᵀ|| per output row, without gradient through the norm
+            // (as in the DoRA paper's memory-saving variant).
+            let dense = match &scales {
+                Some(sc) => {
+                    let biases = p.get(&format!("{prefix}.biases"))?;
+                    let (gs, bits) = quant_geometry(&w, sc, x.dim(-1));
+                    dequantize(&w, sc, biases.as_ref(), gs, bits)?
+                }
+                None => w.clone(),
+            };
+            let adapted = dense.add(ops::matmul(&a, &b)?.t().multiply(&scale)?)?;
+            let norm = mlx_rs::stop_gradient(adapted.square()?.sum_axis(1, false)?.sqrt()?)?;
+            y = y.multiply(m.divide(&norm)?)?;
+        }
+    }
+    if let Some(b) = p.get(&format!("{prefix}.bias"))? {
+        y = y.add(&b)?;
     }
     Ok(y)
 }
@@ -81,10 +131,10 @@ pub fn linear(p: &Params, prefix: &str, x: &Array) -> Result<Array> {
 /// Token embedding lookup (dense or quantized table).
 pub fn embed(p: &Params, spec: &ModelSpec, tokens: &Array) -> Result<Array> {
     let w = p.req("model.embed_tokens.weight")?;
-    match p.get("model.embed_tokens.scales") {
+    match p.get("model.embed_tokens.scales")? {
         Some(scales) => {
             let biases = p.req("model.embed_tokens.biases")?;
-            let (gs, bits) = quant_geometry(w, scales, spec.hidden_size);
+            let (gs, bits) = quant_geometry(&w, &scales, spec.hidden_size);
             let rows = w.take_axis(tokens, 0)?;
             let s = scales.take_axis(tokens, 0)?;
             let b = biases.take_axis(tokens, 0)?;
@@ -95,7 +145,7 @@ pub fn embed(p: &Params, spec: &ModelSpec, tokens: &Array) -> Result<Array> {
 }
 
 fn rms_norm(p: &Params, name: &str, x: &Array, eps: f32) -> Result<Array> {
-    Ok(fast::rms_norm(x, Some(p.req(name)?), eps)?)
+    Ok(fast::rms_norm(x, Some(&p.req(name)?), eps)?)
 }
 
 /// RoPE frequencies for Llama 3 scaling (None for the other schemes).
@@ -152,11 +202,40 @@ fn rope(spec: &ModelSpec, freqs: Option<&Array>, x: &Array, offset: i32) -> Resu
 pub struct ForwardCtx<'a> {
     /// Decoding state, updated in place.
     pub cache: Option<&'a mut Cache>,
+    /// Packed rows: the example each position belongs to `[B, T]` (int32). Attention and
+    /// LFM2's convolution then stay within an example. Positions keep counting across
+    /// examples, which RoPE (relative) does not see.
+    pub segments: Option<&'a Array>,
 }
 
 struct Layer<'s> {
     spec: &'s ModelSpec,
     freqs: Option<&'s Array>,
+    /// `[B, 1, T, T]` boolean mask for packed rows.
+    attn_mask: Option<Array>,
+    /// For each look-back distance `j` of the convolution, `[B, T, 1]`: position `t-j` is
+    /// in the same example as `t`.
+    conv_masks: Vec<Array>,
+}
+
+/// Segment masks of packed rows.
+fn segment_masks(spec: &ModelSpec, seg: &Array) -> Result<(Array, Vec<Array>)> {
+    let t = seg.dim(1);
+    let same = seg.expand_dims(2)?.eq(seg.expand_dims(1)?)?;
+    let idx = mlx_rs::ops::arange::<_, i32>(None, t, None)?;
+    let causal = idx.expand_dims(1)?.ge(idx.expand_dims(0)?)?;
+    let attn = same.logical_and(&causal)?.expand_dims(1)?;
+    let mut conv = Vec::new();
+    for j in 0..spec.conv_l_cache.max(1) {
+        let shifted = if j == 0 {
+            seg.clone()
+        } else {
+            let fill = mlx_rs::ops::full::<i32>(&[seg.dim(0), j], Array::from_int(-1))?;
+            concatenate(&[fill, seg.index((.., 0..(t - j)))], 1)?
+        };
+        conv.push(shifted.eq(seg)?.expand_dims(-1)?);
+    }
+    Ok((attn, conv))
 }
 
 impl Layer<'_> {
@@ -193,7 +272,10 @@ impl Layer<'_> {
             _ => (k, v),
         };
         let scale = (s.head_dim as f32).powf(-0.5);
-        let o = if t > 1 {
+        let o = if let Some(mask) = &self.attn_mask {
+            let mask = ScaledDotProductAttentionMask::Array(mask);
+            fast::scaled_dot_product_attention(&q, &k, &v, scale, mask, None)?
+        } else if t > 1 {
             fast::scaled_dot_product_attention(
                 &q,
                 &k,
@@ -236,15 +318,18 @@ impl Layer<'_> {
         let w = p.req(&format!("{c}.conv.weight"))?;
         let mut out: Option<Array> = None;
         for k in 0..l {
-            let term = xp.index((.., k..k + t, ..)).multiply(w.index((.., 0, k)))?;
+            let mut term = xp.index((.., k..k + t, ..)).multiply(w.index((.., 0, k)))?;
+            if let Some(mask) = self.conv_masks.get((l - 1 - k) as usize) {
+                term = term.multiply(mask.as_dtype(term.dtype())?)?;
+            }
             out = Some(match out {
                 Some(o) => o.add(term)?,
                 None => term,
             });
         }
         let mut out = out.ok_or_else(|| EngineError::Mlx("conv_L_cache must be >= 1".into()))?;
-        if let Some(bias) = p.get(&format!("{c}.conv.bias")) {
-            out = out.add(bias)?;
+        if let Some(bias) = p.get(&format!("{c}.conv.bias"))? {
+            out = out.add(&bias)?;
         }
         let y = parts[1].multiply(&out)?;
         linear(p, &format!("{c}.out_proj"), &y)
@@ -268,9 +353,18 @@ pub fn forward_hidden(
     ctx: ForwardCtx,
 ) -> Result<Array> {
     let freqs = rope_freqs(spec);
+    let (attn_mask, conv_masks) = match ctx.segments {
+        Some(seg) => {
+            let (a, c) = segment_masks(spec, seg)?;
+            (Some(a), c)
+        }
+        None => (None, vec![]),
+    };
     let layer = Layer {
         spec,
         freqs: freqs.as_ref(),
+        attn_mask,
+        conv_masks,
     };
     let n = &spec.names;
     let mut cache = ctx.cache;

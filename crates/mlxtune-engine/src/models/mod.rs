@@ -379,7 +379,15 @@ impl Model {
 
     /// Logits `[B, T, vocab]` for `tokens` `[B, T]` (int32), optionally with a cache.
     pub fn forward(&self, tokens: &Array, cache: Option<&mut Cache>) -> Result<Array> {
-        forward::forward(&self.spec, &self.params(), tokens, ForwardCtx { cache })
+        forward::forward(
+            &self.spec,
+            &self.params(),
+            tokens,
+            ForwardCtx {
+                cache,
+                segments: None,
+            },
+        )
     }
 
     /// A fresh decoding cache.

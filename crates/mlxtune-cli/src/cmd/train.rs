@@ -1,0 +1,133 @@
+use std::path::PathBuf;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use mlxtune_engine::train::{self, Control, Event, Outcome, TrainSpec};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Fine-tuning config (JSON or TOML): the MLXFineTuneConfig shape plus extensions.
+    #[arg(long, conflicts_with = "resume")]
+    config: Option<PathBuf>,
+    /// Output directory (default: runs/<config file stem>).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Resume the run in this output directory from its latest checkpoint.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Print events as JSON lines instead of a progress bar.
+    #[arg(long)]
+    json: bool,
+    /// Stop (with a checkpoint) after this many steps: for trying a config, or to resume later.
+    #[arg(long)]
+    stop_after: Option<u64>,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let (spec, output, resume) = match (&a.config, &a.resume) {
+        (Some(cfg), None) => {
+            let c =
+                train::read_config(cfg).map_err(|e| anyhow::anyhow!("{}: {e}", cfg.display()))?;
+            let spec = TrainSpec::from_config(&c)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", cfg.display()))?;
+            let stem = cfg
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "run".into());
+            (
+                spec,
+                a.output
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("runs").join(stem)),
+                false,
+            )
+        }
+        (None, Some(dir)) => {
+            let path = dir.join("train_spec.json");
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let spec: TrainSpec = serde_json::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            (spec, dir.clone(), true)
+        }
+        _ => anyhow::bail!("give --config FILE or --resume DIR"),
+    };
+    let bar = ProgressBar::hidden();
+    if !a.json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+    }
+    let stop_after = a.stop_after;
+    let json = a.json;
+    let mut on_event = |e: &Event| -> Control {
+        if json {
+            if let Ok(line) = serde_json::to_string(e) {
+                println!("{line}");
+            }
+        }
+        match e {
+            Event::Started {
+                total_steps,
+                start_step,
+                train,
+                ..
+            } => {
+                bar.set_length(*total_steps);
+                bar.set_position(*start_step);
+                if !json {
+                    bar.println(format!(
+                        "{} records, {} tokens ({} in the loss), {} truncated",
+                        train.records, train.tokens, train.loss_tokens, train.truncated
+                    ));
+                }
+            }
+            Event::Step(m) => {
+                bar.set_position(m.step);
+                bar.set_message(format!(
+                    "loss {:.4}  lr {:.2e}  {:.0} tok/s  {:.0} MB",
+                    m.loss,
+                    m.learning_rate,
+                    m.tokens_per_second,
+                    m.peak_memory_bytes as f64 / 1e6
+                ));
+                if stop_after.is_some_and(|s| m.step >= s) {
+                    return Control::Pause;
+                }
+            }
+            Event::Eval(v) if !json => bar.println(format!(
+                "step {}: val loss {:.4} ppl {:.3}{}",
+                v.step,
+                v.val_loss,
+                v.val_perplexity,
+                if v.is_best { " (best)" } else { "" }
+            )),
+            Event::Message { level, text } if !json => bar.println(format!("{level}: {text}")),
+            _ => {}
+        }
+        Control::Continue
+    };
+    let r = train::train(&spec, &output, resume, &mut on_event)?;
+    bar.finish_and_clear();
+    if json {
+        println!("{}", serde_json::json!({ "type": "finished", "result": r }));
+    } else {
+        let how = match r.outcome {
+            Outcome::Completed => "finished",
+            Outcome::EarlyStopped => "stopped early",
+            Outcome::Paused => "paused (resume with --resume)",
+            Outcome::Cancelled => "cancelled",
+        };
+        eprintln!(
+            "{how} at step {}/{}; final loss {}; output in {}",
+            r.step,
+            r.total_steps,
+            r.final_loss.map_or("-".into(), |l| format!("{l:.4}")),
+            r.output_dir.display()
+        );
+    }
+    Ok(())
+}

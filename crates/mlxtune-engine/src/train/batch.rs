@@ -1,0 +1,122 @@
+//! Batching: length-bucketed batches (similar lengths together, so little padding), or
+//! packed rows (several examples per row, attention kept within each); a seeded shuffle of
+//! the batch order per epoch, so that an epoch's order can be recomputed on resume.
+
+use mlx_rs::Array;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use crate::data::Example;
+
+/// One micro-batch as arrays.
+pub struct TrainBatch {
+    pub inputs: Array,
+    pub targets: Array,
+    pub mask: Array,
+    /// Packed rows only: example number of each position.
+    pub segments: Option<Array>,
+    /// Positions that count in the loss.
+    pub loss_tokens: u64,
+    /// Non-padding positions.
+    pub real_tokens: u64,
+    /// All positions (rows × width).
+    pub total_tokens: u64,
+}
+
+/// A row: the examples it holds (one unless packed).
+pub type Row = Vec<usize>;
+
+/// The fixed plan of rows and batches of a dataset.
+pub struct Plan {
+    /// Batches of rows, in length order (shuffled per epoch by [`Plan::epoch_order`]).
+    pub batches: Vec<Vec<Row>>,
+    pub packed: bool,
+}
+
+impl Plan {
+    /// Groups examples into batches of `batch_size` rows. Packed rows hold examples whose
+    /// predicted positions (length − 1) add up to at most `row_len`.
+    pub fn new(examples: &[Example], batch_size: usize, packing: bool, row_len: usize) -> Plan {
+        let mut order: Vec<usize> = (0..examples.len()).collect();
+        order.sort_by_key(|i| (examples[*i].ids.len(), *i));
+        let rows: Vec<Row> = if packing {
+            // First fit, longest first.
+            let mut rows: Vec<(usize, Row)> = Vec::new();
+            for &i in order.iter().rev() {
+                let n = examples[i].ids.len() - 1;
+                match rows.iter_mut().find(|(used, _)| used + n <= row_len) {
+                    Some((used, row)) => {
+                        *used += n;
+                        row.push(i);
+                    }
+                    None => rows.push((n, vec![i])),
+                }
+            }
+            rows.into_iter().map(|(_, r)| r).collect()
+        } else {
+            order.into_iter().map(|i| vec![i]).collect()
+        };
+        let batches = rows.chunks(batch_size.max(1)).map(|c| c.to_vec()).collect();
+        Plan {
+            batches,
+            packed: packing,
+        }
+    }
+
+    /// The batch order of `epoch` (a permutation of batch indices) for `seed`.
+    pub fn epoch_order(&self, seed: u64, epoch: u64) -> Vec<usize> {
+        let mut idx: Vec<usize> = (0..self.batches.len()).collect();
+        let mut rng = StdRng::seed_from_u64(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        idx.shuffle(&mut rng);
+        idx
+    }
+
+    /// Builds the arrays of batch `b`.
+    pub fn make(&self, examples: &[Example], b: usize) -> TrainBatch {
+        make_batch(examples, &self.batches[b], self.packed)
+    }
+}
+
+/// Right-padded arrays for `rows`.
+pub fn make_batch(examples: &[Example], rows: &[Row], packed: bool) -> TrainBatch {
+    let width = rows
+        .iter()
+        .map(|r| r.iter().map(|i| examples[*i].ids.len() - 1).sum::<usize>())
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let n = rows.len();
+    let mut inputs = vec![0i32; n * width];
+    let mut targets = vec![0i32; n * width];
+    let mut mask = vec![0f32; n * width];
+    let mut segments = vec![0i32; n * width];
+    let (mut loss_tokens, mut real) = (0u64, 0u64);
+    for (r, row) in rows.iter().enumerate() {
+        let mut at = r * width;
+        for (k, &i) in row.iter().enumerate() {
+            let e = &examples[i];
+            for t in 0..e.ids.len() - 1 {
+                inputs[at] = e.ids[t] as i32;
+                targets[at] = e.ids[t + 1] as i32;
+                segments[at] = k as i32 + 1;
+                if e.mask[t + 1] {
+                    mask[at] = 1.0;
+                    loss_tokens += 1;
+                }
+                real += 1;
+                at += 1;
+            }
+        }
+    }
+    let shape = [n as i32, width as i32];
+    TrainBatch {
+        inputs: Array::from_slice(&inputs, &shape),
+        targets: Array::from_slice(&targets, &shape),
+        mask: Array::from_slice(&mask, &shape),
+        segments: packed.then(|| Array::from_slice(&segments, &shape)),
+        loss_tokens,
+        real_tokens: real,
+        total_tokens: (n * width) as u64,
+    }
+}

@@ -1,0 +1,136 @@
+//! Checkpoints: `checkpoints/step-NNNNNNNN/` holding the trainable arrays, the optimizer
+//! state and `state.json` (everything needed to resume exactly). A checkpoint is written
+//! into a temporary directory and renamed into place, then `checkpoints/latest` is
+//! rewritten atomically: a kill leaves the previous checkpoint intact.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EngineError, Result};
+use crate::fsutil::write_atomic;
+use crate::weights::{self, Weights};
+
+/// The trainer's position and bookkeeping.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainState {
+    /// Optimizer steps done.
+    pub step: u64,
+    /// Micro-batches consumed (with the per-epoch shuffles, this fixes the data order).
+    pub micro: u64,
+    pub total_steps: u64,
+    pub optimizer_t: u64,
+    /// fp16 dynamic loss scale.
+    pub loss_scale: f32,
+    pub good_steps: u64,
+    pub best_val_loss: Option<f64>,
+    pub best_step: Option<u64>,
+    /// Evaluations in a row without improvement (early stopping).
+    pub evals_without_improvement: u32,
+    pub trained_tokens: u64,
+    pub last_loss: Option<f64>,
+}
+
+pub fn checkpoints_dir(output: &Path) -> PathBuf {
+    output.join("checkpoints")
+}
+
+pub fn step_dir_name(step: u64) -> String {
+    format!("step-{step:08}")
+}
+
+fn step_of(name: &str) -> Option<u64> {
+    name.strip_prefix("step-")?.parse().ok()
+}
+
+/// Writes a checkpoint and points `latest` at it.
+pub fn save(
+    output: &Path,
+    state: &TrainState,
+    trainable: &Weights,
+    optimizer: &Weights,
+) -> Result<PathBuf> {
+    let root = checkpoints_dir(output);
+    std::fs::create_dir_all(&root).map_err(|e| EngineError::io(&root, e))?;
+    let name = step_dir_name(state.step);
+    let dir = root.join(&name);
+    let tmp = root.join(format!(".{name}.tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| EngineError::io(&tmp, e))?;
+    let meta = Default::default();
+    weights::save_atomic(&tmp.join("trainable.safetensors"), trainable, &meta)?;
+    if !optimizer.is_empty() {
+        weights::save_atomic(&tmp.join("optimizer.safetensors"), optimizer, &meta)?;
+    }
+    let text = serde_json::to_string_pretty(state).map_err(|e| EngineError::Mlx(e.to_string()))?;
+    write_atomic(&tmp.join("state.json"), text.as_bytes())?;
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| EngineError::io(&dir, e))?;
+    }
+    std::fs::rename(&tmp, &dir).map_err(|e| EngineError::io(&dir, e))?;
+    write_atomic(&root.join("latest"), name.as_bytes())?;
+    Ok(dir)
+}
+
+/// Marks `step`'s checkpoint as the best one.
+pub fn mark_best(output: &Path, step: u64) -> Result<()> {
+    write_atomic(
+        &checkpoints_dir(output).join("best"),
+        step_dir_name(step).as_bytes(),
+    )
+}
+
+/// Reads the checkpoint `latest` points at.
+pub fn load_latest(output: &Path) -> Result<Option<(TrainState, Weights, Weights, PathBuf)>> {
+    let root = checkpoints_dir(output);
+    let latest = root.join("latest");
+    if !latest.exists() {
+        return Ok(None);
+    }
+    let name = std::fs::read_to_string(&latest).map_err(|e| EngineError::io(&latest, e))?;
+    let dir = root.join(name.trim());
+    let state_path = dir.join("state.json");
+    let text = std::fs::read_to_string(&state_path).map_err(|e| EngineError::io(&state_path, e))?;
+    let state: TrainState = serde_json::from_str(&text).map_err(|e| {
+        EngineError::config(
+            &state_path,
+            "(file)",
+            format!("not a checkpoint state: {e}"),
+        )
+    })?;
+    let trainable = weights::load_file(&dir.join("trainable.safetensors"))?;
+    let opt_path = dir.join("optimizer.safetensors");
+    let optimizer = if opt_path.exists() {
+        weights::load_file(&opt_path)?
+    } else {
+        Weights::new()
+    };
+    Ok(Some((state, trainable, optimizer, dir)))
+}
+
+/// Deletes all but the newest `keep` checkpoints (never the best one) and stale
+/// temporary directories.
+pub fn prune(output: &Path, keep: u32) -> Result<()> {
+    let root = checkpoints_dir(output);
+    let best = std::fs::read_to_string(root.join("best"))
+        .ok()
+        .map(|s| s.trim().to_string());
+    let mut steps: Vec<(u64, PathBuf)> = Vec::new();
+    for entry in std::fs::read_dir(&root).map_err(|e| EngineError::io(&root, e))? {
+        let entry = entry.map_err(|e| EngineError::io(&root, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".step-") && !name.ends_with(&format!("-{}", std::process::id())) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        } else if let Some(s) = step_of(&name) {
+            if Some(&name) != best.as_ref() {
+                steps.push((s, entry.path()));
+            }
+        }
+    }
+    steps.sort();
+    let n = steps.len().saturating_sub(keep as usize);
+    for (_, p) in steps.into_iter().take(n) {
+        std::fs::remove_dir_all(&p).map_err(|e| EngineError::io(&p, e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,267 @@
+//! The fine-tuning configuration: the product document's camelCase `MLXFineTuneConfig`,
+//! accepted unchanged, with our extensions beside it. Read from JSON or TOML; every error
+//! names the field path (`parameters.learningRate`).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A configuration error: the field path and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Serialize, thiserror::Error)]
+#[error("{param} {message}")]
+pub struct ConfigError {
+    pub param: String,
+    pub message: String,
+}
+
+fn err(param: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        param: param.to_string(),
+        message: message.into(),
+    }
+}
+
+/// `batchSize`: a number, or "auto" (the largest micro-batch that fits the memory limit).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum BatchSize {
+    Fixed(u32),
+    Auto(AutoWord),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoWord {
+    Auto,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DatasetConfig {
+    /// Path, `local://` URI (and, through the service, `s3://` / `http(s)://`).
+    pub training_data: String,
+    #[serde(default)]
+    pub validation_data: Option<String>,
+    /// chat | completion | text | custom; detected from the first record when absent.
+    #[serde(default)]
+    pub format: Option<String>,
+    /// For `custom`: templates whose `{field}` placeholders are filled from each record.
+    #[serde(default)]
+    pub template: Option<CustomTemplate>,
+}
+
+/// The `custom` format: a prompt and a completion template over a record's fields.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomTemplate {
+    pub prompt: String,
+    pub completion: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Parameters {
+    pub learning_rate: f64,
+    pub batch_size: BatchSize,
+    pub epochs: f64,
+    pub sequence_length: u32,
+    #[serde(default)]
+    pub lora_rank: Option<u32>,
+    #[serde(default)]
+    pub lora_alpha: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Optimization {
+    #[serde(default)]
+    pub gradient_checkpointing: bool,
+    #[serde(default)]
+    pub mixed_precision: Option<String>,
+    /// Accepted for compatibility (also under the product document's spelling
+    /// `appleSliliconOptimized`); MLX picks its backend at build time.
+    #[serde(default, alias = "appleSliliconOptimized")]
+    pub apple_silicon_optimized: Option<bool>,
+}
+
+/// LoRA / DoRA settings beyond `parameters.loraRank` / `loraAlpha`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LoraConfig {
+    #[serde(default)]
+    pub dropout: Option<f64>,
+    /// Module names (`q_proj`, `self_attn.v_proj`) or "all-linear" (the default).
+    #[serde(default)]
+    pub target_modules: Option<Value>,
+    /// Adapt only the last N layers.
+    #[serde(default)]
+    pub num_layers: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct QuantizationConfig {
+    #[serde(default)]
+    pub bits: Option<i32>,
+    #[serde(default)]
+    pub group_size: Option<i32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct OptimizerConfig {
+    /// adamw (default) | adam | sgd | adafactor
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub weight_decay: Option<f64>,
+    #[serde(default)]
+    pub beta1: Option<f64>,
+    #[serde(default)]
+    pub beta2: Option<f64>,
+    #[serde(default)]
+    pub eps: Option<f64>,
+    #[serde(default)]
+    pub momentum: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleConfig {
+    /// constant | linear | cosine (default) | cosine_with_restarts
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub warmup_steps: Option<u64>,
+    #[serde(default)]
+    pub warmup_ratio: Option<f64>,
+    #[serde(default)]
+    pub min_lr_ratio: Option<f64>,
+    #[serde(default)]
+    pub num_cycles: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EvalConfig {
+    #[serde(default)]
+    pub every_steps: Option<u64>,
+    #[serde(default)]
+    pub batch_size: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EarlyStoppingConfig {
+    #[serde(default)]
+    pub patience: Option<u32>,
+    #[serde(default)]
+    pub min_delta: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointConfig {
+    #[serde(default)]
+    pub every_steps: Option<u64>,
+    #[serde(default)]
+    pub keep_last: Option<u32>,
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FineTuneConfig {
+    pub base_model: String,
+    pub dataset: DatasetConfig,
+    pub parameters: Parameters,
+    #[serde(default)]
+    pub optimization: Optimization,
+    // ---- extensions ----
+    /// lora (default) | dora | qlora | full
+    #[serde(default)]
+    pub fine_tune_type: Option<String>,
+    #[serde(default)]
+    pub lora: LoraConfig,
+    /// QLoRA base quantization (default 4 bits, group size 64).
+    #[serde(default)]
+    pub quantization: QuantizationConfig,
+    #[serde(default)]
+    pub optimizer: OptimizerConfig,
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
+    #[serde(default)]
+    pub max_grad_norm: Option<f64>,
+    #[serde(default)]
+    pub gradient_accumulation_steps: Option<u32>,
+    /// Stop after this many optimizer steps (instead of `parameters.epochs`).
+    #[serde(default)]
+    pub max_steps: Option<u64>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub eval: EvalConfig,
+    #[serde(default)]
+    pub early_stopping: EarlyStoppingConfig,
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
+    /// Pack several examples per row (attention kept within each example).
+    #[serde(default)]
+    pub packing: bool,
+    /// Count prompts and user turns in the loss too.
+    #[serde(default)]
+    pub train_on_inputs: bool,
+    /// Full fine-tuning of the last N layers only.
+    #[serde(default)]
+    pub num_layers: Option<u32>,
+    /// Memory limit in bytes for `batchSize: "auto"` (default: MLX's limit).
+    #[serde(default)]
+    pub memory_limit_bytes: Option<u64>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// Parses a JSON or TOML config (by extension; JSON when unknown), naming the field of a
+/// type error.
+pub fn parse_config(text: &str, toml_syntax: bool) -> Result<FineTuneConfig, ConfigError> {
+    let value: Value = if toml_syntax {
+        let t: toml::Value =
+            toml::from_str(text).map_err(|e| err("(file)", format!("is not valid TOML: {e}")))?;
+        serde_json::to_value(t).map_err(|e| err("(file)", e.to_string()))?
+    } else {
+        serde_json::from_str(text).map_err(|e| err("(file)", format!("is not valid JSON: {e}")))?
+    };
+    from_value(value)
+}
+
+/// Deserializes a config from JSON, naming the field path of the first problem.
+pub fn from_value(value: Value) -> Result<FineTuneConfig, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        // serde reports a missing field at its parent: name the field itself.
+        if let Some(rest) = inner.strip_prefix("missing field `") {
+            let field = rest.split('`').next().unwrap_or("");
+            let full = if path == "." || path.is_empty() {
+                field.to_string()
+            } else {
+                format!("{path}.{field}")
+            };
+            return err(&full, "is required");
+        }
+        let message = inner
+            .split(" at line ")
+            .next()
+            .unwrap_or(&inner)
+            .to_string();
+        err(if path == "." { "(root)" } else { &path }, message)
+    })
+}
+
+/// Reads a config file (`.toml` as TOML, anything else as JSON).
+pub fn read_config(path: &Path) -> Result<FineTuneConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| err("(file)", format!("{}: {e}", path.display())))?;
+    parse_config(&text, path.extension().is_some_and(|x| x == "toml"))
+}

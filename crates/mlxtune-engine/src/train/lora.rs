@@ -1,0 +1,243 @@
+//! Adapters: which linear layers get them, their initialisation (A ~ U(±1/√in), B = 0,
+//! DoRA magnitudes = row norms of W), saving in mlx-lm's and PEFT's layouts, loading,
+//! and fusing them into the base weights.
+
+use std::path::Path;
+
+use mlx_rs::ops::{dequantize, quantize};
+use mlx_rs::{Array, Dtype};
+use serde_json::json;
+
+use super::spec::{module_matches, FineTuneType, Targets, TrainSpec};
+use crate::error::{EngineError, Result};
+use crate::models::forward::quant_geometry;
+use crate::models::{Model, ModelSpec};
+use crate::weights::{self, Weights};
+
+/// Module paths (without `.weight`) that get adapters: linear layers of the chosen
+/// layers, never the output head.
+pub fn target_modules(spec: &ModelSpec, targets: &Targets, num_layers: Option<u32>) -> Vec<String> {
+    let first = num_layers.map_or(0, |n| spec.num_layers().saturating_sub(n as usize));
+    spec.linear_modules()
+        .into_iter()
+        .filter(|m| m != "lm_head")
+        .filter(|m| layer_index(m).is_some_and(|i| i >= first))
+        .filter(|m| match targets {
+            Targets::AllLinear => true,
+            Targets::Names(names) => names.iter().any(|n| module_matches(m, n)),
+        })
+        .collect()
+}
+
+/// The layer number of `model.layers.N....`.
+pub fn layer_index(name: &str) -> Option<usize> {
+    name.strip_prefix("model.layers.")?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A dense float copy of a (possibly quantized) linear weight.
+pub fn dense_weight(w: &Weights, prefix: &str, in_dim: i32) -> Result<Array> {
+    let weight = &w[&format!("{prefix}.weight")];
+    match w.get(&format!("{prefix}.scales")) {
+        Some(scales) => {
+            let (gs, bits) = quant_geometry(weight, scales, in_dim);
+            Ok(dequantize(
+                weight,
+                scales,
+                w.get(&format!("{prefix}.biases")),
+                gs,
+                bits,
+            )?)
+        }
+        None => Ok(weight.clone()),
+    }
+}
+
+/// Fresh adapters (float32) for `modules`.
+pub fn init_adapters(model: &Model, modules: &[String], spec: &TrainSpec) -> Result<Weights> {
+    let shapes: std::collections::HashMap<String, Vec<i32>> = model
+        .spec
+        .expected_tensors()
+        .into_iter()
+        .map(|e| (e.name, e.shape))
+        .collect();
+    let mut out = Weights::new();
+    let r = spec.lora_rank as i32;
+    for (i, m) in modules.iter().enumerate() {
+        let shape = &shapes[&format!("{m}.weight")];
+        let (out_dim, in_dim) = (shape[0], shape[1]);
+        let bound = 1.0 / (in_dim as f32).sqrt();
+        let k = mlx_rs::random::key(spec.seed.wrapping_mul(1_000_003).wrapping_add(i as u64))?;
+        let a = mlx_rs::random::uniform::<_, f32>(-bound, bound, &[in_dim, r][..], &k)?;
+        out.insert(format!("{m}.lora_a"), a);
+        out.insert(
+            format!("{m}.lora_b"),
+            mlx_rs::ops::zeros::<f32>(&[r, out_dim])?,
+        );
+        if spec.fine_tune_type == FineTuneType::Dora {
+            let w = dense_weight(&model.weights, m, in_dim)?.as_dtype(Dtype::Float32)?;
+            out.insert(
+                format!("{m}.magnitude"),
+                w.square()?.sum_axis(1, false)?.sqrt()?,
+            );
+        }
+    }
+    mlx_rs::transforms::eval(out.values())?;
+    Ok(out)
+}
+
+/// mlx-lm's `adapter_config.json` for these adapters.
+pub fn mlx_lm_config(
+    spec: &TrainSpec,
+    modules: &[String],
+    model_spec: &ModelSpec,
+) -> serde_json::Value {
+    let mut keys: Vec<String> = modules
+        .iter()
+        .map(|m| m.splitn(4, '.').nth(3).unwrap_or(m).to_string())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    json!({
+        "fine_tune_type": if spec.fine_tune_type == FineTuneType::Dora { "dora" } else { "lora" },
+        "num_layers": spec.num_layers.unwrap_or(model_spec.num_layers() as u32),
+        "lora_parameters": {
+            "rank": spec.lora_rank,
+            "scale": spec.lora_scale(),
+            "dropout": spec.lora_dropout,
+            "keys": keys,
+        },
+        "base_model": spec.base_model,
+    })
+}
+
+/// Writes `adapters.safetensors` + `adapter_config.json` (mlx-lm) into `dir`, and
+/// `peft/adapter_model.safetensors` + `peft/adapter_config.json` (Hugging Face PEFT).
+pub fn save_adapters(
+    dir: &Path,
+    adapters: &Weights,
+    spec: &TrainSpec,
+    modules: &[String],
+    model_spec: &ModelSpec,
+) -> Result<()> {
+    let meta = std::collections::HashMap::from([("format".to_string(), "mlx".to_string())]);
+    weights::save_atomic(&dir.join("adapters.safetensors"), adapters, &meta)?;
+    let cfg = serde_json::to_string_pretty(&mlx_lm_config(spec, modules, model_spec))
+        .map_err(|e| EngineError::Mlx(e.to_string()))?;
+    crate::fsutil::write_atomic(&dir.join("adapter_config.json"), cfg.as_bytes())?;
+
+    let mut peft = Weights::new();
+    for m in modules {
+        let base = format!("base_model.model.{m}");
+        peft.insert(
+            format!("{base}.lora_A.weight"),
+            adapters[&format!("{m}.lora_a")].t(),
+        );
+        peft.insert(
+            format!("{base}.lora_B.weight"),
+            adapters[&format!("{m}.lora_b")].t(),
+        );
+        if let Some(mag) = adapters.get(&format!("{m}.magnitude")) {
+            peft.insert(format!("{base}.lora_magnitude_vector"), mag.clone());
+        }
+    }
+    let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    let peft_dir = dir.join("peft");
+    weights::save_atomic(&peft_dir.join("adapter_model.safetensors"), &peft, &meta)?;
+    let mut targets: Vec<String> = modules
+        .iter()
+        .map(|m| m.rsplit('.').next().unwrap_or(m).to_string())
+        .collect();
+    targets.sort();
+    targets.dedup();
+    let layers: Vec<usize> = {
+        let mut l: Vec<usize> = modules.iter().filter_map(|m| layer_index(m)).collect();
+        l.sort();
+        l.dedup();
+        l
+    };
+    let peft_cfg = json!({
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": spec.base_model,
+        "r": spec.lora_rank,
+        "lora_alpha": spec.lora_alpha,
+        "lora_dropout": spec.lora_dropout,
+        "target_modules": targets,
+        "layers_to_transform": layers,
+        "bias": "none",
+        "fan_in_fan_out": false,
+        "use_dora": spec.fine_tune_type == FineTuneType::Dora,
+        "inference_mode": true,
+    });
+    let text =
+        serde_json::to_string_pretty(&peft_cfg).map_err(|e| EngineError::Mlx(e.to_string()))?;
+    crate::fsutil::write_atomic(&peft_dir.join("adapter_config.json"), text.as_bytes())
+}
+
+/// Reads adapters saved by [`save_adapters`] (or by mlx-lm) and their scale.
+pub fn load_adapters(dir: &Path) -> Result<(Weights, f32)> {
+    let cfg_path = dir.join("adapter_config.json");
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| EngineError::io(&cfg_path, e))?;
+    let cfg: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| EngineError::config(&cfg_path, "(file)", format!("not valid JSON: {e}")))?;
+    let scale = cfg["lora_parameters"]["scale"]
+        .as_f64()
+        .ok_or_else(|| EngineError::config(&cfg_path, "lora_parameters.scale", "required number"))?
+        as f32;
+    let w = weights::load_file(&dir.join("adapters.safetensors"))?;
+    Ok((w, scale))
+}
+
+/// Folds adapters into the model's weights: `W + s·(A·B)ᵀ` (DoRA: rows rescaled to the
+/// magnitudes); quantized layers are dequantized, updated and quantized again.
+pub fn fuse(model: &mut Model, adapters: &Weights, scale: f32) -> Result<()> {
+    let shapes: std::collections::HashMap<String, Vec<i32>> = model
+        .spec
+        .expected_tensors()
+        .into_iter()
+        .map(|e| (e.name, e.shape))
+        .collect();
+    let mut modules: Vec<String> = adapters
+        .keys()
+        .filter_map(|k| k.strip_suffix(".lora_a").map(str::to_string))
+        .collect();
+    modules.sort();
+    for m in modules {
+        let shape = shapes.get(&format!("{m}.weight")).ok_or_else(|| {
+            EngineError::invalid(
+                "adapters",
+                format!("`{m}` is not a linear layer of this model"),
+            )
+        })?;
+        let in_dim = shape[1];
+        let w = dense_weight(&model.weights, &m, in_dim)?;
+        let dtype = w.dtype();
+        let a = &adapters[&format!("{m}.lora_a")];
+        let b = &adapters[&format!("{m}.lora_b")];
+        let delta = mlx_rs::ops::matmul(a, b)?
+            .t()
+            .multiply(Array::from_f32(scale))?;
+        let mut fused = w.as_dtype(Dtype::Float32)?.add(&delta)?;
+        if let Some(mag) = adapters.get(&format!("{m}.magnitude")) {
+            let norm = fused.square()?.sum_axis(1, false)?.sqrt()?;
+            fused = fused.multiply(mag.divide(&norm)?.expand_dims(1)?)?;
+        }
+        let fused = fused.as_dtype(dtype)?;
+        let scales_name = format!("{m}.scales");
+        if let Some(scales) = model.weights.get(&scales_name) {
+            let (gs, bits) = quant_geometry(&model.weights[&format!("{m}.weight")], scales, in_dim);
+            let (q, s, bz) = quantize(&fused, gs, bits)?;
+            model.weights.insert(format!("{m}.weight"), q);
+            model.weights.insert(scales_name, s);
+            model.weights.insert(format!("{m}.biases"), bz);
+        } else {
+            model.weights.insert(format!("{m}.weight"), fused);
+        }
+    }
+    mlx_rs::transforms::eval(model.weights.values())?;
+    Ok(())
+}

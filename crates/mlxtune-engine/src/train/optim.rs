@@ -1,0 +1,188 @@
+//! Optimizers over named parameters (AdamW, Adam, SGD with momentum, Adafactor), and the
+//! learning-rate schedules. State is a map of named arrays, saved with checkpoints.
+
+use std::f64::consts::PI;
+
+use mlx_rs::Array;
+
+use super::spec::{OptimizerKind, ScheduleKind, TrainSpec};
+use crate::error::Result;
+use crate::weights::Weights;
+
+/// The optimizer and its state.
+pub struct Optimizer {
+    pub kind: OptimizerKind,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    weight_decay: f32,
+    momentum: f32,
+    /// Per-parameter moments, named `<slot>.<param>` (`m.`, `v.`, `vr.`, `vc.`).
+    pub state: Weights,
+    /// Optimizer steps taken (bias correction).
+    pub t: u64,
+}
+
+fn scalar(x: f32) -> Array {
+    Array::from_f32(x)
+}
+
+impl Optimizer {
+    pub fn new(spec: &TrainSpec) -> Self {
+        Optimizer {
+            kind: spec.optimizer,
+            beta1: spec.beta1 as f32,
+            beta2: spec.beta2 as f32,
+            eps: spec.eps as f32,
+            weight_decay: spec.weight_decay as f32,
+            momentum: spec.momentum as f32,
+            state: Weights::new(),
+            t: 0,
+        }
+    }
+
+    /// Updates `params` in place with `grads` at learning rate `lr`.
+    pub fn step(&mut self, params: &mut Weights, grads: &Weights, lr: f32) -> Result<()> {
+        self.t += 1;
+        let t = self.t as i32;
+        let mut names: Vec<&String> = grads.keys().collect();
+        names.sort();
+        for name in names {
+            let g = &grads[name];
+            let p = params
+                .get(name)
+                .cloned()
+                .ok_or_else(|| crate::EngineError::Mlx(format!("no parameter {name}")))?;
+            let new_p = match self.kind {
+                OptimizerKind::AdamW | OptimizerKind::Adam => {
+                    let (b1, b2) = (self.beta1, self.beta2);
+                    // Adam's weight decay is an L2 term in the gradient; AdamW's is decoupled.
+                    let l2 = self.kind == OptimizerKind::Adam && self.weight_decay > 0.0;
+                    let g = &if l2 {
+                        g.add(p.multiply(scalar(self.weight_decay))?)?
+                    } else {
+                        g.clone()
+                    };
+                    let m = match self.state.get(&format!("m.{name}")) {
+                        Some(m) => m.multiply(scalar(b1))?.add(g.multiply(scalar(1.0 - b1))?)?,
+                        None => g.multiply(scalar(1.0 - b1))?,
+                    };
+                    let v = match self.state.get(&format!("v.{name}")) {
+                        Some(v) => v
+                            .multiply(scalar(b2))?
+                            .add(g.square()?.multiply(scalar(1.0 - b2))?)?,
+                        None => g.square()?.multiply(scalar(1.0 - b2))?,
+                    };
+                    let c1 = 1.0 - b1.powi(t);
+                    let c2 = 1.0 - b2.powi(t);
+                    let update = m
+                        .divide(scalar(c1))?
+                        .divide(v.divide(scalar(c2))?.sqrt()?.add(scalar(self.eps))?)?;
+                    self.state.insert(format!("m.{name}"), m);
+                    self.state.insert(format!("v.{name}"), v);
+                    let mut p = p;
+                    if self.kind == OptimizerKind::AdamW && self.weight_decay > 0.0 {
+                        p = p.multiply(scalar(1.0 - lr * self.weight_decay))?;
+                    }
+                    p.subtract(update.multiply(scalar(lr))?)?
+                }
+                OptimizerKind::Sgd => {
+                    let mut g = g.clone();
+                    if self.weight_decay > 0.0 {
+                        g = g.add(p.multiply(scalar(self.weight_decay))?)?;
+                    }
+                    if self.momentum > 0.0 {
+                        let buf = match self.state.get(&format!("m.{name}")) {
+                            Some(b) => b.multiply(scalar(self.momentum))?.add(&g)?,
+                            None => g.clone(),
+                        };
+                        self.state.insert(format!("m.{name}"), buf.clone());
+                        g = buf;
+                    }
+                    p.subtract(g.multiply(scalar(lr))?)?
+                }
+                OptimizerKind::Adafactor => self.adafactor(name, &p, g, lr)?,
+            };
+            params.insert(name.clone(), new_p);
+        }
+        let mut all: Vec<&Array> = params.values().collect();
+        all.extend(self.state.values());
+        mlx_rs::transforms::eval(all)?;
+        Ok(())
+    }
+
+    /// Adafactor (Shazeer & Stern 2018) with the given learning rate: factored second
+    /// moments for matrices, decay 1 - t^-0.8, update clipping at RMS 1.
+    fn adafactor(&mut self, name: &str, p: &Array, g: &Array, lr: f32) -> Result<Array> {
+        let decay = 1.0 - (self.t as f32).powf(-0.8);
+        let eps1 = 1e-30f32;
+        let g2 = g.square()?.add(scalar(eps1))?;
+        let update = if p.ndim() == 2 {
+            let row = g2.mean_axis(1, false)?;
+            let col = g2.mean_axis(0, false)?;
+            let vr = match self.state.get(&format!("vr.{name}")) {
+                Some(v) => v
+                    .multiply(scalar(decay))?
+                    .add(row.multiply(scalar(1.0 - decay))?)?,
+                None => row,
+            };
+            let vc = match self.state.get(&format!("vc.{name}")) {
+                Some(v) => v
+                    .multiply(scalar(decay))?
+                    .add(col.multiply(scalar(1.0 - decay))?)?,
+                None => col,
+            };
+            let r = vr.divide(vr.mean(None)?)?.rsqrt()?;
+            let c = vc.rsqrt()?;
+            let u = g.multiply(r.expand_dims(1)?)?.multiply(c.expand_dims(0)?)?;
+            self.state.insert(format!("vr.{name}"), vr);
+            self.state.insert(format!("vc.{name}"), vc);
+            u
+        } else {
+            let v = match self.state.get(&format!("v.{name}")) {
+                Some(v) => v
+                    .multiply(scalar(decay))?
+                    .add(g2.multiply(scalar(1.0 - decay))?)?,
+                None => g2,
+            };
+            let u = g.multiply(v.rsqrt()?)?;
+            self.state.insert(format!("v.{name}"), v);
+            u
+        };
+        let rms = update.square()?.mean(None)?.sqrt()?;
+        let denom = mlx_rs::ops::maximum(&rms, scalar(1.0))?;
+        let update = update.divide(&denom)?;
+        let mut p = p.clone();
+        if self.weight_decay > 0.0 {
+            p = p.multiply(scalar(1.0 - lr * self.weight_decay))?;
+        }
+        Ok(p.subtract(update.multiply(scalar(lr))?)?)
+    }
+}
+
+/// Learning rate at optimizer step `step` (0-based) of `total`.
+pub fn learning_rate(spec: &TrainSpec, step: u64, total: u64) -> f64 {
+    let total = total.max(1);
+    let warmup = spec
+        .warmup_steps
+        .unwrap_or_else(|| (spec.warmup_ratio * total as f64).round() as u64)
+        .min(total);
+    let base = spec.learning_rate;
+    if step < warmup {
+        return base * (step + 1) as f64 / warmup as f64;
+    }
+    let span = (total - warmup).max(1) as f64;
+    let progress = ((step - warmup) as f64 / span).clamp(0.0, 1.0);
+    let min = base * spec.min_lr_ratio;
+    match spec.schedule {
+        ScheduleKind::Constant => base,
+        ScheduleKind::Linear => min + (base - min) * (1.0 - progress),
+        ScheduleKind::Cosine => min + (base - min) * 0.5 * (1.0 + (PI * progress).cos()),
+        ScheduleKind::CosineWithRestarts => {
+            let cycles = spec.num_cycles as f64;
+            let within = (progress * cycles).fract();
+            let within = if progress >= 1.0 { 1.0 } else { within };
+            min + (base - min) * 0.5 * (1.0 + (PI * within).cos())
+        }
+    }
+}
