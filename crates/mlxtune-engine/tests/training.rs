@@ -1,0 +1,564 @@
+//! Training on the tiny fixtures through real MLX: the loss falls for every fine-tune
+//! type and architecture, adapters start at the base model and fuse exactly, a paused run
+//! resumes to the same losses, masking and packing are exact, bad configs name the field.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use mlxtune_engine::data::{tokenize_record, DataFormat, Example, TokenizeOptions};
+use mlxtune_engine::eval::{self, cross_entropy};
+use mlxtune_engine::mlx_rs::{Array, Dtype};
+use mlxtune_engine::models::forward::{self, ForwardCtx, Params};
+use mlxtune_engine::train::batch::make_batch;
+use mlxtune_engine::train::config::{from_value, parse_config};
+use mlxtune_engine::train::{self, lora, Control, Event, Outcome, TrainSpec};
+use mlxtune_engine::{LoadOptions, Model, Tokenizer};
+use serde_json::{json, Value};
+
+const SENTENCES: &[&str] = &[
+    "The quick brown fox jumps over the lazy dog.",
+    "Pack my box with five dozen liquor jugs.",
+    "How vexingly quick daft zebras jump!",
+    "Sphinx of black quartz, judge my vow.",
+    "The five boxing wizards jump quickly.",
+    "Jackdaws love my big sphinx of quartz.",
+];
+
+fn write_text_data(dir: &Path) -> PathBuf {
+    let p = dir.join("train.jsonl");
+    let lines: Vec<String> = SENTENCES
+        .iter()
+        .map(|s| json!({ "text": s }).to_string())
+        .collect();
+    std::fs::write(&p, lines.join("\n") + "\n").unwrap();
+    p
+}
+
+fn merge(base: &mut Value, extra: &Value) {
+    match (base, extra) {
+        (Value::Object(b), Value::Object(e)) => {
+            for (k, v) in e {
+                merge(b.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (b, e) => *b = e.clone(),
+    }
+}
+
+/// The product document's config shape pointed at a fixture, plus `extra`.
+fn config(model: &str, data: &Path, extra: Value) -> Value {
+    let mut c = json!({
+        "baseModel": fixture(model).to_str().unwrap(),
+        "dataset": { "trainingData": format!("local://{}", data.display()), "format": "text" },
+        "parameters": { "learningRate": 0.005, "batchSize": 3, "epochs": 12, "sequenceLength": 64, "loraRank": 8, "loraAlpha": 16 },
+        "optimization": { "gradientCheckpointing": false, "mixedPrecision": "fp32", "appleSliliconOptimized": true },
+        "seed": 3,
+        "schedule": { "type": "constant" }
+    });
+    merge(&mut c, &extra);
+    c
+}
+
+fn spec(c: Value) -> TrainSpec {
+    TrainSpec::from_config(&from_value(c).unwrap()).unwrap()
+}
+
+fn run(spec: &TrainSpec, out: &Path) -> train::TrainResult {
+    train::train(spec, out, false, &mut |_| Control::Continue).unwrap()
+}
+
+fn examples(model: &str) -> (Model, Vec<Example>) {
+    let m = Model::load(
+        &fixture(model),
+        &LoadOptions {
+            dtype: Some(Dtype::Float32),
+            quantize: None,
+        },
+    )
+    .unwrap();
+    let tok = Tokenizer::from_dir(&fixture(model), Some(&m.spec)).unwrap();
+    let ex = SENTENCES
+        .iter()
+        .map(|s| {
+            tokenize_record(
+                &tok,
+                DataFormat::Text,
+                &json!({ "text": s }),
+                &TokenizeOptions::default(),
+            )
+            .unwrap()
+        })
+        .collect();
+    (m, ex)
+}
+
+fn losses(out: &Path) -> Vec<f64> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn loss_falls_for_every_fine_tune_type_and_architecture() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text_data(tmp.path());
+    for model in ARCHS {
+        let (base, ex) = examples(model);
+        let before = eval::evaluate(&base.spec, &base.params(), &ex, 8)
+            .unwrap()
+            .loss;
+        for (kind, lr) in [
+            ("lora", 0.005),
+            ("dora", 0.005),
+            ("qlora", 0.005),
+            ("full", 0.002),
+        ] {
+            let out = tmp.path().join(format!("{model}-{kind}"));
+            let extra = json!({ "fineTuneType": kind, "parameters": { "learningRate": lr }, "quantization": { "bits": 8, "groupSize": 32 } });
+            let s = spec(config(model, &data, extra));
+            let r = run(&s, &out);
+            assert_eq!(r.outcome, Outcome::Completed);
+            let after = if kind == "full" {
+                let m = Model::load(&out.join("model"), &LoadOptions::default()).unwrap();
+                eval::evaluate(&m.spec, &m.params(), &ex, 8).unwrap().loss
+            } else {
+                let quantize = (kind == "qlora").then_some(s.quantization);
+                let m = Model::load(
+                    &fixture(model),
+                    &LoadOptions {
+                        dtype: Some(Dtype::Float32),
+                        quantize,
+                    },
+                )
+                .unwrap();
+                let (ad, scale) = lora::load_adapters(&out).unwrap();
+                let p = Params {
+                    over: Some(&ad),
+                    lora_scale: scale,
+                    ..Params::new(&m.weights)
+                };
+                eval::evaluate(&m.spec, &p, &ex, 8).unwrap().loss
+            };
+            assert!(
+                after < 0.5 * before,
+                "{model} {kind}: loss {before:.3} -> {after:.3}"
+            );
+            let l = losses(&out);
+            assert!(
+                l.last().unwrap() < &l[0],
+                "{model} {kind}: step losses {l:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn adapters_start_at_exactly_the_base_models_loss() {
+    for model in ARCHS {
+        let (m, ex) = examples(model);
+        let base = eval::evaluate(&m.spec, &m.params(), &ex, 8).unwrap();
+        for kind in ["lora", "dora"] {
+            let s = spec(config(
+                model,
+                Path::new("unused.jsonl"),
+                json!({ "fineTuneType": kind }),
+            ));
+            let modules = lora::target_modules(&m.spec, &s.targets, None);
+            let ad = lora::init_adapters(&m, &modules, &s).unwrap();
+            let p = Params {
+                over: Some(&ad),
+                lora_scale: s.lora_scale(),
+                ..Params::new(&m.weights)
+            };
+            let with = eval::evaluate(&m.spec, &p, &ex, 8).unwrap();
+            assert_eq!(with.loss, base.loss, "{model} {kind}");
+        }
+    }
+}
+
+#[test]
+fn a_fused_model_gives_the_same_logits_as_base_plus_adapter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text_data(tmp.path());
+    for model in ["lfm2", "qwen3"] {
+        for kind in ["lora", "dora"] {
+            let out = tmp.path().join(format!("{model}-{kind}"));
+            run(
+                &spec(config(
+                    model,
+                    &data,
+                    json!({ "fineTuneType": kind, "maxSteps": 4 }),
+                )),
+                &out,
+            );
+            let (ad, scale) = lora::load_adapters(&out).unwrap();
+            let mut m = Model::load(
+                &fixture(model),
+                &LoadOptions {
+                    dtype: Some(Dtype::Float32),
+                    quantize: None,
+                },
+            )
+            .unwrap();
+            let ids = Array::from_slice(&[1i32, 40, 41, 42, 100, 7, 9, 11], &[1, 8]);
+            let p = Params {
+                over: Some(&ad),
+                lora_scale: scale,
+                ..Params::new(&m.weights)
+            };
+            let adapted = forward::forward(&m.spec, &p, &ids, ForwardCtx::default()).unwrap();
+            let plain = m.forward(&ids, None).unwrap();
+            assert!(
+                max_abs_diff(&adapted, &plain) > 1e-3,
+                "{model} {kind}: training changed nothing"
+            );
+            lora::fuse(&mut m, &ad, scale).unwrap();
+            let fused = m.forward(&ids, None).unwrap();
+            let d = max_abs_diff(&adapted, &fused);
+            assert!(d < 1e-4, "{model} {kind}: fused differs by {d}");
+        }
+    }
+}
+
+#[test]
+fn a_paused_and_resumed_run_gives_the_same_losses_as_an_uninterrupted_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text_data(tmp.path());
+    let extra = json!({
+        "parameters": { "batchSize": 2, "epochs": 3 },
+        "gradientAccumulationSteps": 2,
+        "lora": { "dropout": 0.1 },
+        "schedule": { "type": "cosine", "warmupSteps": 2 },
+        "maxGradNorm": 1.0
+    });
+    let s = spec(config("lfm2", &data, extra));
+    let straight = tmp.path().join("straight");
+    let r = run(&s, &straight);
+    assert_eq!(r.step, 6);
+    let resumed = tmp.path().join("resumed");
+    let r = train::train(&s, &resumed, false, &mut |e| match e {
+        Event::Step(m) if m.step == 3 => Control::Pause,
+        _ => Control::Continue,
+    })
+    .unwrap();
+    assert_eq!((r.outcome, r.step), (Outcome::Paused, 3));
+    assert_eq!(losses(&resumed).len(), 3);
+    let r = train::train(&s, &resumed, true, &mut |_| Control::Continue).unwrap();
+    assert_eq!((r.outcome, r.step), (Outcome::Completed, 6));
+    assert_eq!(
+        losses(&resumed),
+        losses(&straight),
+        "per-step losses must be identical"
+    );
+    let a = mlxtune_engine::weights::load_file(&straight.join("adapters.safetensors")).unwrap();
+    let b = mlxtune_engine::weights::load_file(&resumed.join("adapters.safetensors")).unwrap();
+    for (k, v) in &a {
+        assert_eq!(max_abs_diff(v, &b[k]), 0.0, "{k}");
+    }
+}
+
+#[test]
+fn only_assistant_turns_count_under_masking() {
+    let tok = Tokenizer::from_dir(&fixture("lfm2"), None).unwrap();
+    let rec = json!({ "messages": [
+        { "role": "system", "content": "Be brief." },
+        { "role": "user", "content": "Say fox." },
+        { "role": "assistant", "content": "The fox." },
+        { "role": "user", "content": "Say dog." },
+        { "role": "assistant", "content": "Skipped dog.", "weight": 0 },
+        { "role": "user", "content": "Again." },
+        { "role": "assistant", "content": "Lazy dog." }
+    ]});
+    let ex = tokenize_record(&tok, DataFormat::Chat, &rec, &TokenizeOptions::default()).unwrap();
+    let kept: Vec<u32> = ex
+        .ids
+        .iter()
+        .zip(&ex.mask)
+        .filter(|(_, m)| **m)
+        .map(|(i, _)| *i)
+        .collect();
+    assert_eq!(
+        tok.decode(&kept, false).unwrap(),
+        "The fox.<|im_end|>\nLazy dog.<|im_end|>\n"
+    );
+    let all = tokenize_record(
+        &tok,
+        DataFormat::Chat,
+        &rec,
+        &TokenizeOptions {
+            train_on_inputs: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(all.loss_tokens(), all.ids.len() - 1);
+    let comp = tokenize_record(
+        &tok,
+        DataFormat::Completion,
+        &json!({ "prompt": "Q: fox?", "completion": " A: yes" }),
+        &TokenizeOptions::default(),
+    )
+    .unwrap();
+    let kept: Vec<u32> = comp
+        .ids
+        .iter()
+        .zip(&comp.mask)
+        .filter(|(_, m)| **m)
+        .map(|(i, _)| *i)
+        .collect();
+    assert_eq!(tok.decode(&kept, false).unwrap(), " A: yes<|im_end|>");
+}
+
+#[test]
+fn packed_and_unpacked_batches_give_the_same_loss() {
+    for model in ARCHS {
+        let (m, ex) = examples(model);
+        let sum = |rows: Vec<Vec<usize>>, packed: bool| -> (f64, u64) {
+            let b = make_batch(&ex, &rows, packed);
+            let logits = forward::forward(
+                &m.spec,
+                &m.params(),
+                &b.inputs,
+                ForwardCtx {
+                    cache: None,
+                    segments: b.segments.as_ref(),
+                },
+            )
+            .unwrap();
+            let l = cross_entropy(&logits, &b.targets)
+                .unwrap()
+                .multiply(&b.mask)
+                .unwrap()
+                .sum(None)
+                .unwrap();
+            l.eval().unwrap();
+            (l.item_cast::<f32>() as f64, b.loss_tokens)
+        };
+        let (unpacked, n1) = sum((0..ex.len()).map(|i| vec![i]).collect(), false);
+        let (packed, n2) = sum(vec![vec![0, 1, 2], vec![3, 4, 5]], true);
+        assert_eq!(n1, n2);
+        assert!(
+            (unpacked - packed).abs() < 1e-4 * unpacked,
+            "{model}: {unpacked} vs {packed}"
+        );
+    }
+}
+
+#[test]
+fn bad_configs_name_the_field() {
+    let good = config("llama", Path::new("d.jsonl"), json!({}));
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            json!({ "parameters": { "learningRate": 0 } }),
+            "parameters.learningRate must be > 0",
+        ),
+        (
+            json!({ "parameters": { "learningRate": "fast" } }),
+            "parameters.learningRate",
+        ),
+        (
+            json!({ "parameters": { "batchSize": 0 } }),
+            "parameters.batchSize",
+        ),
+        (
+            json!({ "parameters": { "batchSize": "huge" } }),
+            "parameters.batchSize",
+        ),
+        (
+            json!({ "parameters": { "epochs": -1 } }),
+            "parameters.epochs must be > 0",
+        ),
+        (
+            json!({ "parameters": { "sequenceLength": 1 } }),
+            "parameters.sequenceLength",
+        ),
+        (
+            json!({ "parameters": { "loraRank": 0 } }),
+            "parameters.loraRank",
+        ),
+        (json!({ "dataset": { "format": "xml" } }), "dataset.format"),
+        (
+            json!({ "dataset": { "format": "custom" } }),
+            "dataset.template",
+        ),
+        (
+            json!({ "optimization": { "mixedPrecision": "fp8" } }),
+            "optimization.mixedPrecision",
+        ),
+        (json!({ "fineTuneType": "prefix" }), "fineTuneType"),
+        (json!({ "optimizer": { "name": "lamb" } }), "optimizer.name"),
+        (json!({ "schedule": { "type": "step" } }), "schedule.type"),
+        (
+            json!({ "lora": { "targetModules": [3] } }),
+            "lora.targetModules[0]",
+        ),
+        (json!({ "lora": { "dropout": 2 } }), "lora.dropout"),
+        (
+            json!({ "quantization": { "bits": 3 } }),
+            "quantization.bits",
+        ),
+        (
+            json!({ "earlyStopping": { "patience": 2 } }),
+            "earlyStopping.patience",
+        ),
+    ];
+    for (patch, want) in cases {
+        let mut c = good.clone();
+        merge(&mut c, &patch);
+        let e = from_value(c)
+            .and_then(|c| TrainSpec::from_config(&c))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with(want), "{patch}: got `{e}`, want `{want}`");
+    }
+    let mut c = good.clone();
+    c["parameters"]
+        .as_object_mut()
+        .unwrap()
+        .remove("learningRate");
+    let e = from_value(c).unwrap_err();
+    assert_eq!(e.param, "parameters.learningRate");
+    // Model-dependent checks.
+    let s = spec(config(
+        "llama",
+        Path::new("d.jsonl"),
+        json!({ "parameters": { "sequenceLength": 100000 } }),
+    ));
+    let m = Model::load(&fixture("llama"), &LoadOptions::default()).unwrap();
+    assert_eq!(
+        s.check_against_model(&m.spec).unwrap_err().param,
+        "parameters.sequenceLength"
+    );
+    let s = spec(config(
+        "llama",
+        Path::new("d.jsonl"),
+        json!({ "lora": { "targetModules": ["q_proj", "w9"] } }),
+    ));
+    assert_eq!(
+        s.check_against_model(&m.spec).unwrap_err().param,
+        "lora.targetModules[1]"
+    );
+}
+
+#[test]
+fn toml_configs_and_the_product_documents_spelling_are_accepted() {
+    let toml = r#"
+baseModel = "lfm2-1.2b"
+[dataset]
+trainingData = "s3://bucket/training.jsonl"
+format = "chat"
+[parameters]
+learningRate = 1e-4
+batchSize = "auto"
+epochs = 3
+sequenceLength = 2048
+[optimization]
+gradientCheckpointing = true
+mixedPrecision = "bf16"
+appleSliliconOptimized = true
+"#;
+    let c = parse_config(toml, true).unwrap();
+    let s = TrainSpec::from_config(&c).unwrap();
+    assert_eq!(s.batch_size, None);
+    assert_eq!(s.precision, "bf16");
+    let e = parse_config("baseModel = 3", true).unwrap_err();
+    assert_eq!(e.param, "baseModel");
+}
+
+#[test]
+fn a_bad_record_fails_the_run_with_its_line_number() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("bad.jsonl");
+    std::fs::write(
+        &data,
+        "{\"text\": \"ok\"}\n{\"text\": \"fine\"}\n{\"txt\": \"oops\"}\n",
+    )
+    .unwrap();
+    let e = train::train(
+        &spec(config("llama", &data, json!({}))),
+        &tmp.path().join("o"),
+        false,
+        &mut |_| Control::Continue,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("bad.jsonl:3") && e.contains("missing `text`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text_data(tmp.path());
+    let s = spec(config(
+        "llama",
+        &data,
+        json!({ "fineTuneType": "full", "optimizer": { "name": "sgd" }, "parameters": { "learningRate": 1e30 }, "checkpoint": { "everySteps": 1 } }),
+    ));
+    let out = tmp.path().join("o");
+    let e = train::train(&s, &out, false, &mut |_| Control::Continue)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("stopping") && e.contains("last good checkpoint"),
+        "{e}"
+    );
+    let (state, ..) = train::checkpoint::load_latest(&out).unwrap().unwrap();
+    assert!(state.step >= 1 && state.last_loss.unwrap().is_finite());
+}
+
+#[test]
+fn checkpoints_keep_the_last_n_and_the_best() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text_data(tmp.path());
+    let s = spec(config(
+        "qwen2",
+        &data,
+        json!({
+            "dataset": { "validationData": data.to_str().unwrap() },
+            "maxSteps": 8,
+            "checkpoint": { "everySteps": 1, "keepLast": 2 },
+            "eval": { "everySteps": 2 },
+            "earlyStopping": { "patience": 50 }
+        }),
+    ));
+    let out = tmp.path().join("o");
+    let r = run(&s, &out);
+    let mut names: Vec<String> = std::fs::read_dir(out.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("step-"))
+        .collect();
+    names.sort();
+    let best = std::fs::read_to_string(out.join("checkpoints/best")).unwrap();
+    assert!(names.contains(&best), "{names:?} {best}");
+    assert!(
+        names.contains(&"step-00000008".to_string())
+            && names.contains(&"step-00000007".to_string())
+    );
+    assert!(names.len() <= 3, "{names:?}");
+    assert!(r.best_val_loss.is_some());
+    // PEFT layout: A is [r, in], B is [out, r].
+    let peft =
+        mlxtune_engine::weights::load_file(&out.join("peft/adapter_model.safetensors")).unwrap();
+    let a = &peft["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"];
+    assert_eq!(a.shape(), &[8, 64]);
+    let cfg: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("peft/adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cfg["peft_type"], "LORA");
+    assert_eq!(cfg["r"], 8);
+}
