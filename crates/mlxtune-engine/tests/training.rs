@@ -332,6 +332,7 @@ fn packed_and_unpacked_batches_give_the_same_loss() {
                 ForwardCtx {
                     cache: None,
                     segments: b.segments.as_ref(),
+                    checkpoint: false,
                 },
             )
             .unwrap();
@@ -561,4 +562,53 @@ fn checkpoints_keep_the_last_n_and_the_best() {
     .unwrap();
     assert_eq!(cfg["peft_type"], "LORA");
     assert_eq!(cfg["r"], 8);
+}
+
+#[test]
+fn gradient_checkpointing_gives_the_same_gradients() {
+    use mlxtune_engine::mlx_rs::transforms::value_and_grad_with_argnums;
+    for model in ["lfm2", "llama"] {
+        let (m, ex) = examples(model);
+        let s = spec(config(model, Path::new("unused.jsonl"), json!({})));
+        let modules = lora::target_modules(&m.spec, &s.targets, None);
+        let mut ad = lora::init_adapters(&m, &modules, &s).unwrap();
+        // Non-zero B so that every adapter receives a gradient.
+        for (k, v) in ad.iter_mut() {
+            if k.ends_with("lora_b") {
+                *v = mlxtune_engine::mlx_rs::random::normal::<f32>(v.shape(), None, 0.1f32, None)
+                    .unwrap();
+            }
+        }
+        let mut names: Vec<String> = ad.keys().cloned().collect();
+        names.sort();
+        let rows: Vec<Vec<usize>> = (0..ex.len()).map(|i| vec![i]).collect();
+        let b = make_batch(&ex, &rows, false);
+        let grads = |checkpoint: bool| -> (f32, Vec<Array>) {
+            let (names2, base, spec2) = (names.clone(), m.weights.clone(), m.spec.clone());
+            let (inputs, targets, mask) = (b.inputs.clone(), b.targets.clone(), b.mask.clone());
+            let f = move |args: &[Array]| -> Result<Vec<Array>, mlxtune_engine::mlx_rs::error::Exception> {
+                let over: mlxtune_engine::weights::Weights = names2.iter().cloned().zip(args.iter().cloned()).collect();
+                let p = Params { over: Some(&over), lora_scale: 2.0, ..Params::new(&base) };
+                let logits = forward::forward(&spec2, &p, &inputs, ForwardCtx { cache: None, segments: None, checkpoint }).unwrap();
+                Ok(vec![cross_entropy(&logits, &targets).unwrap().multiply(&mask)?.sum(None)?])
+            };
+            let argnums: Vec<i32> = (0..names.len() as i32).collect();
+            let args: Vec<Array> = names.iter().map(|n| ad[n].clone()).collect();
+            let (v, g) = value_and_grad_with_argnums(f, argnums.as_slice())(&args).unwrap();
+            v[0].eval().unwrap();
+            (v[0].item_cast::<f32>(), g)
+        };
+        let (l1, g1) = grads(false);
+        let (l2, g2) = grads(true);
+        assert_eq!(l1, l2, "{model}: loss");
+        for (i, (a, c)) in g1.iter().zip(&g2).enumerate() {
+            let d = max_abs_diff(a, c);
+            assert!(
+                d <= 1e-5 * max_abs(a).max(1.0),
+                "{model} {}: gradient differs by {d}",
+                names[i]
+            );
+            assert!(max_abs(a) > 0.0, "{model} {}: zero gradient", names[i]);
+        }
+    }
 }

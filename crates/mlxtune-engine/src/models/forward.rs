@@ -206,11 +206,14 @@ pub struct ForwardCtx<'a> {
     /// LFM2's convolution then stay within an example. Positions keep counting across
     /// examples, which RoPE (relative) does not see.
     pub segments: Option<&'a Array>,
+    /// Recompute each layer in the backward pass instead of keeping its activations.
+    pub checkpoint: bool,
 }
 
-struct Layer<'s> {
-    spec: &'s ModelSpec,
-    freqs: Option<&'s Array>,
+#[derive(Clone)]
+struct Layer {
+    spec: ModelSpec,
+    freqs: Option<Array>,
     /// `[B, 1, T, T]` boolean mask for packed rows.
     attn_mask: Option<Array>,
     /// For each look-back distance `j` of the convolution, `[B, T, 1]`: position `t-j` is
@@ -238,7 +241,7 @@ fn segment_masks(spec: &ModelSpec, seg: &Array) -> Result<(Array, Vec<Array>)> {
     Ok((attn, conv))
 }
 
-impl Layer<'_> {
+impl Layer {
     fn attention(
         &self,
         p: &Params,
@@ -247,7 +250,7 @@ impl Layer<'_> {
         cache: Option<&mut LayerCache>,
         offset: i32,
     ) -> Result<Array> {
-        let s = self.spec;
+        let s = &self.spec;
         let n = &s.names;
         let (b, t) = (x.dim(0), x.dim(1));
         let a = format!("{prefix}.{}", n.attn);
@@ -264,8 +267,18 @@ impl Layer<'_> {
         } else {
             (None, None)
         };
-        let q = rope(s, self.freqs, &heads(n.q_proj, s.num_heads, qn)?, offset)?;
-        let k = rope(s, self.freqs, &heads(n.k_proj, s.num_kv_heads, kn)?, offset)?;
+        let q = rope(
+            s,
+            self.freqs.as_ref(),
+            &heads(n.q_proj, s.num_heads, qn)?,
+            offset,
+        )?;
+        let k = rope(
+            s,
+            self.freqs.as_ref(),
+            &heads(n.k_proj, s.num_kv_heads, kn)?,
+            offset,
+        )?;
         let v = heads(n.v_proj, s.num_kv_heads, None)?;
         let (k, v) = match cache {
             Some(LayerCache::Kv { keys, values }) => kv_update(keys, values, k, v)?,
@@ -300,7 +313,7 @@ impl Layer<'_> {
         x: &Array,
         cache: Option<&mut LayerCache>,
     ) -> Result<Array> {
-        let s = self.spec;
+        let s = &self.spec;
         let c = format!("{prefix}.{}", s.names.conv);
         let (b, t, h) = (x.dim(0), x.dim(1), s.hidden_size);
         let l = s.conv_l_cache;
@@ -335,6 +348,29 @@ impl Layer<'_> {
         linear(p, &format!("{c}.out_proj"), &y)
     }
 
+    /// One decoder layer: `h = x + op(norm(x)); out = h + mlp(norm(h))`.
+    fn block(
+        &self,
+        p: &Params,
+        i: usize,
+        kind: LayerKind,
+        x: &Array,
+        lc: Option<&mut LayerCache>,
+        offset: i32,
+    ) -> Result<Array> {
+        let n = &self.spec.names;
+        let eps = self.spec.norm_eps;
+        let prefix = format!("model.layers.{i}");
+        let h = rms_norm(p, &format!("{prefix}.{}.weight", n.attn_norm), x, eps)?;
+        let h = match kind {
+            LayerKind::Attention => self.attention(p, &prefix, &h, lc, offset)?,
+            LayerKind::Conv => self.short_conv(p, &prefix, &h, lc)?,
+        };
+        let x = x.add(h)?;
+        let h = rms_norm(p, &format!("{prefix}.{}.weight", n.mlp_norm), &x, eps)?;
+        Ok(x.add(self.mlp(p, &prefix, &h)?)?)
+    }
+
     fn mlp(&self, p: &Params, prefix: &str, x: &Array) -> Result<Array> {
         let n = &self.spec.names;
         let m = format!("{prefix}.{}", n.mlp);
@@ -343,6 +379,57 @@ impl Layer<'_> {
         let act = g.multiply(sigmoid(&g)?)?.multiply(&u)?;
         linear(p, &format!("{m}.{}", n.down), &act)
     }
+}
+
+/// Layer `i` under gradient checkpointing: its trainable arrays are inputs of the
+/// checkpointed function (so they receive gradients); frozen ones are captured.
+fn checkpointed_block(
+    layer: &Layer,
+    p: &Params,
+    i: usize,
+    kind: LayerKind,
+    x: &Array,
+) -> Result<Array> {
+    let prefix = format!("model.layers.{i}.");
+    let base: Weights = p
+        .base
+        .iter()
+        .filter(|(k, _)| k.starts_with(&prefix))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut trainable: Vec<(String, Array)> = p
+        .over
+        .map(|o| {
+            o.iter()
+                .filter(|(k, _)| k.starts_with(&prefix))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    trainable.sort_by(|a, b| a.0.cmp(&b.0));
+    let names: Vec<String> = trainable.iter().map(|t| t.0.clone()).collect();
+    let mut inputs = vec![x.clone()];
+    inputs.extend(trainable.into_iter().map(|t| t.1));
+    let (lora_scale, compute_dtype, dropout) = (p.lora_scale, p.compute_dtype, p.dropout);
+    let layer = layer.clone();
+    let f = move |args: &[Array]| -> Result<Vec<Array>> {
+        let over: Weights = names
+            .iter()
+            .cloned()
+            .zip(args[1..].iter().cloned())
+            .collect();
+        let p = Params {
+            base: &base,
+            over: Some(&over),
+            lora_scale,
+            compute_dtype,
+            dropout,
+        };
+        Ok(vec![layer.block(&p, i, kind, &args[0], None, 0)?])
+    };
+    let mut out = super::remat::checkpoint(Box::new(f), &inputs)?;
+    out.pop()
+        .ok_or_else(|| EngineError::Mlx("gradient checkpointing returned nothing".into()))
 }
 
 /// Final hidden states `[B, T, hidden]` (after the last norm) for `tokens` `[B, T]`.
@@ -361,8 +448,8 @@ pub fn forward_hidden(
         None => (None, vec![]),
     };
     let layer = Layer {
-        spec,
-        freqs: freqs.as_ref(),
+        spec: spec.clone(),
+        freqs,
         attn_mask,
         conv_masks,
     };
@@ -371,26 +458,12 @@ pub fn forward_hidden(
     let offset = cache.as_ref().map_or(0, |c| c.offset);
     let mut x = embed(p, spec, tokens)?;
     for (i, kind) in spec.layers.iter().enumerate() {
-        let prefix = format!("model.layers.{i}");
-        let lc = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-        let h = rms_norm(
-            p,
-            &format!("{prefix}.{}.weight", n.attn_norm),
-            &x,
-            spec.norm_eps,
-        )?;
-        let h = match kind {
-            LayerKind::Attention => layer.attention(p, &prefix, &h, lc, offset)?,
-            LayerKind::Conv => layer.short_conv(p, &prefix, &h, lc)?,
-        };
-        x = x.add(h)?;
-        let h = rms_norm(
-            p,
-            &format!("{prefix}.{}.weight", n.mlp_norm),
-            &x,
-            spec.norm_eps,
-        )?;
-        x = x.add(layer.mlp(p, &prefix, &h)?)?;
+        if ctx.checkpoint && cache.is_none() {
+            x = checkpointed_block(&layer, p, i, *kind, &x)?;
+        } else {
+            let lc = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            x = layer.block(p, i, *kind, &x, lc, offset)?;
+        }
     }
     if let Some(c) = cache {
         c.offset += tokens.dim(1);

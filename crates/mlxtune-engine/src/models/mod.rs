@@ -8,6 +8,7 @@ pub mod lfm2;
 pub mod llama;
 pub mod qwen2;
 pub mod qwen3;
+pub mod remat;
 pub mod spec;
 
 use std::collections::{BTreeSet, HashMap};
@@ -386,6 +387,7 @@ impl Model {
             ForwardCtx {
                 cache,
                 segments: None,
+                checkpoint: false,
             },
         )
     }

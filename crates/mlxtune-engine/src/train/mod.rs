@@ -6,6 +6,7 @@ pub mod config;
 pub mod lora;
 pub mod optim;
 pub mod spec;
+pub mod step;
 pub mod trainer;
 
 pub use config::{read_config, ConfigError, FineTuneConfig};

@@ -8,8 +8,6 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Instant;
 
-use mlx_rs::error::Exception;
-use mlx_rs::transforms::value_and_grad_with_argnums;
 use mlx_rs::{Array, Dtype};
 use serde::Serialize;
 
@@ -18,10 +16,11 @@ use super::checkpoint::{self, TrainState};
 use super::lora;
 use super::optim::{learning_rate, Optimizer};
 use super::spec::{DataSpec, FineTuneType, TrainSpec};
+use super::step::{loss_and_grad, StepOptions};
 use crate::data::{self, DataStats, Example, TokenizeOptions};
 use crate::error::{EngineError, Result};
-use crate::eval::{self, cross_entropy, EvalResult};
-use crate::models::forward::{self, ForwardCtx, Params};
+use crate::eval::{self, EvalResult};
+use crate::models::forward::Params;
 use crate::models::{LoadOptions, Model};
 use crate::runtime;
 use crate::tokenizer::Tokenizer;
@@ -252,10 +251,6 @@ fn emit(on_event: &mut dyn FnMut(&Event) -> Control, e: Event) -> Control {
     on_event(&e)
 }
 
-fn to_exc(e: EngineError) -> Exception {
-    Exception::custom(e.to_string())
-}
-
 /// Trains per `spec` into `output` (resuming from its latest checkpoint when `resume`).
 pub fn train(
     spec: &TrainSpec,
@@ -297,17 +292,6 @@ pub fn train(
                     "{} on the CPU is slow (no BLAS for half precision); fp32 is faster there",
                     spec.precision
                 ),
-            },
-        );
-    }
-    if spec.gradient_checkpointing {
-        emit(
-            on_event,
-            Event::Message {
-                level: "warn".into(),
-                text:
-                    "gradient checkpointing is not implemented yet: training keeps all activations"
-                        .into(),
             },
         );
     }
@@ -480,51 +464,22 @@ pub fn train(
     }
 
     // The loss and its gradient with respect to the trainable arrays.
-    let base = model.weights.clone();
-    let mspec = model.spec.clone();
-    let n_train = names.len();
     let dropout_seed = Rc::new(Cell::new(0u64));
-    let seed_cell = dropout_seed.clone();
-    let lora_scale = spec.lora_scale();
-    let dropout_rate = spec.lora_dropout as f32;
-    let compute = spec.dtype();
-    let closure_names = names.clone();
-    let loss_fn = move |args: &[Array]| -> std::result::Result<Vec<Array>, Exception> {
-        let over: Weights = closure_names
-            .iter()
-            .cloned()
-            .zip(args[..n_train].iter().cloned())
-            .collect();
-        let p = Params {
-            base: &base,
-            over: Some(&over),
-            lora_scale,
-            compute_dtype: Some(compute),
-            dropout: (dropout_rate > 0.0).then(|| (dropout_rate, seed_cell.get())),
-        };
-        let (inputs, targets, mask, scale) = (
-            &args[n_train],
-            &args[n_train + 1],
-            &args[n_train + 2],
-            &args[n_train + 3],
-        );
-        let segments = args.get(n_train + 4);
-        let logits = forward::forward(
-            &mspec,
-            &p,
-            inputs,
-            ForwardCtx {
-                cache: None,
-                segments,
-            },
-        )
-        .map_err(to_exc)?;
-        let ce = cross_entropy(&logits, targets).map_err(to_exc)?;
-        let loss_sum = ce.multiply(mask)?.sum(None)?;
-        Ok(vec![loss_sum.multiply(scale)?])
+    let step_opts = StepOptions {
+        lora_scale: spec.lora_scale(),
+        dropout: spec.lora_dropout as f32,
+        compute: spec.dtype(),
+        checkpoint: spec.gradient_checkpointing,
     };
-    let argnums: Vec<i32> = (0..n_train as i32).collect();
-    let mut value_and_grad = value_and_grad_with_argnums(loss_fn, argnums.as_slice());
+    let argnums: Vec<i32> = (0..names.len() as i32).collect();
+    let mut value_and_grad = loss_and_grad(
+        &model.spec,
+        model.weights.clone(),
+        names.clone(),
+        step_opts,
+        dropout_seed.clone(),
+        &argnums,
+    );
 
     let started = Instant::now();
     let start_step = state.step;
@@ -693,8 +648,8 @@ pub fn train(
                 let p = Params {
                     base: &model.weights,
                     over: Some(&trainable),
-                    lora_scale,
-                    compute_dtype: Some(compute),
+                    lora_scale: step_opts.lora_scale,
+                    compute_dtype: Some(step_opts.compute),
                     dropout: None,
                 };
                 let r: EvalResult =
