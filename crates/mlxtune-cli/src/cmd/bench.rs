@@ -7,6 +7,41 @@ use mlxtune_engine::{runtime, weights};
 pub enum Bench {
     /// Square matrix product throughput.
     Matmul(MatmulArgs),
+    /// Fine-tuning throughput (tokens/s, step time, peak memory, MFU) on synthetic tokens.
+    Train(TrainArgs),
+}
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// A model directory (default: a named shape with random weights).
+    #[arg(long)]
+    model: Option<std::path::PathBuf>,
+    /// lfm2-1.2b, lfm2-20m or llama-20m.
+    #[arg(long, default_value = "lfm2-1.2b")]
+    shape: String,
+    /// lora, dora, qlora or full.
+    #[arg(long = "type", default_value = "lora")]
+    fine_tune_type: String,
+    #[arg(long, default_value_t = 8)]
+    batch: i32,
+    #[arg(long, default_value_t = 2048)]
+    seq: i32,
+    /// f32, bf16 or f16 (default: bf16 on a GPU, f32 on the CPU).
+    #[arg(long)]
+    precision: Option<String>,
+    #[arg(long)]
+    grad_checkpoint: bool,
+    #[arg(long, default_value_t = 16)]
+    rank: u32,
+    #[arg(long, default_value_t = 6)]
+    steps: u32,
+    #[arg(long, default_value_t = 3)]
+    warmup: u32,
+    /// Peak dense TFLOP/s of the device, for MFU (H100 SXM bf16: 989).
+    #[arg(long)]
+    peak_tflops: Option<f64>,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -25,6 +60,7 @@ pub struct MatmulArgs {
 pub fn run(b: Bench) -> anyhow::Result<()> {
     match b {
         Bench::Matmul(a) => matmul(a),
+        Bench::Train(a) => train(a),
     }
 }
 
@@ -64,6 +100,59 @@ fn matmul(a: MatmulArgs) -> anyhow::Result<()> {
             "{n}x{n} {} matmul on {}: {gflops:.1} GFLOP/s",
             weights::dtype_name(dtype),
             runtime::current_device()
+        );
+    }
+    Ok(())
+}
+
+fn train(a: TrainArgs) -> anyhow::Result<()> {
+    use mlxtune_engine::train::bench::{run, BenchOptions};
+    use mlxtune_engine::train::spec::FineTuneType;
+    let fine_tune_type = match a.fine_tune_type.as_str() {
+        "lora" => FineTuneType::Lora,
+        "dora" => FineTuneType::Dora,
+        "qlora" => FineTuneType::Qlora,
+        "full" => FineTuneType::Full,
+        other => anyhow::bail!("--type {other}: expected lora, dora, qlora or full"),
+    };
+    let precision = match &a.precision {
+        Some(p) => weights::parse_dtype(p)?,
+        None if runtime::current_device() == "gpu" => weights::Dtype::Bfloat16,
+        None => weights::Dtype::Float32,
+    };
+    anyhow::ensure!(
+        a.batch > 0 && a.seq > 1,
+        "--batch must be >= 1 and --seq >= 2"
+    );
+    let r = run(&BenchOptions {
+        model_dir: a.model.clone(),
+        shape: a.shape.clone(),
+        fine_tune_type,
+        batch: a.batch,
+        seq: a.seq,
+        precision,
+        grad_checkpoint: a.grad_checkpoint,
+        rank: a.rank,
+        steps: a.steps,
+        warmup: a.warmup,
+        peak_tflops: a.peak_tflops,
+    })?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "{} {:?} batch {} x {} {}{}: {:.0} tok/s, {:.3} s/step, peak {:.2} GiB, {:.1} TFLOP/s{}",
+            r.model,
+            r.fine_tune_type,
+            r.batch,
+            r.seq,
+            r.precision,
+            if r.grad_checkpoint { " +ckpt" } else { "" },
+            r.tokens_per_second,
+            r.step_seconds,
+            r.peak_memory_bytes as f64 / (1u64 << 30) as f64,
+            r.tflops,
+            r.mfu.map_or(String::new(), |m| format!(", MFU {:.1}%", 100.0 * m))
         );
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! Training: configuration, adapters, optimizers, batching, checkpoints and the loop.
 
 pub mod batch;
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod lora;
