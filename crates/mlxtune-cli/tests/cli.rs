@@ -250,3 +250,82 @@ fn bad_input_fails_with_one_clear_line() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn train_runs_the_product_documents_config_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("train.jsonl");
+    let recs = [
+        json_chat("Say fox.", "The quick brown fox."),
+        json_chat("Say dog.", "The lazy dog."),
+        json_chat("Say box.", "Pack my box."),
+        json_chat("Say vow.", "Judge my vow."),
+    ];
+    std::fs::write(&data, recs.join("\n")).unwrap();
+    // The product document's LoRA example, pointed at a fixture and local data.
+    let cfg = serde_json::json!({
+        "baseModel": fixture("lfm2").to_str().unwrap(),
+        "dataset": {
+            "trainingData": format!("local://{}", data.display()),
+            "validationData": format!("local://{}", data.display()),
+            "format": "chat"
+        },
+        "parameters": { "learningRate": 3e-3, "batchSize": 2, "epochs": 4, "sequenceLength": 128, "loraRank": 8, "loraAlpha": 16 },
+        "optimization": { "gradientCheckpointing": true, "mixedPrecision": "fp32", "appleSliliconOptimized": true }
+    });
+    let cfg_path = dir.path().join("job.json");
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let out = dir.path().join("out");
+    let o = mlxtune(&[
+        "train",
+        "--config",
+        cfg_path.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--json",
+        "--stop-after",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let last: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(last["result"]["outcome"], "paused");
+    let o = mlxtune(&["train", "--resume", out.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 8);
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["step"], i as u64 + 1);
+        for k in ["loss", "learning_rate", "tokens_per_second"] {
+            assert!(l[k].is_number(), "{k} in {l}");
+        }
+    }
+    assert!(lines[7]["loss"].as_f64().unwrap() < lines[0]["loss"].as_f64().unwrap());
+    for f in [
+        "adapters.safetensors",
+        "adapter_config.json",
+        "peft/adapter_model.safetensors",
+        "peft/adapter_config.json",
+    ] {
+        assert!(out.join(f).exists(), "{f}");
+    }
+}
+
+#[test]
+fn train_rejects_a_bad_config_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "baseModel = \"m\"\n[dataset]\ntrainingData = \"d.jsonl\"\n[parameters]\nlearningRate = -1\nbatchSize = 2\nepochs = 1\nsequenceLength = 64\n").unwrap();
+    let o = mlxtune(&["train", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("parameters.learningRate must be > 0"), "{err}");
+}
+
+fn json_chat(user: &str, assistant: &str) -> String {
+    serde_json::json!({"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]}).to_string()
+}
