@@ -113,7 +113,10 @@ pub struct BenchResult {
     pub trainable_parameters: u64,
     pub tokens_per_second: f64,
     pub step_seconds: f64,
+    /// MLX allocator peak during the timed steps.
     pub peak_memory_bytes: u64,
+    /// Process peak resident memory (Linux VmHWM), comparable to other frameworks' RSS.
+    pub peak_rss_bytes: Option<u64>,
     pub flops_per_token: f64,
     pub tflops: f64,
     pub mfu: Option<f64>,
@@ -264,6 +267,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult> {
         tokens_per_second: tok_s,
         step_seconds: dt,
         peak_memory_bytes: crate::runtime::memory_stats().peak,
+        peak_rss_bytes: peak_rss(),
         flops_per_token: fpt,
         tflops,
         mfu: o.peak_tflops.map(|p| tflops / p),
@@ -271,4 +275,11 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult> {
         backend: crate::runtime::backend().into(),
         device: crate::runtime::current_device().into(),
     })
+}
+
+/// The process's peak resident set size, from /proc/self/status.
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
 }
