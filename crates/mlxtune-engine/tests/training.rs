@@ -612,3 +612,38 @@ fn gradient_checkpointing_gives_the_same_gradients() {
         }
     }
 }
+
+#[test]
+fn a_batch_that_does_not_fit_runs_as_smaller_micro_batches_with_the_same_losses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text_data(tmp.path());
+    let base = json!({ "parameters": { "batchSize": 4, "epochs": 3 } });
+    let whole = spec(config("qwen3", &data, base.clone()));
+    let mut limited = base.clone();
+    // Weights fit, one row of activations fits, four rows do not.
+    merge(&mut limited, &json!({ "memoryLimitBytes": 2_700_000 }));
+    let limited = spec(config("qwen3", &data, limited));
+    let a = tmp.path().join("whole");
+    let b = tmp.path().join("limited");
+    let mut micro = 0;
+    train::train(&whole, &a, false, &mut |_| Control::Continue).unwrap();
+    train::train(&limited, &b, false, &mut |e| {
+        if let Event::Started {
+            micro_batch_size, ..
+        } = e
+        {
+            micro = *micro_batch_size;
+        }
+        Control::Continue
+    })
+    .unwrap();
+    assert!(
+        micro < 4,
+        "the memory limit must force smaller micro-batches, got {micro}"
+    );
+    let (la, lb) = (losses(&a), losses(&b));
+    assert_eq!(la.len(), lb.len());
+    for (x, y) in la.iter().zip(&lb) {
+        assert!((x - y).abs() < 1e-4 * x.abs().max(1.0), "{la:?} vs {lb:?}");
+    }
+}

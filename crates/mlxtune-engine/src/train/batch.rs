@@ -76,10 +76,46 @@ impl Plan {
     pub fn make(&self, examples: &[Example], b: usize) -> TrainBatch {
         make_batch(examples, &self.batches[b], self.packed)
     }
+
+    /// Part `part` of `parts` of batch `b` (its rows cut into `parts` consecutive groups);
+    /// the parts together hold exactly the batch's rows.
+    pub fn make_part(
+        &self,
+        examples: &[Example],
+        b: usize,
+        part: usize,
+        parts: usize,
+    ) -> TrainBatch {
+        if parts <= 1 {
+            return self.make(examples, b);
+        }
+        let rows = &self.batches[b];
+        let per = rows.len().div_ceil(parts);
+        let lo = (part * per).min(rows.len());
+        let hi = ((part + 1) * per).min(rows.len());
+        make_batch(examples, &rows[lo..hi], self.packed)
+    }
+
+    /// Rows of the largest batch.
+    pub fn max_rows(&self) -> usize {
+        self.batches.iter().map(Vec::len).max().unwrap_or(0)
+    }
 }
 
 /// Right-padded arrays for `rows`.
 pub fn make_batch(examples: &[Example], rows: &[Row], packed: bool) -> TrainBatch {
+    if rows.is_empty() {
+        let empty = Array::from_slice::<i32>(&[], &[0, 1]);
+        return TrainBatch {
+            inputs: empty.clone(),
+            targets: empty,
+            mask: Array::from_slice::<f32>(&[], &[0, 1]),
+            segments: None,
+            loss_tokens: 0,
+            real_tokens: 0,
+            total_tokens: 0,
+        };
+    }
     let width = rows
         .iter()
         .map(|r| r.iter().map(|i| examples[*i].ids.len() - 1).sum::<usize>())

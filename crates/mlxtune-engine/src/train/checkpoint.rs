@@ -29,6 +29,14 @@ pub struct TrainState {
     pub evals_without_improvement: u32,
     pub trained_tokens: u64,
     pub last_loss: Option<f64>,
+    /// Each planned batch runs as this many micro-batches (doubled after an out-of-memory
+    /// error); `micro` counts in these units.
+    #[serde(default = "one")]
+    pub split: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 pub fn checkpoints_dir(output: &Path) -> PathBuf {

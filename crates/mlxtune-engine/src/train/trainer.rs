@@ -70,7 +70,7 @@ pub enum Event {
         start_step: u64,
         trainable_parameters: u64,
         micro_batch_size: u32,
-        grad_accum: u32,
+        micro_batches_per_step: u32,
         train: DataStats,
         validation: Option<DataStats>,
         batches_per_epoch: usize,
@@ -304,32 +304,7 @@ pub fn train(
     };
 
     // Trainable parameters.
-    let mut trainable: Weights;
-    let modules: Vec<String>;
-    match spec.fine_tune_type {
-        FineTuneType::Full => {
-            let first = spec
-                .num_layers
-                .map_or(0, |n| model.spec.num_layers() - n as usize);
-            let mut t = Weights::new();
-            for e in model.spec.expected_tensors() {
-                let in_layers =
-                    lora::layer_index(&e.name).map_or(spec.num_layers.is_none(), |i| i >= first);
-                if in_layers {
-                    t.insert(
-                        e.name.clone(),
-                        model.weights[&e.name].as_dtype(Dtype::Float32)?,
-                    );
-                }
-            }
-            trainable = t;
-            modules = vec![];
-        }
-        _ => {
-            modules = lora::target_modules(&model.spec, &spec.targets, spec.num_layers);
-            trainable = lora::init_adapters(&model, &modules, spec)?;
-        }
-    }
+    let (mut trainable, modules) = initial_trainables(spec, &model)?;
     let trainable_params: u64 = trainable.values().map(|a| a.size() as u64).sum();
     let mut names: Vec<String> = trainable.keys().cloned().collect();
     names.sort();
@@ -344,17 +319,25 @@ pub fn train(
     {
         micro /= 2;
     }
+    // Batches keep the requested size (so the data grouping never depends on memory); each
+    // runs as `split` micro-batches whose gradients are summed.
     let effective = requested.unwrap_or(micro).max(micro);
-    let grad_accum = spec.grad_accum * effective.div_ceil(micro);
-    if requested.is_some_and(|r| r != micro) {
-        emit(on_event, Event::Message {
-            level: "warn".into(),
-            text: format!("batch size {effective} would not fit the memory limit; micro-batch {micro} with accumulation {grad_accum}"),
-        });
+    let split = effective.div_ceil(micro);
+    let grad_accum = spec.grad_accum;
+    if split > 1 {
+        emit(
+            on_event,
+            Event::Message {
+                level: "warn".into(),
+                text: format!(
+                    "batch size {effective} would not fit the memory limit: micro-batches of {micro}, {split} per batch"
+                ),
+            },
+        );
     }
     let plan = Plan::new(
         &train_ex,
-        micro as usize,
+        effective as usize,
         spec.packing,
         spec.sequence_length,
     );
@@ -382,6 +365,7 @@ pub fn train(
         evals_without_improvement: 0,
         trained_tokens: 0,
         last_loss: None,
+        split,
     };
     let metrics_path = output.join("metrics.jsonl");
     if resume {
@@ -413,22 +397,7 @@ pub fn train(
         opt.t = s.optimizer_t;
         state = s;
         // Drop metric lines past the checkpoint (they will be recomputed).
-        if let Ok(text) = std::fs::read_to_string(&metrics_path) {
-            let kept: Vec<&str> = text
-                .lines()
-                .filter(|l| {
-                    serde_json::from_str::<serde_json::Value>(l)
-                        .ok()
-                        .and_then(|v| v["step"].as_u64())
-                        .is_some_and(|s| s <= state.step)
-                })
-                .collect();
-            let mut body = kept.join("\n");
-            if !body.is_empty() {
-                body.push('\n');
-            }
-            crate::fsutil::write_atomic(&metrics_path, body.as_bytes())?;
-        }
+        truncate_metrics(&metrics_path, state.step)?;
         emit(
             on_event,
             Event::Message {
@@ -440,11 +409,7 @@ pub fn train(
         let _ = std::fs::remove_file(&metrics_path);
         let _ = std::fs::remove_dir_all(checkpoint::checkpoints_dir(output));
     }
-    let mut metrics_file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&metrics_path)
-        .map_err(|e| EngineError::io(&metrics_path, e))?;
+    let mut metrics_file = open_metrics(&metrics_path)?;
 
     let c = emit(
         on_event,
@@ -453,7 +418,7 @@ pub fn train(
             start_step: state.step,
             trainable_parameters: trainable_params,
             micro_batch_size: micro,
-            grad_accum,
+            micro_batches_per_step: grad_accum * state.split,
             train: train_stats,
             validation: valid.as_ref().map(|v| v.1.clone()),
             batches_per_epoch: nb as usize,
@@ -486,46 +451,72 @@ pub fn train(
     let mut outcome = Outcome::Completed;
     while state.step < total_steps {
         let step_start = Instant::now();
-        let mut grads: Option<Vec<Array>> = None;
-        let (mut loss_sum, mut tokens, mut real, mut total) = (0f64, 0u64, 0u64, 0u64);
-        for _ in 0..grad_accum {
-            let epoch = state.micro / nb;
-            let order = plan.epoch_order(spec.seed, epoch);
-            let b = order[(state.micro % nb) as usize];
-            let batch: TrainBatch = plan.make(&train_ex, b);
-            state.micro += 1;
-            if batch.loss_tokens == 0 {
+        let micro_steps = grad_accum * state.split.max(1);
+        let acc = match accumulate(
+            &plan,
+            &train_ex,
+            &mut state,
+            micro_steps,
+            spec.seed,
+            &names,
+            &trainable,
+            &mut value_and_grad,
+            &dropout_seed,
+        ) {
+            Ok(a) => a,
+            Err(e) if is_out_of_memory(&e) && plan.max_rows() > state.split.max(1) as usize => {
+                // Halve the micro-batch (split each batch in two more parts, accumulate
+                // twice as many) and continue from the last checkpoint.
+                let new_split = state.split.max(1) * 2;
+                let (s, t, o) = match checkpoint::load_latest(output)? {
+                    Some((s, t, o, _)) => (s, t, o),
+                    None => {
+                        let (t, _) = initial_trainables(spec, &model)?;
+                        let mut s = state.clone();
+                        (
+                            s.step,
+                            s.micro,
+                            s.optimizer_t,
+                            s.trained_tokens,
+                            s.last_loss,
+                        ) = (0, 0, 0, 0, None);
+                        (s.best_val_loss, s.best_step, s.evals_without_improvement) =
+                            (None, None, 0);
+                        s.split = state.split.max(1);
+                        (s, t, Weights::new())
+                    }
+                };
+                let old_split = s.split.max(1);
+                state = s;
+                state.micro = state.micro * (new_split / old_split) as u64;
+                state.split = new_split;
+                trainable = t;
+                opt.state = o;
+                opt.t = state.optimizer_t;
+                truncate_metrics(&metrics_path, state.step)?;
+                metrics_file = open_metrics(&metrics_path)?;
+                mlx_rs::memory::clear_cache()?;
+                emit(
+                    on_event,
+                    Event::Message {
+                        level: "warn".into(),
+                        text: format!(
+                            "out of memory ({e}); micro-batch split in {new_split}, continuing from step {}",
+                            state.step
+                        ),
+                    },
+                );
                 continue;
             }
-            dropout_seed.set(
-                spec.seed
-                    .wrapping_add(state.micro.wrapping_mul(0x2545_F491_4F6C_DD1D)),
-            );
-            let mut args: Vec<Array> = names.iter().map(|n| trainable[n].clone()).collect();
-            args.push(batch.inputs.clone());
-            args.push(batch.targets.clone());
-            args.push(batch.mask.clone());
-            args.push(Array::from_f32(state.loss_scale));
-            if let Some(s) = &batch.segments {
-                args.push(s.clone());
-            }
-            let (vals, g) = value_and_grad(&args)?;
-            let v = &vals[0];
-            v.eval()?;
-            loss_sum += v.item_cast::<f32>() as f64 / state.loss_scale as f64;
-            tokens += batch.loss_tokens;
-            real += batch.real_tokens;
-            total += batch.total_tokens;
-            grads = Some(match grads {
-                None => g,
-                Some(acc) => acc
-                    .iter()
-                    .zip(g.iter())
-                    .map(|(a, b)| a.add(b))
-                    .collect::<std::result::Result<_, _>>()?,
-            });
-            mlx_rs::transforms::eval(grads.iter().flatten())?;
-        }
+            Err(e) => return Err(e),
+        };
+        let Accum {
+            grads,
+            loss_sum,
+            tokens,
+            real,
+            total,
+        } = acc;
         let Some(grads) = grads else {
             state.step += 1;
             continue;
@@ -609,7 +600,7 @@ pub fn train(
         let m = StepMetrics {
             step: state.step,
             total_steps,
-            epoch: state.micro as f64 / nb as f64,
+            epoch: state.micro as f64 / (nb * state.split.max(1) as u64) as f64,
             total_epochs: total_steps as f64 * grad_accum as f64 / nb as f64,
             loss,
             learning_rate: lr,
@@ -756,6 +747,152 @@ pub fn train(
         }
     }
     Ok(result(outcome, &state, output))
+}
+
+/// Fresh trainable arrays (deterministic: adapters from the seed, or f32 copies of the
+/// weights being fine-tuned) and the adapted module paths.
+fn initial_trainables(spec: &TrainSpec, model: &Model) -> Result<(Weights, Vec<String>)> {
+    match spec.fine_tune_type {
+        FineTuneType::Full => {
+            let first = spec
+                .num_layers
+                .map_or(0, |n| model.spec.num_layers() - n as usize);
+            let mut t = Weights::new();
+            for e in model.spec.expected_tensors() {
+                let in_layers =
+                    lora::layer_index(&e.name).map_or(spec.num_layers.is_none(), |i| i >= first);
+                if in_layers {
+                    t.insert(
+                        e.name.clone(),
+                        model.weights[&e.name].as_dtype(Dtype::Float32)?,
+                    );
+                }
+            }
+            Ok((t, vec![]))
+        }
+        _ => {
+            let modules = lora::target_modules(&model.spec, &spec.targets, spec.num_layers);
+            Ok((lora::init_adapters(model, &modules, spec)?, modules))
+        }
+    }
+}
+
+/// Keeps the metric lines of steps up to `step`.
+fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s <= step)
+        })
+        .collect();
+    let mut body = kept.join("\n");
+    if !body.is_empty() {
+        body.push('\n');
+    }
+    crate::fsutil::write_atomic(path, body.as_bytes())
+}
+
+fn open_metrics(path: &Path) -> Result<std::fs::File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| EngineError::io(path, e))
+}
+
+/// Whether an error is MLX running out of memory.
+pub fn is_out_of_memory(e: &EngineError) -> bool {
+    let EngineError::Mlx(msg) = e else {
+        return false;
+    };
+    let m = msg.to_lowercase();
+    [
+        "out of memory",
+        "bad_alloc",
+        "resource limit",
+        "unable to allocate",
+        "failed to allocate",
+        "cudaerrormemoryallocation",
+    ]
+    .iter()
+    .any(|k| m.contains(k))
+}
+
+/// Gradients and sums over one optimizer step's micro-batches.
+struct Accum {
+    grads: Option<Vec<Array>>,
+    loss_sum: f64,
+    tokens: u64,
+    real: u64,
+    total: u64,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn accumulate(
+    plan: &Plan,
+    examples: &[Example],
+    state: &mut TrainState,
+    micro_steps: u32,
+    seed: u64,
+    names: &[String],
+    trainable: &Weights,
+    value_and_grad: &mut dyn FnMut(&[Array]) -> mlx_rs::error::Result<(Vec<Array>, Vec<Array>)>,
+    dropout_seed: &Cell<u64>,
+) -> Result<Accum> {
+    let nb = plan.batches.len() as u64;
+    let split = state.split.max(1) as u64;
+    let per_epoch = nb * split;
+    let mut acc = Accum {
+        grads: None,
+        loss_sum: 0.0,
+        tokens: 0,
+        real: 0,
+        total: 0,
+    };
+    for _ in 0..micro_steps {
+        let epoch = state.micro / per_epoch;
+        let within = state.micro % per_epoch;
+        let order = plan.epoch_order(seed, epoch);
+        let b = order[(within / split) as usize];
+        let batch: TrainBatch =
+            plan.make_part(examples, b, (within % split) as usize, split as usize);
+        state.micro += 1;
+        if batch.loss_tokens == 0 {
+            continue;
+        }
+        dropout_seed.set(seed.wrapping_add(state.micro.wrapping_mul(0x2545_F491_4F6C_DD1D)));
+        let mut args: Vec<Array> = names.iter().map(|n| trainable[n].clone()).collect();
+        args.push(batch.inputs.clone());
+        args.push(batch.targets.clone());
+        args.push(batch.mask.clone());
+        args.push(Array::from_f32(state.loss_scale));
+        if let Some(s) = &batch.segments {
+            args.push(s.clone());
+        }
+        let (vals, g) = value_and_grad(&args)?;
+        let v = &vals[0];
+        v.eval()?;
+        acc.loss_sum += v.item_cast::<f32>() as f64 / state.loss_scale as f64;
+        acc.tokens += batch.loss_tokens;
+        acc.real += batch.real_tokens;
+        acc.total += batch.total_tokens;
+        acc.grads = Some(match acc.grads.take() {
+            None => g,
+            Some(sum) => sum
+                .iter()
+                .zip(g.iter())
+                .map(|(a, b)| a.add(b))
+                .collect::<std::result::Result<_, _>>()?,
+        });
+        mlx_rs::transforms::eval(acc.grads.iter().flatten())?;
+    }
+    Ok(acc)
 }
 
 fn result(outcome: Outcome, state: &TrainState, output: &Path) -> TrainResult {
