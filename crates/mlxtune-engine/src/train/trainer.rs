@@ -488,7 +488,7 @@ pub fn train(
                 };
                 let old_split = s.split.max(1);
                 state = s;
-                state.micro = state.micro * (new_split / old_split) as u64;
+                state.micro *= (new_split / old_split) as u64;
                 state.split = new_split;
                 trainable = t;
                 opt.state = o;
