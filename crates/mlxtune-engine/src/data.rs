@@ -299,6 +299,133 @@ pub struct DataStats {
     pub loss_tokens: usize,
     pub truncated: usize,
     pub max_len: usize,
+    /// Whether the examples came from the tokenized-data cache.
+    pub from_cache: bool,
+}
+
+impl DataStats {
+    /// Figures of a list of examples.
+    pub fn of(examples: &[Example]) -> DataStats {
+        DataStats {
+            records: examples.len(),
+            tokens: examples.iter().map(|e| e.ids.len()).sum(),
+            loss_tokens: examples.iter().map(Example::loss_tokens).sum(),
+            truncated: examples.iter().filter(|e| e.truncated).count(),
+            max_len: examples.iter().map(|e| e.ids.len()).max().unwrap_or(0),
+            from_cache: false,
+        }
+    }
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The cache key of a data file: its content, the tokenizer (file, template, EOS) and how
+/// records are turned into examples.
+pub fn cache_key(path: &Path, tok: &Tokenizer, how: &str) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut h = Sha256::new();
+    let mut f = File::open(path).map_err(|e| EngineError::io(path, e))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| EngineError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    h.update(tok.fingerprint.as_bytes());
+    h.update(how.as_bytes());
+    Ok(hex(&h.finalize()))
+}
+
+const CACHE_MAGIC: &[u8; 8] = b"MLXTTOK1";
+
+/// Writes examples to a cache file (atomically).
+pub fn write_cache(file: &Path, examples: &[Example]) -> Result<()> {
+    let mut out =
+        Vec::with_capacity(16 + examples.iter().map(|e| 5 + 5 * e.ids.len()).sum::<usize>());
+    out.extend_from_slice(CACHE_MAGIC);
+    out.extend_from_slice(&(examples.len() as u64).to_le_bytes());
+    for e in examples {
+        out.extend_from_slice(&(e.ids.len() as u32).to_le_bytes());
+        out.push(u8::from(e.truncated));
+        for id in &e.ids {
+            out.extend_from_slice(&id.to_le_bytes());
+        }
+        out.extend(e.mask.iter().map(|m| u8::from(*m)));
+    }
+    crate::fsutil::write_atomic(file, &out)
+}
+
+/// Reads a cache file; None when absent or not a valid cache (then it is rebuilt).
+pub fn read_cache(file: &Path) -> Option<Vec<Example>> {
+    let bytes = std::fs::read(file).ok()?;
+    let mut at = 0usize;
+    let mut take = |n: usize| -> Option<&[u8]> {
+        let s = bytes.get(at..at + n)?;
+        at += n;
+        Some(s)
+    };
+    if take(8)? != CACHE_MAGIC {
+        return None;
+    }
+    let count = u64::from_le_bytes(take(8)?.try_into().ok()?) as usize;
+    let mut out = Vec::with_capacity(count.min(1 << 24));
+    for _ in 0..count {
+        let len = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
+        let truncated = take(1)?[0] != 0;
+        let ids = take(4 * len)?
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let mask = take(len)?.iter().map(|b| *b != 0).collect();
+        out.push(Example {
+            ids,
+            mask,
+            truncated,
+        });
+    }
+    Some(out)
+}
+
+/// [`load_examples`] through a cache directory keyed by [`cache_key`].
+pub fn load_examples_cached(
+    path: &Path,
+    tok: &Tokenizer,
+    format: Option<DataFormat>,
+    opts: &TokenizeOptions,
+    cache_dir: Option<&Path>,
+) -> Result<(Vec<Example>, DataStats)> {
+    let Some(dir) = cache_dir else {
+        return load_examples(path, tok, format, opts);
+    };
+    let how = format!(
+        "{format:?}|{}|{:?}|{}",
+        opts.train_on_inputs, opts.max_len, opts.append_eos
+    );
+    let file = dir.join(format!("{}.tok", cache_key(path, tok, &how)?));
+    if let Some(examples) = read_cache(&file) {
+        let mut stats = DataStats::of(&examples);
+        stats.from_cache = true;
+        return Ok((examples, stats));
+    }
+    let (examples, stats) = load_examples(path, tok, format, opts)?;
+    write_cache(&file, &examples)?;
+    Ok((examples, stats))
+}
+
+/// The default cache directory: `MLXTUNE_CACHE_DIR`, else `$XDG_CACHE_HOME/mlxtune`, else
+/// `$HOME/.cache/mlxtune` (tokenized data goes to its `tokenized/`).
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let root = std::env::var_os("MLXTUNE_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|d| PathBuf::from(d).join("mlxtune")))
+        .or_else(|| std::env::var_os("HOME").map(|d| PathBuf::from(d).join(".cache/mlxtune")))?;
+    Some(root.join("tokenized"))
 }
 
 /// Reads and tokenizes a whole file; the first bad record fails with file:line.

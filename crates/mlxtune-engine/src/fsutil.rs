@@ -6,6 +6,17 @@ use std::path::Path;
 
 use crate::error::{EngineError, Result};
 
+/// A name part no other writer in this or another process uses at the same time.
+pub fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
 /// Writes `bytes` to `path` through a synced temporary file renamed over the target.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -14,7 +25,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let tmp = dir.join(format!(".{name}.{}.tmp", unique_suffix()));
     let mut f = File::create(&tmp).map_err(|e| EngineError::io(&tmp, e))?;
     f.write_all(bytes).map_err(|e| EngineError::io(&tmp, e))?;
     f.sync_all().map_err(|e| EngineError::io(&tmp, e))?;

@@ -34,6 +34,8 @@ pub struct Tokenizer {
     /// Every id that ends generation (config, generation config and tokenizer).
     pub eos_ids: Vec<u32>,
     pub pad_id: Option<u32>,
+    /// Hash of the tokenizer file, chat template and EOS ids (keys tokenized-data caches).
+    pub fingerprint: String,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -142,6 +144,14 @@ impl Tokenizer {
         if let Some(id) = id_of(&eos_token) {
             add(id);
         }
+        let fingerprint = {
+            use sha2::{Digest, Sha256};
+            let mut h = Sha256::new();
+            h.update(std::fs::read(&file).map_err(|e| EngineError::io(&file, e))?);
+            h.update(chat_template.as_deref().unwrap_or("").as_bytes());
+            h.update(format!("{eos_ids:?}").as_bytes());
+            crate::data::hex(&h.finalize())
+        };
         let bos_id = id_of(&bos_token).or(spec.and_then(|s| s.bos_token_id));
         let pad_id = id_of(&pad_token).or(spec.and_then(|s| s.pad_token_id));
         let tok = Tokenizer {
@@ -155,6 +165,7 @@ impl Tokenizer {
             bos_id,
             eos_ids,
             pad_id,
+            fingerprint,
         };
         if let Some(t) = &tok.chat_template {
             tok.env(t)?;

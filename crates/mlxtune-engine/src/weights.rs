@@ -209,7 +209,10 @@ pub fn save_atomic(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{stem}.{}.tmp.safetensors", std::process::id()));
+    let tmp = dir.join(format!(
+        ".{stem}.{}.tmp.safetensors",
+        crate::fsutil::unique_suffix()
+    ));
     let mut sorted: Vec<(&String, &Array)> = weights.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(b.0));
     Array::save_safetensors(sorted, metadata, &tmp).map_err(|e| EngineError::Safetensors {

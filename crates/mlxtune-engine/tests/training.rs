@@ -647,3 +647,48 @@ fn a_batch_that_does_not_fit_runs_as_smaller_micro_batches_with_the_same_losses(
         assert!((x - y).abs() < 1e-4 * x.abs().max(1.0), "{la:?} vs {lb:?}");
     }
 }
+
+#[test]
+fn tokenized_data_is_cached_by_content_and_rebuilt_when_the_file_changes() {
+    use mlxtune_engine::data::load_examples_cached;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text_data(tmp.path());
+    let cache = tmp.path().join("cache");
+    let tok = Tokenizer::from_dir(&fixture("llama"), None).unwrap();
+    let opts = TokenizeOptions::default();
+    let (a, sa) = load_examples_cached(&data, &tok, None, &opts, Some(&cache)).unwrap();
+    assert!(!sa.from_cache);
+    let (b, sb) = load_examples_cached(&data, &tok, None, &opts, Some(&cache)).unwrap();
+    assert!(sb.from_cache);
+    assert_eq!(a, b);
+    assert_eq!(
+        (sa.records, sa.tokens, sa.loss_tokens),
+        (sb.records, sb.tokens, sb.loss_tokens)
+    );
+    // Other options or another tokenizer are other keys.
+    let (_, s) = load_examples_cached(
+        &data,
+        &tok,
+        None,
+        &TokenizeOptions {
+            max_len: Some(5),
+            ..opts.clone()
+        },
+        Some(&cache),
+    )
+    .unwrap();
+    assert!(!s.from_cache && s.truncated > 0);
+    let other = Tokenizer::from_dir(&fixture("qwen2"), None).unwrap();
+    assert!(
+        !load_examples_cached(&data, &other, None, &opts, Some(&cache))
+            .unwrap()
+            .1
+            .from_cache
+    );
+    // A changed file misses the cache, and a bad line is still reported.
+    std::fs::write(&data, "{\"text\": \"new\"}\n{\"text\": 5}\n").unwrap();
+    let e = load_examples_cached(&data, &tok, None, &opts, Some(&cache))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("train.jsonl:2"), "{e}");
+}

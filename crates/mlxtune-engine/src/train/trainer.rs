@@ -165,7 +165,13 @@ pub fn load_data(
         append_eos: true,
     };
     match &spec.data {
-        DataSpec::Builtin(fmt) => data::load_examples(&path, tok, *fmt, &opts),
+        DataSpec::Builtin(fmt) => data::load_examples_cached(
+            &path,
+            tok,
+            *fmt,
+            &opts,
+            data::default_cache_dir().as_deref(),
+        ),
         DataSpec::Custom(t) => {
             let mut examples = Vec::new();
             let mut stats = DataStats::default();
