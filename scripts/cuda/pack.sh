@@ -25,10 +25,14 @@ mv "$stage/part-b" .device/b/libmlx.part-b
 tar -C "$prefix" -cJf .device/b/runtime.tar.xz mlx/include mlx/share mlx_cuda_13.libs
 mkdir -p "$stage/bin"
 cp target/cuda/release/mlxtune "$stage/bin/"
-for t in fidelity loading; do
+for t in fidelity loading training; do
   exe=$(ls -t target/cuda/release/deps/$t-* | grep -v '\.d$' | head -1)
   cp "$exe" "$stage/bin/$t"
 done
 strip "$stage/bin/"*
 tar -C "$stage" -cJf .device/b/bin.tar.xz bin
+# The baselines measured in the same run (../shared/bench of the developers' checkout).
+if [ -d "$root/../shared/bench" ]; then
+  mkdir -p .device/b/bench && cp "$root"/../shared/bench/*.py .device/b/bench/
+fi
 du -sh .device/a .device/b
