@@ -40,15 +40,18 @@ case "${1:-}" in
     fi
     if [ "$1" = bench ]; then
       nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
-      echo "== training tests on CUDA"
-      "$rt/bin/training" --test-threads 1 2>&1 | tee "$out/training.log" | grep -E "^test |test result|panicked" || true
-      echo "== mlxtune bench train (LFM2-1.2B shape, bf16, 8 x 2048)"
-      for args in "--type lora --batch 8 --seq 2048" "--type lora --batch 8 --seq 2048 --grad-checkpoint" \
-                  "--type full --batch 8 --seq 2048" "--type lora --batch 4 --seq 1024"; do
+      if [ -z "${SKIP_TESTS:-}" ]; then
+        echo "== training tests on CUDA"
+        "$rt/bin/training" --test-threads 1 2>&1 | tee "$out/training.log" | grep -E "^test |test result|panicked" || true
+      fi
+      echo "== mlxtune bench train (LFM2-1.2B shape, bf16)"
+      configs=${BENCH_CONFIGS:-"--type lora --batch 8 --seq 2048;--type lora --batch 8 --seq 2048 --grad-checkpoint;--type full --batch 8 --seq 2048;--type lora --batch 4 --seq 1024"}
+      IFS=';' read -ra list <<< "$configs"
+      for args in "${list[@]}"; do
         timeout 150 "$rt/bin/mlxtune" bench train --shape lfm2-1.2b --precision bf16 \
           --steps 5 --warmup 2 --peak-tflops 989 --json $args 2>&1 | tail -1 | tee -a "$out/bench-train.jsonl"
       done
-      if [ -f "$root/.device/b/bench/torch_baseline.py" ]; then
+      if [ -z "${NO_TORCH:-}" ] && [ -f "$root/.device/b/bench/torch_baseline.py" ]; then
         echo "== PyTorch + PEFT baseline, same card"
         timeout 240 python3 "$root/.device/b/bench/torch_baseline.py" 2>&1 | grep "^{" | tee "$out/torch-baseline.jsonl" || true
       fi

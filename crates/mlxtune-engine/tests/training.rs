@@ -692,3 +692,46 @@ fn tokenized_data_is_cached_by_content_and_rebuilt_when_the_file_changes() {
         .to_string();
     assert!(e.contains("train.jsonl:2"), "{e}");
 }
+
+#[test]
+fn the_chunked_checkpointed_loss_equals_the_full_loss_with_the_same_gradients() {
+    use mlxtune_engine::mlx_rs::transforms::value_and_grad_with_argnums;
+    use mlxtune_engine::train::step::chunked_loss_sum;
+    for model in ["lfm2", "llama"] {
+        let (m, ex) = examples(model);
+        let rows: Vec<Vec<usize>> = (0..ex.len()).map(|i| vec![i]).collect();
+        let b = make_batch(&ex, &rows, false);
+        // Full fine-tuning of the output layer and last norm, so the head gets gradients.
+        let head = if m.spec.tie_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" };
+        let norm = format!("{}.weight", m.spec.names.final_norm);
+        let names = vec![head.to_string(), norm.clone()];
+        let run = |chunked: bool| -> (f32, Vec<Array>) {
+            let (names2, base, spec2) = (names.clone(), m.weights.clone(), m.spec.clone());
+            let (inputs, targets, mask) = (b.inputs.clone(), b.targets.clone(), b.mask.clone());
+            let f = move |args: &[Array]| -> Result<Vec<Array>, mlxtune_engine::mlx_rs::error::Exception> {
+                let over: mlxtune_engine::weights::Weights = names2.iter().cloned().zip(args.iter().cloned()).collect();
+                let p = Params { over: Some(&over), ..Params::new(&base) };
+                let ctx = ForwardCtx { cache: None, segments: None, checkpoint: false };
+                let loss = if chunked {
+                    let h = forward::forward_hidden(&spec2, &p, &inputs, ctx).unwrap();
+                    chunked_loss_sum(&spec2, &p, &h, &targets, &mask, 7).unwrap()
+                } else {
+                    let logits = forward::forward(&spec2, &p, &inputs, ctx).unwrap();
+                    cross_entropy(&logits, &targets).unwrap().multiply(&mask)?.sum(None)?
+                };
+                Ok(vec![loss])
+            };
+            let args: Vec<Array> = names.iter().map(|n| m.weights[n].clone()).collect();
+            let (v, g) = value_and_grad_with_argnums(f, &[0, 1][..])(&args).unwrap();
+            v[0].eval().unwrap();
+            (v[0].item_cast::<f32>(), g)
+        };
+        let (l1, g1) = run(false);
+        let (l2, g2) = run(true);
+        assert!((l1 - l2).abs() <= 1e-4 * l1.abs(), "{model}: {l1} vs {l2}");
+        for (i, (a, c)) in g1.iter().zip(&g2).enumerate() {
+            let d = max_abs_diff(a, c);
+            assert!(d <= 1e-4 * max_abs(a).max(1e-3), "{model} {}: gradient differs by {d}", names[i]);
+        }
+    }
+}

@@ -31,6 +31,12 @@ pub struct TrainArgs {
     precision: Option<String>,
     #[arg(long)]
     grad_checkpoint: bool,
+    /// Output layer + loss in checkpointed chunks (default: with --grad-checkpoint).
+    #[arg(long)]
+    chunked_loss: Option<bool>,
+    /// Compile the loss-and-gradient function.
+    #[arg(long)]
+    compile: bool,
     #[arg(long, default_value_t = 16)]
     rank: u32,
     #[arg(long, default_value_t = 6)]
@@ -136,6 +142,8 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         steps: a.steps,
         warmup: a.warmup,
         peak_tflops: a.peak_tflops,
+        chunked_loss: a.chunked_loss.unwrap_or(a.grad_checkpoint),
+        compile: a.compile,
     })?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
@@ -147,7 +155,12 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
             r.batch,
             r.seq,
             r.precision,
-            if r.grad_checkpoint { " +ckpt" } else { "" },
+            format!(
+                "{}{}{}",
+                if r.grad_checkpoint { " +ckpt" } else { "" },
+                if r.chunked_loss { " +chunked-loss" } else { "" },
+                if r.compiled { " +compiled" } else { "" }
+            ),
             r.tokens_per_second,
             r.step_seconds,
             r.peak_memory_bytes as f64 / (1u64 << 30) as f64,

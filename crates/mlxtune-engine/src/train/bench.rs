@@ -98,6 +98,10 @@ pub struct BenchOptions {
     pub warmup: u32,
     /// Peak dense TFLOP/s of the device for MFU (None: not reported).
     pub peak_tflops: Option<f64>,
+    /// Compute the loss in checkpointed chunks (default: with gradient checkpointing).
+    pub chunked_loss: bool,
+    /// Compile the loss-and-gradient function (MLX `compile`).
+    pub compile: bool,
 }
 
 /// Measured figures.
@@ -109,6 +113,8 @@ pub struct BenchResult {
     pub seq: i32,
     pub precision: String,
     pub grad_checkpoint: bool,
+    pub chunked_loss: bool,
+    pub compiled: bool,
     pub parameters: u64,
     pub trainable_parameters: u64,
     pub tokens_per_second: f64,
@@ -179,26 +185,32 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult> {
     let mut names: Vec<String> = trainable.keys().cloned().collect();
     names.sort();
     let trainable_params: u64 = trainable.values().map(|a| a.size() as u64).sum();
-    let argnums: Vec<i32> = (0..names.len() as i32).collect();
-    let base = if o.fine_tune_type == FineTuneType::Full {
-        Weights::new()
-    } else {
-        model.weights.clone()
-    };
+    // Leaked once per benchmark: compile needs a 'static function.
+    let argnums: &'static [i32] = Vec::leak((0..names.len() as i32).collect());
+    let base = if o.fine_tune_type == FineTuneType::Full { Weights::new() } else { model.weights.clone() };
     let opts = StepOptions {
         lora_scale: spec.lora_scale(),
         dropout: 0.0,
         compute: o.precision,
         checkpoint: o.grad_checkpoint,
+        chunked_loss: o.chunked_loss,
     };
-    let mut vg = loss_and_grad(
-        &model.spec,
-        base,
-        names.clone(),
-        opts,
-        Rc::new(Cell::new(0)),
-        &argnums,
+    let mut eager = loss_and_grad(&model.spec, base.clone(), names.clone(), opts, Rc::new(Cell::new(0)), argnums);
+    let mut plain = loss_and_grad(&model.spec, base, names.clone(), opts, Rc::new(Cell::new(0)), argnums);
+    let mut compiled = mlx_rs::transforms::compile::compile(
+        move |args: &[Array]| -> std::result::Result<Vec<Array>, mlx_rs::error::Exception> {
+            let (mut v, g) = plain(args)?;
+            v.extend(g);
+            Ok(v)
+        },
+        false,
     );
+    let mut vg = |args: &[Array]| -> Result<(Vec<Array>, Vec<Array>)> {
+        let mut out = compiled(args)?;
+        let g = out.split_off(1);
+        Ok((out, g))
+    };
+    let use_compile = o.compile;
     let mut opt = Optimizer::new(&spec);
     let key = mlx_rs::random::key(1)?;
     let tokens = mlx_rs::random::randint::<_, i32>(
@@ -221,7 +233,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult> {
             mask.clone(),
             Array::from_f32(1.0 / n_tok),
         ]);
-        let (v, g) = vg(&args)?;
+        let (v, g) = if use_compile { vg(&args)? } else { eager(&args)? };
         let grads: Weights = names.iter().cloned().zip(g).collect();
         opt.step(trainable, &grads, 1e-4)?;
         v[0].eval()?;
@@ -262,6 +274,8 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult> {
         seq: o.seq,
         precision: crate::weights::dtype_name(o.precision).into(),
         grad_checkpoint: o.grad_checkpoint,
+        chunked_loss: o.chunked_loss,
+        compiled: o.compile,
         parameters: model.spec.num_parameters(),
         trainable_parameters: trainable_params,
         tokens_per_second: tok_s,

@@ -25,6 +25,68 @@ pub struct StepOptions {
     pub compute: Dtype,
     /// Gradient checkpointing per layer.
     pub checkpoint: bool,
+    /// Output layer + cross-entropy in checkpointed chunks of [`LOSS_CHUNK_TOKENS`]
+    /// (only one chunk's logits in memory, one extra output-layer forward).
+    pub chunked_loss: bool,
+}
+
+/// Tokens per chunk of the checkpointed output layer + cross-entropy.
+pub const LOSS_CHUNK_TOKENS: i32 = 2048;
+
+/// Σ mask · CE(lm_head(hidden), targets), computed `chunk` tokens at a time, each chunk under
+/// gradient checkpointing: only one chunk's `[chunk, vocab]` logits exist at a time, in the
+/// forward pass and when the backward pass recomputes them.
+pub fn chunked_loss_sum(
+    spec: &ModelSpec,
+    p: &Params,
+    hidden: &Array,
+    targets: &Array,
+    mask: &Array,
+    chunk: i32,
+) -> crate::error::Result<Array> {
+    use mlx_rs::ops::indexing::IndexOp;
+    let h = hidden.dim(-1);
+    let n = hidden.dim(0) * hidden.dim(1);
+    let hidden = hidden.reshape(&[n, h])?;
+    let targets = targets.reshape(&[n])?;
+    let mask = mask.reshape(&[n])?;
+    // The output layer's trainable arrays (full fine-tuning) are inputs, so that they get
+    // gradients; frozen ones are captured.
+    let head = if spec.tie_embeddings { "model.embed_tokens." } else { "lm_head." };
+    let base: Weights = p.base.iter().filter(|(k, _)| k.starts_with(head)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut trainable: Vec<(String, Array)> = p
+        .over
+        .map(|o| o.iter().filter(|(k, _)| k.starts_with(head)).map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    trainable.sort_by(|a, b| a.0.cmp(&b.0));
+    let names: Vec<String> = trainable.iter().map(|t| t.0.clone()).collect();
+    let (lora_scale, compute_dtype) = (p.lora_scale, p.compute_dtype);
+    let mut total: Option<Array> = None;
+    let mut start = 0;
+    while start < n {
+        let end = (start + chunk).min(n);
+        let mut inputs = vec![hidden.index(start..end)];
+        inputs.extend(trainable.iter().map(|t| t.1.clone()));
+        // Targets (integer indices) and the mask need no gradient: captured, not inputs.
+        let (tgt, msk) = (targets.index(start..end).expand_dims(0)?, mask.index(start..end));
+        let (spec, base, names) = (spec.clone(), base.clone(), names.clone());
+        let f = move |args: &[Array]| -> crate::error::Result<Vec<Array>> {
+            let over: Weights = names.iter().cloned().zip(args[1..].iter().cloned()).collect();
+            let p = Params { base: &base, over: Some(&over), lora_scale, compute_dtype, dropout: None };
+            let logits = forward::lm_head(&spec, &p, &args[0].expand_dims(0)?)?;
+            let ce = cross_entropy(&logits, &tgt)?;
+            Ok(vec![ce.squeeze_axes(&[0])?.multiply(&msk)?.sum(None)?])
+        };
+        let part = crate::models::remat::checkpoint(Box::new(f), &inputs)?
+            .pop()
+            .ok_or_else(|| EngineError::Mlx("chunked loss returned nothing".into()))?;
+        total = Some(match total {
+            Some(t) => t.add(&part)?,
+            None => part,
+        });
+        start = end;
+    }
+    total.ok_or_else(|| EngineError::invalid("batch", "is empty"))
 }
 
 fn to_exc(e: EngineError) -> Exception {

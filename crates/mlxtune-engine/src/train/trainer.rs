@@ -441,6 +441,7 @@ pub fn train(
         dropout: spec.lora_dropout as f32,
         compute: spec.dtype(),
         checkpoint: spec.gradient_checkpointing,
+        chunked_loss: spec.gradient_checkpointing,
     };
     let argnums: Vec<i32> = (0..names.len() as i32).collect();
     let mut value_and_grad = loss_and_grad(
