@@ -324,7 +324,7 @@ fn packed_and_unpacked_batches_give_the_same_loss() {
     for model in ARCHS {
         let (m, ex) = examples(model);
         let sum = |rows: Vec<Vec<usize>>, packed: bool| -> (f64, u64) {
-            let b = make_batch(&ex, &rows, packed);
+            let b = make_batch(&ex, &rows, packed, 1);
             let logits = forward::forward(
                 &m.spec,
                 &m.params(),
@@ -582,7 +582,7 @@ fn gradient_checkpointing_gives_the_same_gradients() {
         let mut names: Vec<String> = ad.keys().cloned().collect();
         names.sort();
         let rows: Vec<Vec<usize>> = (0..ex.len()).map(|i| vec![i]).collect();
-        let b = make_batch(&ex, &rows, false);
+        let b = make_batch(&ex, &rows, false, 1);
         let grads = |checkpoint: bool| -> (f32, Vec<Array>) {
             let (names2, base, spec2) = (names.clone(), m.weights.clone(), m.spec.clone());
             let (inputs, targets, mask) = (b.inputs.clone(), b.targets.clone(), b.mask.clone());
@@ -700,9 +700,13 @@ fn the_chunked_checkpointed_loss_equals_the_full_loss_with_the_same_gradients() 
     for model in ["lfm2", "llama"] {
         let (m, ex) = examples(model);
         let rows: Vec<Vec<usize>> = (0..ex.len()).map(|i| vec![i]).collect();
-        let b = make_batch(&ex, &rows, false);
+        let b = make_batch(&ex, &rows, false, 1);
         // Full fine-tuning of the output layer and last norm, so the head gets gradients.
-        let head = if m.spec.tie_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" };
+        let head = if m.spec.tie_embeddings {
+            "model.embed_tokens.weight"
+        } else {
+            "lm_head.weight"
+        };
         let norm = format!("{}.weight", m.spec.names.final_norm);
         let names = vec![head.to_string(), norm.clone()];
         let run = |chunked: bool| -> (f32, Vec<Array>) {
@@ -731,7 +735,55 @@ fn the_chunked_checkpointed_loss_equals_the_full_loss_with_the_same_gradients() 
         assert!((l1 - l2).abs() <= 1e-4 * l1.abs(), "{model}: {l1} vs {l2}");
         for (i, (a, c)) in g1.iter().zip(&g2).enumerate() {
             let d = max_abs_diff(a, c);
-            assert!(d <= 1e-4 * max_abs(a).max(1e-3), "{model} {}: gradient differs by {d}", names[i]);
+            assert!(
+                d <= 1e-4 * max_abs(a).max(1e-3),
+                "{model} {}: gradient differs by {d}",
+                names[i]
+            );
         }
     }
+}
+
+#[test]
+fn a_compiled_training_step_gives_the_same_losses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text_data(tmp.path());
+    for (model, kind) in [("lfm2", "lora"), ("qwen3", "full")] {
+        let eager = spec(config(
+            model,
+            &data,
+            json!({ "fineTuneType": kind, "maxSteps": 5 }),
+        ));
+        let compiled = spec(config(
+            model,
+            &data,
+            json!({ "fineTuneType": kind, "maxSteps": 5, "optimization": { "compile": true } }),
+        ));
+        let (a, b) = (
+            tmp.path().join(format!("{model}-eager")),
+            tmp.path().join(format!("{model}-compiled")),
+        );
+        run(&eager, &a);
+        run(&compiled, &b);
+        let (la, lb) = (losses(&a), losses(&b));
+        for (x, y) in la.iter().zip(&lb) {
+            assert!(
+                (x - y).abs() < 1e-4 * x.abs().max(1.0),
+                "{model} {kind}: {la:?} vs {lb:?}"
+            );
+        }
+    }
+    let mut c = config(
+        "llama",
+        &data,
+        json!({ "optimization": { "compile": true }, "lora": { "dropout": 0.1 } }),
+    );
+    c["seed"] = json!(1);
+    assert_eq!(
+        from_value(c)
+            .and_then(|c| TrainSpec::from_config(&c))
+            .unwrap_err()
+            .param,
+        "optimization.compile"
+    );
 }

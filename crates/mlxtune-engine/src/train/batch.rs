@@ -32,6 +32,9 @@ pub struct Plan {
     /// Batches of rows, in length order (shuffled per epoch by [`Plan::epoch_order`]).
     pub batches: Vec<Vec<Row>>,
     pub packed: bool,
+    /// Round batch widths up to a multiple of this (fewer distinct shapes for a compiled
+    /// step); padded positions are masked.
+    pub pad_to: usize,
 }
 
 impl Plan {
@@ -61,6 +64,7 @@ impl Plan {
         Plan {
             batches,
             packed: packing,
+            pad_to: 1,
         }
     }
 
@@ -74,7 +78,7 @@ impl Plan {
 
     /// Builds the arrays of batch `b`.
     pub fn make(&self, examples: &[Example], b: usize) -> TrainBatch {
-        make_batch(examples, &self.batches[b], self.packed)
+        make_batch(examples, &self.batches[b], self.packed, self.pad_to)
     }
 
     /// Part `part` of `parts` of batch `b` (its rows cut into `parts` consecutive groups);
@@ -93,7 +97,7 @@ impl Plan {
         let per = rows.len().div_ceil(parts);
         let lo = (part * per).min(rows.len());
         let hi = ((part + 1) * per).min(rows.len());
-        make_batch(examples, &rows[lo..hi], self.packed)
+        make_batch(examples, &rows[lo..hi], self.packed, self.pad_to)
     }
 
     /// Rows of the largest batch.
@@ -103,7 +107,7 @@ impl Plan {
 }
 
 /// Right-padded arrays for `rows`.
-pub fn make_batch(examples: &[Example], rows: &[Row], packed: bool) -> TrainBatch {
+pub fn make_batch(examples: &[Example], rows: &[Row], packed: bool, pad_to: usize) -> TrainBatch {
     if rows.is_empty() {
         let empty = Array::from_slice::<i32>(&[], &[0, 1]);
         return TrainBatch {
@@ -121,7 +125,8 @@ pub fn make_batch(examples: &[Example], rows: &[Row], packed: bool) -> TrainBatc
         .map(|r| r.iter().map(|i| examples[*i].ids.len() - 1).sum::<usize>())
         .max()
         .unwrap_or(1)
-        .max(1);
+        .max(1)
+        .next_multiple_of(pad_to.max(1));
     let n = rows.len();
     let mut inputs = vec![0i32; n * width];
     let mut targets = vec![0i32; n * width];

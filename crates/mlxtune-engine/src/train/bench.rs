@@ -13,7 +13,7 @@ use serde_json::json;
 use super::lora;
 use super::optim::Optimizer;
 use super::spec::{FineTuneType, TrainSpec};
-use super::step::{loss_and_grad, StepOptions};
+use super::step::{compiled_loss_and_grad, loss_and_grad, StepOptions};
 use crate::error::{EngineError, Result};
 use crate::models::{spec_from_config, HfConfig, LoadOptions, Model, QuantSpec, Role};
 use crate::weights::Weights;
@@ -185,9 +185,11 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult> {
     let mut names: Vec<String> = trainable.keys().cloned().collect();
     names.sort();
     let trainable_params: u64 = trainable.values().map(|a| a.size() as u64).sum();
-    // Leaked once per benchmark: compile needs a 'static function.
-    let argnums: &'static [i32] = Vec::leak((0..names.len() as i32).collect());
-    let base = if o.fine_tune_type == FineTuneType::Full { Weights::new() } else { model.weights.clone() };
+    let base = if o.fine_tune_type == FineTuneType::Full {
+        Weights::new()
+    } else {
+        model.weights.clone()
+    };
     let opts = StepOptions {
         lora_scale: spec.lora_scale(),
         dropout: 0.0,
@@ -195,21 +197,16 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult> {
         checkpoint: o.grad_checkpoint,
         chunked_loss: o.chunked_loss,
     };
-    let mut eager = loss_and_grad(&model.spec, base.clone(), names.clone(), opts, Rc::new(Cell::new(0)), argnums);
-    let mut plain = loss_and_grad(&model.spec, base, names.clone(), opts, Rc::new(Cell::new(0)), argnums);
-    let mut compiled = mlx_rs::transforms::compile::compile(
-        move |args: &[Array]| -> std::result::Result<Vec<Array>, mlx_rs::error::Exception> {
-            let (mut v, g) = plain(args)?;
-            v.extend(g);
-            Ok(v)
-        },
-        false,
+    let argnums: Vec<i32> = (0..names.len() as i32).collect();
+    let mut eager = loss_and_grad(
+        &model.spec,
+        base.clone(),
+        names.clone(),
+        opts,
+        Rc::new(Cell::new(0)),
+        &argnums,
     );
-    let mut vg = |args: &[Array]| -> Result<(Vec<Array>, Vec<Array>)> {
-        let mut out = compiled(args)?;
-        let g = out.split_off(1);
-        Ok((out, g))
-    };
+    let mut vg = compiled_loss_and_grad(&model.spec, base, names.clone(), opts)?;
     let use_compile = o.compile;
     let mut opt = Optimizer::new(&spec);
     let key = mlx_rs::random::key(1)?;
@@ -233,7 +230,11 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult> {
             mask.clone(),
             Array::from_f32(1.0 / n_tok),
         ]);
-        let (v, g) = if use_compile { vg(&args)? } else { eager(&args)? };
+        let (v, g) = if use_compile {
+            vg(&args)?
+        } else {
+            eager(&args)?
+        };
         let grads: Weights = names.iter().cloned().zip(g).collect();
         opt.step(trainable, &grads, 1e-4)?;
         v[0].eval()?;

@@ -83,6 +83,9 @@ pub struct Optimization {
     /// `appleSliliconOptimized`); MLX picks its backend at build time.
     #[serde(default, alias = "appleSliliconOptimized")]
     pub apple_silicon_optimized: Option<bool>,
+    /// Compile the training step (extension; faster, one compilation per batch shape).
+    #[serde(default)]
+    pub compile: bool,
 }
 
 /// LoRA / DoRA settings beyond `parameters.loraRank` / `loraAlpha`.

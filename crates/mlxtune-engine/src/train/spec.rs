@@ -75,6 +75,8 @@ pub struct TrainSpec {
     pub grad_accum: u32,
     pub max_grad_norm: Option<f64>,
     pub gradient_checkpointing: bool,
+    /// Compile the loss-and-gradient function (MLX `compile`; not with LoRA dropout).
+    pub compile: bool,
     /// Compute precision: f32, bf16 or f16.
     pub precision: String,
     pub optimizer: OptimizerKind,
@@ -297,6 +299,12 @@ impl TrainSpec {
         if c.eval.batch_size == Some(0) {
             return Err(bad("eval.batchSize", "must be >= 1"));
         }
+        if c.optimization.compile && c.lora.dropout.unwrap_or(0.0) > 0.0 {
+            return Err(bad(
+                "optimization.compile",
+                "cannot be combined with lora.dropout > 0",
+            ));
+        }
         if c.early_stopping.patience.is_some() && c.dataset.validation_data.is_none() {
             return Err(bad(
                 "earlyStopping.patience",
@@ -323,6 +331,7 @@ impl TrainSpec {
             grad_accum,
             max_grad_norm,
             gradient_checkpointing: c.optimization.gradient_checkpointing,
+            compile: c.optimization.compile,
             precision,
             optimizer,
             weight_decay: within(

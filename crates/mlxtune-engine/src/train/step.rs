@@ -52,11 +52,25 @@ pub fn chunked_loss_sum(
     let mask = mask.reshape(&[n])?;
     // The output layer's trainable arrays (full fine-tuning) are inputs, so that they get
     // gradients; frozen ones are captured.
-    let head = if spec.tie_embeddings { "model.embed_tokens." } else { "lm_head." };
-    let base: Weights = p.base.iter().filter(|(k, _)| k.starts_with(head)).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let head = if spec.tie_embeddings {
+        "model.embed_tokens."
+    } else {
+        "lm_head."
+    };
+    let base: Weights = p
+        .base
+        .iter()
+        .filter(|(k, _)| k.starts_with(head))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     let mut trainable: Vec<(String, Array)> = p
         .over
-        .map(|o| o.iter().filter(|(k, _)| k.starts_with(head)).map(|(k, v)| (k.clone(), v.clone())).collect())
+        .map(|o| {
+            o.iter()
+                .filter(|(k, _)| k.starts_with(head))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
         .unwrap_or_default();
     trainable.sort_by(|a, b| a.0.cmp(&b.0));
     let names: Vec<String> = trainable.iter().map(|t| t.0.clone()).collect();
@@ -68,11 +82,24 @@ pub fn chunked_loss_sum(
         let mut inputs = vec![hidden.index(start..end)];
         inputs.extend(trainable.iter().map(|t| t.1.clone()));
         // Targets (integer indices) and the mask need no gradient: captured, not inputs.
-        let (tgt, msk) = (targets.index(start..end).expand_dims(0)?, mask.index(start..end));
+        let (tgt, msk) = (
+            targets.index(start..end).expand_dims(0)?,
+            mask.index(start..end),
+        );
         let (spec, base, names) = (spec.clone(), base.clone(), names.clone());
         let f = move |args: &[Array]| -> crate::error::Result<Vec<Array>> {
-            let over: Weights = names.iter().cloned().zip(args[1..].iter().cloned()).collect();
-            let p = Params { base: &base, over: Some(&over), lora_scale, compute_dtype, dropout: None };
+            let over: Weights = names
+                .iter()
+                .cloned()
+                .zip(args[1..].iter().cloned())
+                .collect();
+            let p = Params {
+                base: &base,
+                over: Some(&over),
+                lora_scale,
+                compute_dtype,
+                dropout: None,
+            };
             let logits = forward::lm_head(&spec, &p, &args[0].expand_dims(0)?)?;
             let ce = cross_entropy(&logits, &tgt)?;
             Ok(vec![ce.squeeze_axes(&[0])?.multiply(&msk)?.sum(None)?])
@@ -130,4 +157,38 @@ pub fn loss_and_grad<'a>(
         Ok(vec![ce.multiply(mask)?.sum(None)?.multiply(scale)?])
     };
     value_and_grad_with_argnums(loss_fn, argnums)
+}
+
+/// [`loss_and_grad`] through MLX `compile` (fused kernels; one compilation per input
+/// shape). Only without dropout: its masks would be frozen into the compiled graph.
+pub fn compiled_loss_and_grad(
+    spec: &ModelSpec,
+    base: Weights,
+    names: Vec<String>,
+    opts: StepOptions,
+) -> crate::error::Result<impl FnMut(&[Array]) -> mlx_rs::error::Result<(Vec<Array>, Vec<Array>)>> {
+    if opts.dropout > 0.0 {
+        return Err(EngineError::invalid(
+            "compile",
+            "a compiled step cannot use LoRA dropout",
+        ));
+    }
+    // Leaked once per run: compile needs a 'static function.
+    let argnums: &'static [i32] = Vec::leak((0..names.len() as i32).collect());
+    let mut plain = loss_and_grad(spec, base, names, opts, Rc::new(Cell::new(0)), argnums);
+    let mut compiled = mlx_rs::transforms::compile::compile(
+        move |args: &[Array]| -> Result<Vec<Array>, Exception> {
+            let (mut v, g) = plain(args)?;
+            v.extend(g);
+            Ok(v)
+        },
+        false,
+    );
+    Ok(
+        move |args: &[Array]| -> mlx_rs::error::Result<(Vec<Array>, Vec<Array>)> {
+            let mut out = compiled(args)?;
+            let g = out.split_off(1);
+            Ok((out, g))
+        },
+    )
 }

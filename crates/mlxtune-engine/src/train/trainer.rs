@@ -16,7 +16,7 @@ use super::checkpoint::{self, TrainState};
 use super::lora;
 use super::optim::{learning_rate, Optimizer};
 use super::spec::{DataSpec, FineTuneType, TrainSpec};
-use super::step::{loss_and_grad, StepOptions};
+use super::step::{compiled_loss_and_grad, loss_and_grad, StepOptions};
 use crate::data::{self, DataStats, Example, TokenizeOptions};
 use crate::error::{EngineError, Result};
 use crate::eval::{self, EvalResult};
@@ -341,12 +341,15 @@ pub fn train(
             },
         );
     }
-    let plan = Plan::new(
+    let mut plan = Plan::new(
         &train_ex,
         effective as usize,
         spec.packing,
         spec.sequence_length,
     );
+    if spec.compile {
+        plan.pad_to = 32;
+    }
     let nb = plan.batches.len() as u64;
     let steps_per_epoch = nb.div_ceil(grad_accum as u64).max(1);
     let total_steps = spec
@@ -444,14 +447,25 @@ pub fn train(
         chunked_loss: spec.gradient_checkpointing,
     };
     let argnums: Vec<i32> = (0..names.len() as i32).collect();
-    let mut value_and_grad = loss_and_grad(
-        &model.spec,
-        model.weights.clone(),
-        names.clone(),
-        step_opts,
-        dropout_seed.clone(),
-        &argnums,
-    );
+    let mut eager;
+    let mut compiled;
+    let value_and_grad: &mut dyn FnMut(
+        &[Array],
+    ) -> mlx_rs::error::Result<(Vec<Array>, Vec<Array>)> = if spec.compile {
+        compiled =
+            compiled_loss_and_grad(&model.spec, model.weights.clone(), names.clone(), step_opts)?;
+        &mut compiled
+    } else {
+        eager = loss_and_grad(
+            &model.spec,
+            model.weights.clone(),
+            names.clone(),
+            step_opts,
+            dropout_seed.clone(),
+            &argnums,
+        );
+        &mut eager
+    };
 
     let started = Instant::now();
     let start_step = state.step;
@@ -467,7 +481,7 @@ pub fn train(
             spec.seed,
             &names,
             &trainable,
-            &mut value_and_grad,
+            &mut *value_and_grad,
             &dropout_seed,
         ) {
             Ok(a) => a,
