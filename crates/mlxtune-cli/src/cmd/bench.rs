@@ -145,6 +145,12 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         chunked_loss: a.chunked_loss.unwrap_or(a.grad_checkpoint),
         compile: a.compile,
     })?;
+    let flags = format!(
+        "{}{}{}",
+        if r.grad_checkpoint { " +ckpt" } else { "" },
+        if r.chunked_loss { " +chunked-loss" } else { "" },
+        if r.compiled { " +compiled" } else { "" }
+    );
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
@@ -155,12 +161,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
             r.batch,
             r.seq,
             r.precision,
-            format!(
-                "{}{}{}",
-                if r.grad_checkpoint { " +ckpt" } else { "" },
-                if r.chunked_loss { " +chunked-loss" } else { "" },
-                if r.compiled { " +compiled" } else { "" }
-            ),
+            flags,
             r.tokens_per_second,
             r.step_seconds,
             r.peak_memory_bytes as f64 / (1u64 << 30) as f64,
