@@ -34,6 +34,8 @@ enum Command {
     Eval(cmd::eval::Args),
     /// Quantize a model (MLX affine, 4 or 8 bits) and save it.
     Quantize(cmd::quantize::Args),
+    /// Run the job service (REST + WebSocket API and workers).
+    Serve(cmd::serve::Args),
     /// Fine-tune a model (LoRA, DoRA, QLoRA or full) from a config file.
     Train(cmd::train::Args),
     /// Micro-benchmarks.
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
             Command::Eval(a) => cmd::eval::run(a),
             Command::Quantize(a) => cmd::quantize::run(a),
             Command::Train(a) => cmd::train::run(a),
+            Command::Serve(a) => cmd::serve::run(a),
             Command::Bench(b) => cmd::bench::run(b),
         }
     })();

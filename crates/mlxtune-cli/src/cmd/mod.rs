@@ -3,6 +3,7 @@ pub mod eval;
 pub mod generate;
 pub mod info;
 pub mod quantize;
+pub mod serve;
 pub mod train;
 
 use std::path::PathBuf;

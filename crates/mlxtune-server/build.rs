@@ -1,0 +1,5 @@
+include!("../mlx-sys/final_link.rs");
+
+fn main() {
+    link_mlx_final();
+}

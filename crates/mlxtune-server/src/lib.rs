@@ -1,0 +1,126 @@
+//! mlxtune's job service: an axum REST + WebSocket API over SQLite (sqlx), and an
+//! in-process worker pool running the engine's trainer.
+//!
+//! Layout: `settings` (layered config), `db` (schema in /migrations, every query),
+//! `validate` (request → validated job), `routes` (handlers, auth, router), `worker`
+//! (claiming, training, events), `state` (shared handles). Only this crate knows HTTP and SQL.
+
+pub mod db;
+pub mod error;
+pub mod routes;
+pub mod settings;
+pub mod state;
+pub mod validate;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, Notify};
+
+pub use routes::router;
+pub use settings::Settings;
+pub use state::AppState;
+
+/// A built server: bound socket, migrated database, recovered jobs.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    port: u16,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        mlxtune_engine::runtime::init()?;
+        std::fs::create_dir_all(&settings.storage.data_dir)?;
+        let db = db::connect(&settings.database_path()).await?;
+        let key_hashes = settings
+            .auth
+            .api_keys
+            .iter()
+            .map(|k| state::sha256_hex(k))
+            .collect();
+        let (events, _) = broadcast::channel(1024);
+        let state = AppState {
+            db,
+            settings: Arc::new(settings.clone()),
+            key_hashes: Arc::new(key_hashes),
+            controls: Arc::new(Mutex::new(HashMap::new())),
+            wake: Arc::new(Notify::new()),
+            events,
+            shutting_down: Arc::new(AtomicBool::new(false)),
+        };
+        for id in db::recover_running(&state.db).await? {
+            tracing::warn!(job_id = %id, "recovering a job left running by a stopped server");
+            worker::log_event(
+                &state,
+                &id,
+                "warn",
+                "status",
+                "the server stopped while this job ran; it resumes from its last checkpoint",
+                Some(serde_json::json!({ "status": "queued" })),
+            )
+            .await;
+        }
+        let listener =
+            TcpListener::bind((settings.server.host.as_str(), settings.server.port)).await?;
+        let port = listener.local_addr()?.port();
+        Ok(Application {
+            listener,
+            state,
+            port,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
+    /// Serves until ctrl-c / SIGTERM; running jobs then checkpoint and go back to the queue.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let state = self.state.clone();
+        let workers: Vec<_> = (0..state.settings.workers.count.max(1))
+            .map(|i| tokio::spawn(worker::run(state.clone(), format!("worker-{i}"))))
+            .collect();
+        let app = router(state.clone());
+        let stop = state.clone();
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                stop.shutting_down.store(true, Ordering::SeqCst);
+                stop.wake.notify_waiters();
+            })
+            .await?;
+        for w in workers {
+            let _ = w.await;
+        }
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

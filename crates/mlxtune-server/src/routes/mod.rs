@@ -1,0 +1,84 @@
+//! The router: routes, authentication, body limit, CORS, request ids and tracing.
+
+pub mod jobs;
+pub mod stream;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tower_http::cors::CorsLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::state::{sha256_hex, AppState};
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok", "backend": mlxtune_engine::runtime::backend() }))
+}
+
+/// With API keys configured: no or malformed `Authorization` is 401, an unknown key 403.
+async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if state.key_hashes.is_empty() || req.uri().path() == "/healthz" {
+        return next.run(req).await;
+    }
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        None | Some("") => {
+            let mut r = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing `Authorization: Bearer <key>`",
+            )
+            .into_response();
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            r
+        }
+        Some(key) if state.key_hashes.contains(&sha256_hex(key)) => next.run(req).await,
+        Some(_) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this API key is not accepted",
+        )
+        .into_response(),
+    }
+}
+
+/// All routes over `state`; tests call this without a socket.
+pub fn router(state: AppState) -> Router {
+    let limit = state.settings.server.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/fine_tuning/jobs", post(jobs::create).get(jobs::list))
+        .route(
+            "/v1/fine_tuning/jobs/{id}",
+            get(jobs::get).delete(jobs::delete),
+        )
+        .route("/v1/fine_tuning/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/fine_tuning/jobs/{id}/pause", post(jobs::pause))
+        .route("/v1/fine_tuning/jobs/{id}/resume", post(jobs::resume))
+        .route("/v1/fine_tuning/jobs/{id}/events", get(jobs::events))
+        .route("/v1/fine_tuning/jobs/{id}/metrics", get(jobs::metrics))
+        .route(
+            "/v1/fine_tuning/jobs/{id}/checkpoints",
+            get(jobs::checkpoints),
+        )
+        .route("/v1/fine_tuning/jobs/{id}/stream", get(stream::job_stream))
+        .route("/v1/fine_tuning/stream", get(stream::all_stream))
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .layer(CorsLayer::permissive())
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}

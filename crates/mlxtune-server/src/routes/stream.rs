@@ -1,0 +1,105 @@
+//! `GET /v1/fine_tuning/jobs/{id}/stream` (and `/v1/fine_tuning/stream` for all jobs): a
+//! snapshot on connect, the stored events after `?after=`, then live events. A client that
+//! falls behind the bounded broadcast buffer gets a fresh snapshot instead of blocking
+//! training.
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::db;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+#[derive(Deserialize)]
+pub struct StreamQuery {
+    after: Option<i64>,
+}
+
+pub async fn job_stream(
+    ws: WebSocketUpgrade,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<StreamQuery>,
+) -> ApiResult<Response> {
+    db::get_job(&state.db, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(&format!("job {id}")))?;
+    Ok(ws.on_upgrade(move |socket| serve(socket, state, Some(id), q.after.unwrap_or(0))))
+}
+
+pub async fn all_stream(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
+    ws.on_upgrade(move |socket| serve(socket, state, None, i64::MAX))
+}
+
+async fn snapshot(state: &AppState, id: &str) -> Option<String> {
+    let row = db::get_job(&state.db, id).await.ok()??;
+    Some(json!({ "type": "snapshot", "job": row.to_json() }).to_string())
+}
+
+async fn serve(mut socket: WebSocket, state: AppState, job: Option<String>, after: i64) {
+    // Subscribe first so nothing falls between the replay and the live events.
+    let mut rx = state.events.subscribe();
+    let mut last = after;
+    if let Some(id) = &job {
+        let Some(s) = snapshot(&state, id).await else {
+            return;
+        };
+        if socket.send(Message::Text(s.into())).await.is_err() {
+            return;
+        }
+        loop {
+            let Ok(rows) = db::events(&state.db, id, last, 500).await else {
+                return;
+            };
+            if rows.is_empty() {
+                break;
+            }
+            for r in rows {
+                last = r.id;
+                if socket
+                    .send(Message::Text(r.to_json().to_string().into()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+    loop {
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Ok(b) => {
+                    if job.as_ref().is_some_and(|j| *j != b.job_id) {
+                        continue;
+                    }
+                    let eid = b.event["id"].as_i64().unwrap_or(0);
+                    if job.is_some() && eid <= last {
+                        continue;
+                    }
+                    last = eid.max(last.min(eid));
+                    if socket.send(Message::Text(b.event.to_string().into())).await.is_err() {
+                        return;
+                    }
+                }
+                Err(RecvError::Lagged(_)) => {
+                    if let Some(id) = &job {
+                        let Some(s) = snapshot(&state, id).await else { return };
+                        if socket.send(Message::Text(s.into())).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(RecvError::Closed) => return,
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                _ => {}
+            },
+        }
+    }
+}

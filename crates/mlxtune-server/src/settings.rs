@@ -1,0 +1,87 @@
+//! One typed settings tree, loaded in layers: `config/default.toml`, then
+//! `config/<MLXTUNE_ENV>.toml` if present, then `MLXTUNE__SECTION__KEY` variables.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub storage: StorageSettings,
+    pub workers: WorkerSettings,
+    pub paths: PathSettings,
+    pub auth: AuthSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StorageSettings {
+    pub data_dir: PathBuf,
+    /// Empty: `<data_dir>/mlxtune.sqlite3`.
+    pub database_path: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkerSettings {
+    pub count: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PathSettings {
+    pub model_roots: Vec<PathBuf>,
+    pub dataset_roots: Vec<PathBuf>,
+}
+
+/// API keys. Debug never prints them.
+#[derive(Clone, Deserialize, Default)]
+pub struct AuthSettings {
+    pub api_keys: Vec<String>,
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "AuthSettings {{ api_keys: [{} redacted] }}",
+            self.api_keys.len()
+        )
+    }
+}
+
+impl Settings {
+    /// Loads the layers from `config_dir`.
+    pub fn load(config_dir: &Path) -> Result<Settings, config::ConfigError> {
+        let env = std::env::var("MLXTUNE_ENV").unwrap_or_else(|_| "local".into());
+        config::Config::builder()
+            .add_source(config::File::from(config_dir.join("default.toml")))
+            .add_source(config::File::from(config_dir.join(format!("{env}.toml"))).required(false))
+            .add_source(
+                config::Environment::with_prefix("MLXTUNE")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .list_separator(",")
+                    .with_list_parse_key("auth.api_keys")
+                    .with_list_parse_key("paths.model_roots")
+                    .with_list_parse_key("paths.dataset_roots")
+                    .try_parsing(true),
+            )
+            .build()?
+            .try_deserialize()
+    }
+
+    /// The SQLite database file.
+    pub fn database_path(&self) -> PathBuf {
+        if self.storage.database_path.is_empty() {
+            self.storage.data_dir.join("mlxtune.sqlite3")
+        } else {
+            PathBuf::from(&self.storage.database_path)
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! Shared state of the API and the workers.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU8};
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use sqlx::SqlitePool;
+use tokio::sync::{broadcast, Notify};
+
+use crate::settings::Settings;
+
+/// What a running job's trainer is asked to do at its next step.
+pub const RUN: u8 = 0;
+pub const PAUSE: u8 = 1;
+pub const CANCEL: u8 = 2;
+
+/// One event as streamed: the job, the event id and the event object.
+#[derive(Debug, Clone)]
+pub struct Broadcast {
+    pub job_id: String,
+    pub event: Value,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: SqlitePool,
+    pub settings: Arc<Settings>,
+    /// sha256 hex of each configured API key.
+    pub key_hashes: Arc<Vec<String>>,
+    /// Control flags of running jobs.
+    pub controls: Arc<Mutex<HashMap<String, Arc<AtomicU8>>>>,
+    /// Wakes idle workers when a job is queued.
+    pub wake: Arc<Notify>,
+    pub events: broadcast::Sender<Broadcast>,
+    /// Set on SIGTERM / ctrl-c: running jobs checkpoint and go back to the queue.
+    pub shutting_down: Arc<AtomicBool>,
+}
+
+pub fn sha256_hex(s: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -1,0 +1,458 @@
+//! The service as a client sees it: a real server on port 0, a fresh SQLite database per
+//! test, real training on the tiny fixtures.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use mlxtune_server::settings::{
+    AuthSettings, PathSettings, ServerSettings, StorageSettings, WorkerSettings,
+};
+use mlxtune_server::{Application, Settings};
+use serde_json::{json, Value};
+
+struct TestApp {
+    base: String,
+    port: u16,
+    client: reqwest::Client,
+    key: Option<String>,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/models")
+        .join(name)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+const SENTENCES: &[&str] = &[
+    "The quick brown fox jumps over the lazy dog.",
+    "Pack my box with five dozen liquor jugs.",
+    "How vexingly quick daft zebras jump!",
+    "Sphinx of black quartz, judge my vow.",
+];
+
+async fn spawn_app(api_keys: Vec<String>) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    let datasets = dir.path().join("datasets");
+    copy_dir(&fixture("lfm2"), &models.join("lfm2-tiny"));
+    std::fs::create_dir_all(&datasets).unwrap();
+    let chat: Vec<String> = SENTENCES
+        .iter()
+        .map(|s| json!({"messages": [{"role": "user", "content": "Say it."}, {"role": "assistant", "content": s}]}).to_string())
+        .collect();
+    std::fs::write(datasets.join("chat.jsonl"), chat.join("\n")).unwrap();
+    std::fs::write(datasets.join("bad.jsonl"), "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"yo\"}]}\n{\"messages\": 7}\n").unwrap();
+    std::fs::write(dir.path().join("secret.jsonl"), "{\"text\": \"outside\"}\n").unwrap();
+    let settings = Settings {
+        server: ServerSettings {
+            host: "127.0.0.1".into(),
+            port: 0,
+            max_body_bytes: 64 * 1024,
+        },
+        storage: StorageSettings {
+            data_dir: dir.path().join("data"),
+            database_path: String::new(),
+        },
+        workers: WorkerSettings { count: 1 },
+        paths: PathSettings {
+            model_roots: vec![models],
+            dataset_roots: vec![datasets],
+        },
+        auth: AuthSettings {
+            api_keys: api_keys.clone(),
+        },
+    };
+    let app = Application::build(settings).await.unwrap();
+    let port = app.port();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        base: format!("http://127.0.0.1:{port}"),
+        port,
+        client: reqwest::Client::new(),
+        key: api_keys.first().cloned(),
+        _dir: dir,
+    }
+}
+
+/// The product document's LoRA example, pointed at the fixture and a local dataset.
+fn product_config() -> Value {
+    json!({
+        "baseModel": "lfm2-tiny",
+        "dataset": { "trainingData": "local://chat.jsonl", "validationData": "local://chat.jsonl", "format": "chat" },
+        "parameters": { "learningRate": 3e-3, "batchSize": 2, "epochs": 5, "sequenceLength": 128, "loraRank": 8, "loraAlpha": 16 },
+        "optimization": { "gradientCheckpointing": false, "mixedPrecision": "fp32", "appleSliliconOptimized": true }
+    })
+}
+
+impl TestApp {
+    fn req(&self, m: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.client.request(m, format!("{}{path}", self.base));
+        match &self.key {
+            Some(k) => r.bearer_auth(k),
+            None => r,
+        }
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .req(reqwest::Method::POST, path)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.req(reqwest::Method::GET, path).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn wait_status(&self, id: &str, want: &[&str]) -> Value {
+        let start = Instant::now();
+        loop {
+            let (_, job) = self.get(&format!("/v1/fine_tuning/jobs/{id}")).await;
+            if want.contains(&job["status"].as_str().unwrap_or("")) {
+                return job;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "job {id} stuck in {}",
+                job["status"]
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_product_example_config_trains_to_success_and_the_stream_shows_the_loss_falling() {
+    let app = spawn_app(vec![]).await;
+    let (status, job) = app.post("/v1/fine_tuning/jobs", &product_config()).await;
+    assert_eq!(status, 200, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    assert!(["queued", "running"].contains(&job["status"].as_str().unwrap()));
+    let (ws, _) = tokio_tungstenite::connect_async(format!(
+        "ws://127.0.0.1:{}/v1/fine_tuning/jobs/{id}/stream",
+        app.port
+    ))
+    .await
+    .unwrap();
+    let (_, mut read) = ws.split();
+    let mut losses = vec![];
+    let mut snapshot = false;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(30), read.next()).await
+        else {
+            break;
+        };
+        let Ok(text) = msg.into_text() else { continue };
+        let v: Value = serde_json::from_str(&text).unwrap();
+        if v["type"] == "snapshot" {
+            snapshot = true;
+        }
+        if v["type"] == "mlx_training_update" {
+            let d = &v["data"];
+            for k in [
+                "epoch",
+                "total_epochs",
+                "current_loss",
+                "learning_rate",
+                "gpu_memory_used",
+                "gpu_memory_total",
+                "tokens_per_second",
+                "step",
+                "total_steps",
+                "completion_percentage",
+            ] {
+                assert!(!d[k].is_null(), "{k} missing in {d}");
+            }
+            losses.push(d["current_loss"].as_f64().unwrap());
+        }
+        if v["type"] == "status" && v["data"]["status"] == "succeeded" {
+            break;
+        }
+    }
+    assert!(snapshot, "a snapshot comes first");
+    assert!(losses.len() >= 5, "{losses:?}");
+    assert!(losses.last().unwrap() < &losses[0], "{losses:?}");
+    let job = app.wait_status(&id, &["succeeded"]).await;
+    assert_eq!(job["progress"]["completion_percentage"], 100.0);
+    assert!(job["fine_tuned_model"].as_str().unwrap().contains(&id));
+    assert!(job["trained_tokens"].as_i64().unwrap() > 0);
+    let (_, m) = app.get(&format!("/v1/fine_tuning/jobs/{id}/metrics")).await;
+    assert_eq!(
+        m["data"].as_array().unwrap().len() as i64,
+        job["progress"]["total_steps"].as_i64().unwrap()
+    );
+    let (_, ev) = app
+        .get(&format!("/v1/fine_tuning/jobs/{id}/events?limit=5"))
+        .await;
+    assert_eq!(ev["data"].as_array().unwrap().len(), 5);
+    assert_eq!(ev["has_more"], true);
+    let after = ev["data"][4]["id"].as_i64().unwrap();
+    let (_, ev2) = app
+        .get(&format!(
+            "/v1/fine_tuning/jobs/{id}/events?after={after}&limit=1000"
+        ))
+        .await;
+    assert!(ev2["data"][0]["id"].as_i64().unwrap() > after);
+    let (_, ck) = app
+        .get(&format!("/v1/fine_tuning/jobs/{id}/checkpoints"))
+        .await;
+    assert!(!ck["data"].as_array().unwrap().is_empty());
+    let (_, list) = app.get("/v1/fine_tuning/jobs?status=succeeded").await;
+    assert_eq!(list["data"][0]["id"], id.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_the_right_status_and_param() {
+    let app = spawn_app(vec![]).await;
+    let r = app
+        .client
+        .post(format!("{}/v1/fine_tuning/jobs", app.base))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "invalid_json");
+    let huge = json!({ "baseModel": "x".repeat(100_000) });
+    let (s, _) = app.post("/v1/fine_tuning/jobs", &huge).await;
+    assert_eq!(s, 413);
+    let mut cases: Vec<(Value, &str)> = vec![];
+    let mut c = product_config();
+    c["parameters"]["learningRate"] = json!(0);
+    cases.push((c, "parameters.learningRate"));
+    let mut c = product_config();
+    c["parameters"].as_object_mut().unwrap().remove("epochs");
+    cases.push((c, "parameters.epochs"));
+    let mut c = product_config();
+    c["baseModel"] = json!("no-such-model");
+    cases.push((c, "baseModel"));
+    let mut c = product_config();
+    c["baseModel"] = json!("../../../../etc");
+    cases.push((c, "baseModel"));
+    let mut c = product_config();
+    c["dataset"]["trainingData"] = json!("local://../secret.jsonl");
+    cases.push((c, "dataset.trainingData"));
+    let mut c = product_config();
+    c["dataset"]["trainingData"] = json!("s3://bucket/train.jsonl");
+    cases.push((c, "dataset.trainingData"));
+    let mut c = product_config();
+    c["dataset"]["trainingData"] = json!("bad.jsonl");
+    cases.push((c, "dataset.trainingData"));
+    let mut c = product_config();
+    c["parameters"]["sequenceLength"] = json!(100000);
+    cases.push((c, "parameters.sequenceLength"));
+    for (body, param) in cases {
+        let (s, v) = app.post("/v1/fine_tuning/jobs", &body).await;
+        assert_eq!(s, 422, "{param}: {v}");
+        assert_eq!(v["error"]["param"], param, "{v}");
+        assert!(v["error"]["message"].is_string());
+    }
+    let (_, v) = app
+        .post("/v1/fine_tuning/jobs", &{
+            let mut c = product_config();
+            c["dataset"]["trainingData"] = json!("bad.jsonl");
+            c
+        })
+        .await;
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("bad.jsonl:2"),
+        "{v}"
+    );
+    let (s, _) = app.get("/v1/fine_tuning/jobs/ftjob-nope").await;
+    assert_eq!(s, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_are_required_when_configured() {
+    let app = spawn_app(vec!["sk-test-1".into()]).await;
+    let anon = reqwest::Client::new();
+    let r = anon
+        .get(format!("{}/v1/fine_tuning/jobs", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = anon
+        .get(format!("{}/v1/fine_tuning/jobs", app.base))
+        .bearer_auth("sk-wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let r = anon
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let (s, _) = app.get("/v1/fine_tuning/jobs").await;
+    assert_eq!(s, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_then_resume_ends_with_the_same_losses_and_illegal_transitions_are_409() {
+    let app = spawn_app(vec![]).await;
+    let mut cfg = product_config();
+    cfg["maxSteps"] = json!(10);
+    cfg["dataset"]
+        .as_object_mut()
+        .unwrap()
+        .remove("validationData");
+    let (_, straight) = app.post("/v1/fine_tuning/jobs", &cfg).await;
+    let sid = straight["id"].as_str().unwrap().to_string();
+    app.wait_status(&sid, &["succeeded"]).await;
+
+    let (_, job) = app.post("/v1/fine_tuning/jobs", &cfg).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    let (s, _) = app
+        .post(&format!("/v1/fine_tuning/jobs/{id}/resume"), &json!({}))
+        .await;
+    assert_eq!(s, 409, "a queued job cannot be resumed");
+    app.wait_status(&id, &["running"]).await;
+    let (s, v) = app
+        .post(&format!("/v1/fine_tuning/jobs/{id}/pause"), &json!({}))
+        .await;
+    assert!(s == 200 || s == 409, "{v}");
+    let job = app.wait_status(&id, &["paused", "succeeded"]).await;
+    if job["status"] == "paused" {
+        assert!(job["progress"]["step"].as_i64().unwrap() < 10);
+        let (s, _) = app
+            .post(&format!("/v1/fine_tuning/jobs/{id}/resume"), &json!({}))
+            .await;
+        assert_eq!(s, 200);
+        app.wait_status(&id, &["succeeded"]).await;
+    }
+    let losses = |v: &Value| -> Vec<f64> {
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["loss"].as_f64().unwrap())
+            .collect()
+    };
+    let (_, a) = app
+        .get(&format!("/v1/fine_tuning/jobs/{sid}/metrics"))
+        .await;
+    let (_, b) = app.get(&format!("/v1/fine_tuning/jobs/{id}/metrics")).await;
+    assert_eq!(losses(&a), losses(&b));
+    let (s, _) = app
+        .post(&format!("/v1/fine_tuning/jobs/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(s, 409, "a succeeded job cannot be cancelled");
+    let r = app
+        .req(
+            reqwest::Method::DELETE,
+            &format!("/v1/fine_tuning/jobs/{id}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let (s, _) = app.get(&format!("/v1/fine_tuning/jobs/{id}")).await;
+    assert_eq!(s, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submissions_run_in_order_and_cancel_works_queued_and_running() {
+    let app = spawn_app(vec![]).await;
+    let mut long = product_config();
+    long["maxSteps"] = json!(100000);
+    long["dataset"]
+        .as_object_mut()
+        .unwrap()
+        .remove("validationData");
+    let (_, busy) = app.post("/v1/fine_tuning/jobs", &long).await;
+    let busy = busy["id"].as_str().unwrap().to_string();
+    app.wait_status(&busy, &["running"]).await;
+
+    let mut cfg = product_config();
+    cfg["maxSteps"] = json!(2);
+    cfg["dataset"]
+        .as_object_mut()
+        .unwrap()
+        .remove("validationData");
+    let posts: Vec<_> = (0..10)
+        .map(|_| app.post("/v1/fine_tuning/jobs", &cfg))
+        .collect();
+    let mut ids = vec![];
+    for (s, v) in futures_util::future::join_all(posts).await {
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["status"], "queued");
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    // A queued job is cancelled at once; the running one within a step.
+    let (s, v) = app
+        .post(
+            &format!("/v1/fine_tuning/jobs/{}/cancel", ids[9]),
+            &json!({}),
+        )
+        .await;
+    assert_eq!((s, v["status"].as_str().unwrap()), (200, "cancelled"));
+    let (s, _) = app
+        .post(&format!("/v1/fine_tuning/jobs/{busy}/cancel"), &json!({}))
+        .await;
+    assert_eq!(s, 200);
+    app.wait_status(&busy, &["cancelled"]).await;
+    for id in &ids[..9] {
+        app.wait_status(id, &["succeeded"]).await;
+    }
+    // Submission order (the list, oldest last) is the order in which training started.
+    let (_, list) = app.get("/v1/fine_tuning/jobs?limit=100").await;
+    let submitted: Vec<String> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|j| j["id"].as_str().unwrap().to_string())
+        .filter(|i| ids[..9].contains(i))
+        .collect();
+    let mut started: Vec<(i64, String)> = vec![];
+    for id in &ids[..9] {
+        let (_, ev) = app
+            .get(&format!("/v1/fine_tuning/jobs/{id}/events?limit=1000"))
+            .await;
+        let first = ev["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["data"]["status"] == "running")
+            .unwrap()["id"]
+            .as_i64()
+            .unwrap();
+        started.push((first, id.clone()));
+    }
+    started.sort();
+    let by_start: Vec<String> = started.into_iter().map(|(_, id)| id).collect();
+    assert_eq!(by_start, submitted);
+    let (_, c) = app.get(&format!("/v1/fine_tuning/jobs/{}", ids[9])).await;
+    assert_eq!(c["status"], "cancelled");
+    let (_, page) = app.get("/v1/fine_tuning/jobs?limit=4").await;
+    assert_eq!(page["data"].as_array().unwrap().len(), 4);
+    assert_eq!(page["has_more"], true);
+    let after = page["data"][3]["id"].as_str().unwrap();
+    let (_, next) = app
+        .get(&format!("/v1/fine_tuning/jobs?limit=4&after={after}"))
+        .await;
+    assert_ne!(next["data"][0]["id"], page["data"][3]["id"]);
+}
