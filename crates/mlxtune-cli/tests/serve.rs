@@ -1,0 +1,182 @@
+//! `mlxtune serve` as a process: killed with SIGKILL mid-training and restarted, it finishes
+//! the job from its last checkpoint with no job or event lost.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/models")
+        .join(name)
+}
+
+fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> Value {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
+        payload.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let body = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    // Chunked or not: take the JSON object in the body.
+    let start = body.find('{').unwrap_or(0);
+    let end = body.rfind('}').map_or(body.len(), |e| e + 1);
+    serde_json::from_str(&body[start..end]).unwrap_or(Value::Null)
+}
+
+fn start(dir: &Path) -> (Child, u16) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mlxtune"))
+        .args([
+            "serve",
+            "--config-dir",
+            dir.join("config").to_str().unwrap(),
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let port = loop {
+        let line = lines.next().expect("server exited").unwrap();
+        if let Some(p) = line.strip_prefix("mlxtune serving on port ") {
+            break p.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, port)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn a_server_killed_mid_training_finishes_the_job_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    copy_dir(&fixture("llama"), &d.join("models/llama-tiny"));
+    std::fs::create_dir_all(d.join("datasets")).unwrap();
+    std::fs::create_dir_all(d.join("config")).unwrap();
+    let lines: Vec<String> = [
+        "The quick brown fox.",
+        "Pack my box.",
+        "Judge my vow.",
+        "Lazy dog.",
+    ]
+    .iter()
+    .map(|t| json!({ "text": t }).to_string())
+    .collect();
+    std::fs::write(d.join("datasets/t.jsonl"), lines.join("\n")).unwrap();
+    std::fs::write(
+        d.join("config/default.toml"),
+        format!(
+            "[server]\nhost = \"127.0.0.1\"\nport = 0\nmax_body_bytes = 65536\n[storage]\ndata_dir = \"{}\"\ndatabase_path = \"\"\n[workers]\ncount = 1\n[paths]\nmodel_roots = [\"{}\"]\ndataset_roots = [\"{}\"]\n[auth]\napi_keys = []\n",
+            d.join("data").display(),
+            d.join("models").display(),
+            d.join("datasets").display()
+        ),
+    )
+    .unwrap();
+    let (mut server, port) = start(d);
+    let cfg = json!({
+        "baseModel": "llama-tiny",
+        "dataset": { "trainingData": "t.jsonl", "format": "text" },
+        "parameters": { "learningRate": 1e-3, "batchSize": 2, "epochs": 1, "sequenceLength": 64 },
+        "optimization": { "gradientCheckpointing": false, "mixedPrecision": "fp32", "appleSiliconOptimized": false },
+        "maxSteps": 300,
+        "checkpoint": { "everySteps": 5 }
+    });
+    let job = http(port, "POST", "/v1/fine_tuning/jobs", Some(&cfg));
+    let id = job["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let j = http(port, "GET", &format!("/v1/fine_tuning/jobs/{id}"), None);
+        if j["progress"]["step"].as_i64().unwrap_or(0) >= 12 {
+            assert_eq!(j["status"], "running");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no progress: {j}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server.kill().unwrap(); // SIGKILL
+    server.wait().unwrap();
+
+    let (mut server, port) = start(d);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let job = loop {
+        let j = http(port, "GET", &format!("/v1/fine_tuning/jobs/{id}"), None);
+        if j["status"] == "succeeded" {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "not finished: {j}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(job["progress"]["step"], 300);
+    let list = http(port, "GET", "/v1/fine_tuning/jobs", None);
+    assert_eq!(
+        list["data"].as_array().unwrap().len(),
+        1,
+        "exactly the one job"
+    );
+    let metrics = http(
+        port,
+        "GET",
+        &format!("/v1/fine_tuning/jobs/{id}/metrics"),
+        None,
+    );
+    let steps: Vec<i64> = metrics["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["step"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        (1..=300).collect::<Vec<_>>(),
+        "every step recorded once"
+    );
+    let events = http(
+        port,
+        "GET",
+        &format!("/v1/fine_tuning/jobs/{id}/events?limit=1000"),
+        None,
+    );
+    let texts: Vec<&str> = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("server stopped while this job ran")),
+        "{texts:?}"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("resumed from the last checkpoint")),
+        "{texts:?}"
+    );
+    assert!(
+        texts.iter().any(|t| t.contains("job validated and queued")),
+        "the first events survive"
+    );
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
