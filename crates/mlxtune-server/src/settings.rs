@@ -19,6 +19,9 @@ pub struct ServerSettings {
     pub host: String,
     pub port: u16,
     pub max_body_bytes: usize,
+    /// Browser origins allowed by CORS: `["*"]` any, `[]` none (no CORS headers).
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -68,6 +71,7 @@ impl Settings {
                     .separator("__")
                     .list_separator(",")
                     .with_list_parse_key("auth.api_keys")
+                    .with_list_parse_key("server.cors_origins")
                     .with_list_parse_key("paths.model_roots")
                     .with_list_parse_key("paths.dataset_roots")
                     .try_parsing(true),

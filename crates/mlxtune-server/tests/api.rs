@@ -59,6 +59,7 @@ async fn spawn_app(api_keys: Vec<String>) -> TestApp {
             host: "127.0.0.1".into(),
             port: 0,
             max_body_bytes: 64 * 1024,
+            cors_origins: vec!["http://dashboard.test".into()],
         },
         storage: StorageSettings {
             data_dir: dir.path().join("data"),
@@ -308,6 +309,28 @@ async fn api_keys_are_required_when_configured() {
     assert_eq!(r.status().as_u16(), 200);
     let (s, _) = app.get("/v1/fine_tuning/jobs").await;
     assert_eq!(s, 200);
+    // CORS: the configured origin is allowed, preflight included; others get no grant.
+    let r = anon
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/v1/fine_tuning/jobs", app.base),
+        )
+        .header("Origin", "http://dashboard.test")
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "http://dashboard.test"
+    );
+    let r = anon
+        .get(format!("{}/healthz", app.base))
+        .header("Origin", "http://evil.test")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use tower_http::cors::CorsLayer;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -53,9 +53,24 @@ async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Respon
     }
 }
 
+fn cors(origins: &[String]) -> CorsLayer {
+    if origins.iter().any(|o| o == "*") {
+        return CorsLayer::permissive();
+    }
+    let list: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(list))
+        .allow_methods(Any)
+        .allow_headers(Any)
+}
+
 /// All routes over `state`; tests call this without a socket.
 pub fn router(state: AppState) -> Router {
     let limit = state.settings.server.max_body_bytes;
+    let cors = cors(&state.settings.server.cors_origins);
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/fine_tuning/jobs", post(jobs::create).get(jobs::list))
@@ -76,7 +91,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/fine_tuning/stream", get(stream::all_stream))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
-        .layer(CorsLayer::permissive())
+        .layer(cors)
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
