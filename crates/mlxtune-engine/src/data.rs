@@ -437,7 +437,6 @@ pub fn load_examples(
     opts: &TokenizeOptions,
 ) -> Result<(Vec<Example>, DataStats)> {
     let mut examples = Vec::new();
-    let mut stats = DataStats::default();
     let mut format = format;
     for item in read_jsonl(path)? {
         let (line, record) = item?;
@@ -458,11 +457,6 @@ pub fn load_examples(
             line,
             message,
         })?;
-        stats.records += 1;
-        stats.tokens += ex.ids.len();
-        stats.loss_tokens += ex.loss_tokens();
-        stats.truncated += usize::from(ex.truncated);
-        stats.max_len = stats.max_len.max(ex.ids.len());
         examples.push(ex);
     }
     if examples.is_empty() {
@@ -472,5 +466,6 @@ pub fn load_examples(
             message: "no records".into(),
         });
     }
+    let stats = DataStats::of(&examples);
     Ok((examples, stats))
 }

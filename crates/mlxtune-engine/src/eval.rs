@@ -8,6 +8,7 @@ use crate::data::Example;
 use crate::error::{EngineError, Result};
 use crate::models::forward::{self, ForwardCtx, Params};
 use crate::models::ModelSpec;
+use crate::train::batch::{make_batch, TrainBatch};
 
 /// Evaluation figures over a set of examples.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
@@ -19,41 +20,6 @@ pub struct EvalResult {
     pub token_accuracy: f64,
     /// Number of predicted positions.
     pub tokens: u64,
-}
-
-/// A right-padded batch: inputs `ids[..-1]`, targets `ids[1..]`, and the loss mask.
-pub struct Batch {
-    pub inputs: Array,
-    pub targets: Array,
-    pub mask: Array,
-    pub loss_tokens: u64,
-}
-
-/// Pads examples into one batch (pad id 0: padded positions are masked out).
-pub fn make_batch(examples: &[&Example]) -> Batch {
-    let t = examples.iter().map(|e| e.ids.len() - 1).max().unwrap_or(1);
-    let b = examples.len();
-    let mut inputs = vec![0i32; b * t];
-    let mut targets = vec![0i32; b * t];
-    let mut mask = vec![0f32; b * t];
-    let mut n = 0u64;
-    for (r, e) in examples.iter().enumerate() {
-        for i in 0..e.ids.len() - 1 {
-            inputs[r * t + i] = e.ids[i] as i32;
-            targets[r * t + i] = e.ids[i + 1] as i32;
-            if e.mask[i + 1] {
-                mask[r * t + i] = 1.0;
-                n += 1;
-            }
-        }
-    }
-    let shape = [b as i32, t as i32];
-    Batch {
-        inputs: Array::from_slice(&inputs, &shape),
-        targets: Array::from_slice(&targets, &shape),
-        mask: Array::from_slice(&mask, &shape),
-        loss_tokens: n,
-    }
 }
 
 /// Per-position cross-entropy `[B, T]` (float32) of `logits` `[B, T, V]` against `targets`.
@@ -71,7 +37,7 @@ pub fn cross_entropy(logits: &Array, targets: &Array) -> Result<Array> {
 }
 
 /// Sums of loss and of correct predictions over a batch's masked positions.
-pub fn batch_sums(spec: &ModelSpec, p: &Params, batch: &Batch) -> Result<(f64, f64)> {
+pub fn batch_sums(spec: &ModelSpec, p: &Params, batch: &TrainBatch) -> Result<(f64, f64)> {
     let logits = forward::forward(spec, p, &batch.inputs, ForwardCtx::default())?;
     let ce = cross_entropy(&logits, &batch.targets)?;
     let loss_sum = ce.multiply(&batch.mask)?.sum(None)?;
@@ -98,11 +64,12 @@ pub fn evaluate(
     if batch_size == 0 {
         return Err(EngineError::invalid("batch_size", "must be at least 1"));
     }
-    let mut order: Vec<&Example> = examples.iter().collect();
-    order.sort_by_key(|e| e.ids.len());
+    let mut order: Vec<usize> = (0..examples.len()).collect();
+    order.sort_by_key(|i| examples[*i].ids.len());
     let (mut loss, mut correct, mut tokens) = (0f64, 0f64, 0u64);
     for chunk in order.chunks(batch_size) {
-        let batch = make_batch(chunk);
+        let rows: Vec<Vec<usize>> = chunk.iter().map(|i| vec![*i]).collect();
+        let batch = make_batch(examples, &rows, false, 1);
         if batch.loss_tokens == 0 {
             continue;
         }

@@ -64,6 +64,40 @@ impl<'a> Params<'a> {
     }
 }
 
+/// The parameters under a name prefix, split for a checkpointed function: frozen arrays
+/// (captured) and trainable ones (its inputs, so that they receive gradients), by name.
+pub(crate) struct PrefixParams {
+    pub base: Weights,
+    pub names: Vec<String>,
+    pub trainable: Vec<Array>,
+}
+
+impl Params<'_> {
+    pub(crate) fn split_prefix(&self, prefix: &str) -> PrefixParams {
+        let pick = |w: &Weights| -> Vec<(String, Array)> {
+            let mut v: Vec<(String, Array)> = w
+                .iter()
+                .filter(|(k, _)| k.starts_with(prefix))
+                .map(|(k, a)| (k.clone(), a.clone()))
+                .collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        let base = pick(self.base).into_iter().collect();
+        let (names, trainable) = self.over.map(pick).unwrap_or_default().into_iter().unzip();
+        PrefixParams {
+            base,
+            names,
+            trainable,
+        }
+    }
+}
+
+/// A weights map of `names[i] -> arrays[i]`.
+pub(crate) fn named(names: &[String], arrays: &[Array]) -> Weights {
+    names.iter().cloned().zip(arrays.iter().cloned()).collect()
+}
+
 fn fnv(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
@@ -390,34 +424,17 @@ fn checkpointed_block(
     kind: LayerKind,
     x: &Array,
 ) -> Result<Array> {
-    let prefix = format!("model.layers.{i}.");
-    let base: Weights = p
-        .base
-        .iter()
-        .filter(|(k, _)| k.starts_with(&prefix))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let mut trainable: Vec<(String, Array)> = p
-        .over
-        .map(|o| {
-            o.iter()
-                .filter(|(k, _)| k.starts_with(&prefix))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        })
-        .unwrap_or_default();
-    trainable.sort_by(|a, b| a.0.cmp(&b.0));
-    let names: Vec<String> = trainable.iter().map(|t| t.0.clone()).collect();
+    let PrefixParams {
+        base,
+        names,
+        trainable,
+    } = p.split_prefix(&format!("model.layers.{i}."));
     let mut inputs = vec![x.clone()];
-    inputs.extend(trainable.into_iter().map(|t| t.1));
+    inputs.extend(trainable);
     let (lora_scale, compute_dtype, dropout) = (p.lora_scale, p.compute_dtype, p.dropout);
     let layer = layer.clone();
     let f = move |args: &[Array]| -> Result<Vec<Array>> {
-        let over: Weights = names
-            .iter()
-            .cloned()
-            .zip(args[1..].iter().cloned())
-            .collect();
+        let over = named(&names, &args[1..]);
         let p = Params {
             base: &base,
             over: Some(&over),

@@ -214,6 +214,14 @@ impl ModelSpec {
         out
     }
 
+    /// Expected tensor shapes by name.
+    pub fn expected_shapes(&self) -> std::collections::HashMap<String, Vec<i32>> {
+        self.expected_tensors()
+            .into_iter()
+            .map(|e| (e.name, e.shape))
+            .collect()
+    }
+
     /// Parameter count of the float model.
     pub fn num_parameters(&self) -> u64 {
         self.expected_tensors()

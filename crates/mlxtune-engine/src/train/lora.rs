@@ -58,12 +58,7 @@ pub fn dense_weight(w: &Weights, prefix: &str, in_dim: i32) -> Result<Array> {
 
 /// Fresh adapters (float32) for `modules`.
 pub fn init_adapters(model: &Model, modules: &[String], spec: &TrainSpec) -> Result<Weights> {
-    let shapes: std::collections::HashMap<String, Vec<i32>> = model
-        .spec
-        .expected_tensors()
-        .into_iter()
-        .map(|e| (e.name, e.shape))
-        .collect();
+    let shapes = model.spec.expected_shapes();
     let mut out = Weights::new();
     let r = spec.lora_rank as i32;
     for (i, m) in modules.iter().enumerate() {
@@ -195,12 +190,7 @@ pub fn load_adapters(dir: &Path) -> Result<(Weights, f32)> {
 /// Folds adapters into the model's weights: `W + s·(A·B)ᵀ` (DoRA: rows rescaled to the
 /// magnitudes); quantized layers are dequantized, updated and quantized again.
 pub fn fuse(model: &mut Model, adapters: &Weights, scale: f32) -> Result<()> {
-    let shapes: std::collections::HashMap<String, Vec<i32>> = model
-        .spec
-        .expected_tensors()
-        .into_iter()
-        .map(|e| (e.name, e.shape))
-        .collect();
+    let shapes = model.spec.expected_shapes();
     let mut modules: Vec<String> = adapters
         .keys()
         .filter_map(|k| k.strip_suffix(".lora_a").map(str::to_string))

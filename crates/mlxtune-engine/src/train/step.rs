@@ -57,30 +57,18 @@ pub fn chunked_loss_sum(
     } else {
         "lm_head."
     };
-    let base: Weights = p
-        .base
-        .iter()
-        .filter(|(k, _)| k.starts_with(head))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let mut trainable: Vec<(String, Array)> = p
-        .over
-        .map(|o| {
-            o.iter()
-                .filter(|(k, _)| k.starts_with(head))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        })
-        .unwrap_or_default();
-    trainable.sort_by(|a, b| a.0.cmp(&b.0));
-    let names: Vec<String> = trainable.iter().map(|t| t.0.clone()).collect();
+    let forward::PrefixParams {
+        base,
+        names,
+        trainable,
+    } = p.split_prefix(head);
     let (lora_scale, compute_dtype) = (p.lora_scale, p.compute_dtype);
     let mut total: Option<Array> = None;
     let mut start = 0;
     while start < n {
         let end = (start + chunk).min(n);
         let mut inputs = vec![hidden.index(start..end)];
-        inputs.extend(trainable.iter().map(|t| t.1.clone()));
+        inputs.extend(trainable.iter().cloned());
         // Targets (integer indices) and the mask need no gradient: captured, not inputs.
         let (tgt, msk) = (
             targets.index(start..end).expand_dims(0)?,
@@ -88,11 +76,7 @@ pub fn chunked_loss_sum(
         );
         let (spec, base, names) = (spec.clone(), base.clone(), names.clone());
         let f = move |args: &[Array]| -> crate::error::Result<Vec<Array>> {
-            let over: Weights = names
-                .iter()
-                .cloned()
-                .zip(args[1..].iter().cloned())
-                .collect();
+            let over = forward::named(&names, &args[1..]);
             let p = Params {
                 base: &base,
                 over: Some(&over),

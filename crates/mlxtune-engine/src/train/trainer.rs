@@ -174,7 +174,6 @@ pub fn load_data(
         ),
         DataSpec::Custom(t) => {
             let mut examples = Vec::new();
-            let mut stats = DataStats::default();
             for item in data::read_jsonl(&path)? {
                 let (line, rec) = item?;
                 let ex = custom_record(t, &rec)
@@ -186,11 +185,6 @@ pub fn load_data(
                         line,
                         message,
                     })?;
-                stats.records += 1;
-                stats.tokens += ex.ids.len();
-                stats.loss_tokens += ex.loss_tokens();
-                stats.truncated += usize::from(ex.truncated);
-                stats.max_len = stats.max_len.max(ex.ids.len());
                 examples.push(ex);
             }
             if examples.is_empty() {
@@ -200,6 +194,7 @@ pub fn load_data(
                     message: "no records".into(),
                 });
             }
+            let stats = DataStats::of(&examples);
             Ok((examples, stats))
         }
     }
