@@ -7,6 +7,7 @@
 
 pub mod db;
 pub mod error;
+pub mod openapi;
 pub mod routes;
 pub mod settings;
 pub mod state;

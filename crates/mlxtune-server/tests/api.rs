@@ -479,3 +479,50 @@ async fn submissions_run_in_order_and_cancel_works_queued_and_running() {
         .await;
     assert_ne!(next["data"][0]["id"], page["data"][3]["id"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_covers_every_route() {
+    let app = spawn_app(vec!["k".into()]).await;
+    let r = reqwest::get(format!("{}/openapi.json", app.base))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        200,
+        "readable without a key, for client generators"
+    );
+    let doc: Value = r.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    let routes = [
+        ("get", "/healthz"),
+        ("post", "/v1/fine_tuning/jobs"),
+        ("get", "/v1/fine_tuning/jobs"),
+        ("get", "/v1/fine_tuning/jobs/{id}"),
+        ("delete", "/v1/fine_tuning/jobs/{id}"),
+        ("post", "/v1/fine_tuning/jobs/{id}/cancel"),
+        ("post", "/v1/fine_tuning/jobs/{id}/pause"),
+        ("post", "/v1/fine_tuning/jobs/{id}/resume"),
+        ("get", "/v1/fine_tuning/jobs/{id}/events"),
+        ("get", "/v1/fine_tuning/jobs/{id}/metrics"),
+        ("get", "/v1/fine_tuning/jobs/{id}/checkpoints"),
+        ("get", "/v1/fine_tuning/jobs/{id}/stream"),
+        ("get", "/v1/fine_tuning/stream"),
+    ];
+    for (m, p) in routes {
+        assert!(doc["paths"][p][m].is_object(), "{m} {p} missing");
+    }
+    let schemas = &doc["components"]["schemas"];
+    for s in [
+        "FineTuneConfig",
+        "Job",
+        "JobList",
+        "EventList",
+        "ErrorBody",
+        "MetricsList",
+        "CheckpointList",
+    ] {
+        assert!(schemas[s].is_object(), "schema {s}");
+    }
+    assert!(schemas["FineTuneConfig"]["properties"]["baseModel"].is_object());
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+}

@@ -38,6 +38,9 @@ async fn job_or_404(state: &AppState, id: &str) -> ApiResult<db::JobRow> {
 
 /// POST /v1/fine_tuning/jobs
 #[tracing::instrument(skip_all)]
+#[utoipa::path(post, path = "/v1/fine_tuning/jobs", request_body = crate::openapi::FineTuneConfig,
+    responses((status = 200, body = crate::openapi::Job), (status = 400, body = crate::openapi::ErrorBody),
+              (status = 413, body = crate::openapi::ErrorBody), (status = 422, body = crate::openapi::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     payload: Result<Json<Value>, JsonRejection>,
@@ -85,6 +88,11 @@ pub struct ListQuery {
 }
 
 /// GET /v1/fine_tuning/jobs
+#[utoipa::path(get, path = "/v1/fine_tuning/jobs",
+    params(("after" = Option<String>, Query, description = "job id to continue after"),
+           ("limit" = Option<i64>, Query, description = "1..100, default 20"),
+           ("status" = Option<String>, Query, description = "only jobs in this state")),
+    responses((status = 200, body = crate::openapi::JobList), (status = 422, body = crate::openapi::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
@@ -112,6 +120,8 @@ pub async fn list(
 }
 
 /// GET /v1/fine_tuning/jobs/{id}
+#[utoipa::path(get, path = "/v1/fine_tuning/jobs/{id}", params(("id" = String, Path, description = "job id")),
+    responses((status = 200, body = crate::openapi::Job), (status = 404, body = crate::openapi::ErrorBody)))]
 pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     Ok(Json(job_or_404(&state, &id).await?.to_json()))
 }
@@ -128,6 +138,8 @@ fn flag(state: &AppState, id: &str, value: u8) -> bool {
 }
 
 /// POST /v1/fine_tuning/jobs/{id}/cancel
+#[utoipa::path(post, path = "/v1/fine_tuning/jobs/{id}/cancel", params(("id" = String, Path, description = "job id")),
+    responses((status = 200, body = crate::openapi::Job), (status = 404, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody)))]
 pub async fn cancel(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -171,6 +183,8 @@ pub async fn cancel(
 }
 
 /// POST /v1/fine_tuning/jobs/{id}/pause
+#[utoipa::path(post, path = "/v1/fine_tuning/jobs/{id}/pause", params(("id" = String, Path, description = "job id")),
+    responses((status = 200, body = crate::openapi::Job), (status = 404, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody)))]
 pub async fn pause(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -187,6 +201,8 @@ pub async fn pause(
 }
 
 /// POST /v1/fine_tuning/jobs/{id}/resume
+#[utoipa::path(post, path = "/v1/fine_tuning/jobs/{id}/resume", params(("id" = String, Path, description = "job id")),
+    responses((status = 200, body = crate::openapi::Job), (status = 404, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody)))]
 pub async fn resume(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -218,6 +234,10 @@ pub struct EventsQuery {
 }
 
 /// GET /v1/fine_tuning/jobs/{id}/events
+#[utoipa::path(get, path = "/v1/fine_tuning/jobs/{id}/events",
+    params(("id" = String, Path, description = "job id"), ("after" = Option<i64>, Query, description = "event id"),
+           ("limit" = Option<i64>, Query, description = "1..1000, default 100")),
+    responses((status = 200, body = crate::openapi::EventList), (status = 404, body = crate::openapi::ErrorBody)))]
 pub async fn events(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -238,6 +258,8 @@ pub async fn events(
 }
 
 /// GET /v1/fine_tuning/jobs/{id}/metrics
+#[utoipa::path(get, path = "/v1/fine_tuning/jobs/{id}/metrics", params(("id" = String, Path, description = "job id")),
+    responses((status = 200, body = crate::openapi::MetricsList), (status = 404, body = crate::openapi::ErrorBody)))]
 pub async fn metrics(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -249,6 +271,8 @@ pub async fn metrics(
 }
 
 /// GET /v1/fine_tuning/jobs/{id}/checkpoints
+#[utoipa::path(get, path = "/v1/fine_tuning/jobs/{id}/checkpoints", params(("id" = String, Path, description = "job id")),
+    responses((status = 200, body = crate::openapi::CheckpointList), (status = 404, body = crate::openapi::ErrorBody)))]
 pub async fn checkpoints(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -279,6 +303,8 @@ pub async fn checkpoints(
 }
 
 /// DELETE /v1/fine_tuning/jobs/{id}
+#[utoipa::path(delete, path = "/v1/fine_tuning/jobs/{id}", params(("id" = String, Path, description = "job id")),
+    responses((status = 200, body = crate::openapi::Deleted), (status = 404, body = crate::openapi::ErrorBody), (status = 409, body = crate::openapi::ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -16,13 +16,18 @@ use tower_http::trace::TraceLayer;
 use crate::error::ApiError;
 use crate::state::{sha256_hex, AppState};
 
-async fn healthz() -> Json<serde_json::Value> {
+/// Liveness; never needs a key.
+#[utoipa::path(get, path = "/healthz", security(()), responses((status = 200, body = crate::openapi::Health)))]
+pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok", "backend": mlxtune_engine::runtime::backend() }))
 }
 
 /// With API keys configured: no or malformed `Authorization` is 401, an unknown key 403.
 async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if state.key_hashes.is_empty() || req.uri().path() == "/healthz" {
+    if state.key_hashes.is_empty()
+        || req.uri().path() == "/healthz"
+        || req.uri().path() == "/openapi.json"
+    {
         return next.run(req).await;
     }
     let presented = req
@@ -73,6 +78,10 @@ pub fn router(state: AppState) -> Router {
     let cors = cors(&state.settings.server.cors_origins);
     Router::new()
         .route("/healthz", get(healthz))
+        .route(
+            "/openapi.json",
+            get(|| async { Json(crate::openapi::document()) }),
+        )
         .route("/v1/fine_tuning/jobs", post(jobs::create).get(jobs::list))
         .route(
             "/v1/fine_tuning/jobs/{id}",

@@ -19,6 +19,10 @@ pub struct StreamQuery {
     after: Option<i64>,
 }
 
+/// WebSocket: a snapshot, the stored events after `after`, then live events of the job.
+#[utoipa::path(get, path = "/v1/fine_tuning/jobs/{id}/stream",
+    params(("id" = String, Path, description = "job id"), ("after" = Option<i64>, Query, description = "event id to replay after")),
+    responses((status = 101, description = "switching to the WebSocket protocol"), (status = 404, body = crate::openapi::ErrorBody)))]
 pub async fn job_stream(
     ws: WebSocketUpgrade,
     State(state): State<AppState>,
@@ -31,6 +35,8 @@ pub async fn job_stream(
     Ok(ws.on_upgrade(move |socket| serve(socket, state, Some(id), q.after.unwrap_or(0))))
 }
 
+/// WebSocket: live events of every job.
+#[utoipa::path(get, path = "/v1/fine_tuning/stream", responses((status = 101, description = "switching to the WebSocket protocol")))]
 pub async fn all_stream(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
     ws.on_upgrade(move |socket| serve(socket, state, None, i64::MAX))
 }
