@@ -3,6 +3,16 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 ./scripts/setup.sh
+# The S3 tests talk to a real S3-compatible server: moto, from PyPI, in a project-local folder.
+tools="$PWD/.native/pytools"
+if [ ! -f "$tools/.moto-ok" ]; then
+  python3 -m pip install -q --disable-pip-version-check --target "$tools/site" 'moto[server]' >/dev/null
+  mkdir -p "$tools/bin"
+  printf '#!/bin/sh\nPYTHONPATH="%s/site${PYTHONPATH:+:$PYTHONPATH}" exec python3 -m moto.server "$@"\n' "$tools" > "$tools/bin/moto_server"
+  chmod +x "$tools/bin/moto_server"
+  touch "$tools/.moto-ok"
+fi
+export PATH="$tools/bin:$PATH"
 cargo fmt --all --check
 cargo clippy -q --workspace --all-targets -- -D warnings
 log=$(mktemp)

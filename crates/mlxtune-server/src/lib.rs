@@ -8,6 +8,7 @@
 pub mod db;
 pub mod error;
 pub mod openapi;
+pub mod remote;
 pub mod routes;
 pub mod settings;
 pub mod state;

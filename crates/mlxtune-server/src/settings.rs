@@ -12,6 +12,32 @@ pub struct Settings {
     pub workers: WorkerSettings,
     pub paths: PathSettings,
     pub auth: AuthSettings,
+    #[serde(default)]
+    pub s3: S3Settings,
+}
+
+/// S3 access for `s3://` datasets; empty fields fall back to the AWS environment
+/// (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL).
+#[derive(Clone, Deserialize, Default)]
+pub struct S3Settings {
+    #[serde(default)]
+    pub endpoint: String,
+    #[serde(default)]
+    pub region: String,
+    #[serde(default)]
+    pub access_key_id: String,
+    #[serde(default)]
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "S3Settings {{ endpoint: {:?}, region: {:?}, credentials: redacted }}",
+            self.endpoint, self.region
+        )
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

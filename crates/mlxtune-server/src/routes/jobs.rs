@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use crate::db;
 use crate::error::{ApiError, ApiResult};
+use crate::remote;
 use crate::state::{AppState, CANCEL, PAUSE};
 use crate::validate::validate;
 
@@ -46,13 +47,27 @@ pub async fn create(
     payload: Result<Json<Value>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let raw = body(payload)?;
-    let (models, datasets) = (
-        state.settings.paths.model_roots.clone(),
-        state.settings.paths.dataset_roots.clone(),
-    );
-    let job = tokio::task::spawn_blocking(move || validate(raw, &models, &datasets))
+    // Remote datasets are fetched into the cache first; the job keeps its URIs.
+    let mut local = raw.clone();
+    for (key, param) in [
+        ("trainingData", "dataset.trainingData"),
+        ("validationData", "dataset.validationData"),
+    ] {
+        if let Some(uri) = raw["dataset"][key]
+            .as_str()
+            .filter(|u| remote::is_remote(u))
+        {
+            let path = remote::fetch(uri, &state.settings, param).await?;
+            local["dataset"][key] = Value::String(path.display().to_string());
+        }
+    }
+    let models = state.settings.paths.model_roots.clone();
+    let mut datasets = state.settings.paths.dataset_roots.clone();
+    datasets.push(remote::cache_dir(&state.settings));
+    let mut job = tokio::task::spawn_blocking(move || validate(local, &models, &datasets))
         .await
         .map_err(|e| ApiError::internal("validation task", e))??;
+    job.raw = raw;
     let id = format!("ftjob-{}", uuid::Uuid::new_v4().simple());
     let output = state.settings.storage.data_dir.join("jobs").join(&id);
     let spec = serde_json::to_string(&job.spec).map_err(|e| ApiError::internal("spec", e))?;
