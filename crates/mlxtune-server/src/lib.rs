@@ -87,7 +87,7 @@ impl Application {
     /// Serves until ctrl-c / SIGTERM; running jobs then checkpoint and go back to the queue.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let state = self.state.clone();
-        let workers: Vec<_> = (0..state.settings.workers.count.max(1))
+        let workers: Vec<_> = (0..state.settings.workers.count)
             .map(|i| tokio::spawn(worker::run(state.clone(), format!("worker-{i}"))))
             .collect();
         let app = router(state.clone());
