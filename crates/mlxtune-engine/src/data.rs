@@ -436,23 +436,31 @@ pub fn load_examples(
     format: Option<DataFormat>,
     opts: &TokenizeOptions,
 ) -> Result<(Vec<Example>, DataStats)> {
-    let mut examples = Vec::new();
     let mut format = format;
-    for item in read_jsonl(path)? {
-        let (line, record) = item?;
+    load_records(path, |record| {
         let fmt = match format {
             Some(f) => f,
             None => {
-                let f = detect_format(&record).ok_or_else(|| EngineError::Data {
-                    file: path.to_path_buf(),
-                    line,
-                    message: "cannot tell the format: expected `messages`, `prompt`+`completion` or `text`".into(),
-                })?;
+                let f = detect_format(record).ok_or(
+                    "cannot tell the format: expected `messages`, `prompt`+`completion` or `text`",
+                )?;
                 format = Some(f);
                 f
             }
         };
-        let ex = tokenize_record(tok, fmt, &record, opts).map_err(|message| EngineError::Data {
+        tokenize_record(tok, fmt, record, opts)
+    })
+}
+
+/// Streams a JSONL file through `to_example`; an error names the file and line.
+pub fn load_records(
+    path: &Path,
+    mut to_example: impl FnMut(&Value) -> std::result::Result<Example, String>,
+) -> Result<(Vec<Example>, DataStats)> {
+    let mut examples = Vec::new();
+    for item in read_jsonl(path)? {
+        let (line, record) = item?;
+        let ex = to_example(&record).map_err(|message| EngineError::Data {
             file: path.to_path_buf(),
             line,
             message,

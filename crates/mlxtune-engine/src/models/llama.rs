@@ -56,3 +56,14 @@ pub fn spec(cfg: &HfConfig) -> Result<ModelSpec> {
         pad_token_id: cfg.token_ids("pad_token_id")?.first().copied(),
     })
 }
+
+/// Qwen configs may ask for sliding-window attention, which is not implemented.
+pub fn reject_sliding_window(cfg: &HfConfig) -> Result<()> {
+    if cfg.opt_bool("use_sliding_window")?.unwrap_or(false) {
+        return Err(cfg.err(
+            "use_sliding_window",
+            "sliding-window attention is not supported",
+        ));
+    }
+    Ok(())
+}

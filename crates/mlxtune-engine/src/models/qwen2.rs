@@ -5,12 +5,7 @@ use super::spec::ModelSpec;
 use crate::error::Result;
 
 pub fn spec(cfg: &HfConfig) -> Result<ModelSpec> {
-    if cfg.opt_bool("use_sliding_window")?.unwrap_or(false) {
-        return Err(cfg.err(
-            "use_sliding_window",
-            "sliding-window attention is not supported",
-        ));
-    }
+    super::llama::reject_sliding_window(cfg)?;
     let mut spec = super::llama::spec(cfg)?;
     spec.qkv_bias = true;
     spec.o_bias = false;

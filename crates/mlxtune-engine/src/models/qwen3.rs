@@ -6,12 +6,7 @@ use super::spec::ModelSpec;
 use crate::error::Result;
 
 pub fn spec(cfg: &HfConfig) -> Result<ModelSpec> {
-    if cfg.opt_bool("use_sliding_window")?.unwrap_or(false) {
-        return Err(cfg.err(
-            "use_sliding_window",
-            "sliding-window attention is not supported",
-        ));
-    }
+    super::llama::reject_sliding_window(cfg)?;
     let mut spec = super::llama::spec(cfg)?;
     if !cfg.has("head_dim") {
         spec.head_dim = 128;

@@ -172,31 +172,10 @@ pub fn load_data(
             &opts,
             data::default_cache_dir().as_deref(),
         ),
-        DataSpec::Custom(t) => {
-            let mut examples = Vec::new();
-            for item in data::read_jsonl(&path)? {
-                let (line, rec) = item?;
-                let ex = custom_record(t, &rec)
-                    .and_then(|r| {
-                        data::tokenize_record(tok, data::DataFormat::Completion, &r, &opts)
-                    })
-                    .map_err(|message| EngineError::Data {
-                        file: path.clone(),
-                        line,
-                        message,
-                    })?;
-                examples.push(ex);
-            }
-            if examples.is_empty() {
-                return Err(EngineError::Data {
-                    file: path,
-                    line: 0,
-                    message: "no records".into(),
-                });
-            }
-            let stats = DataStats::of(&examples);
-            Ok((examples, stats))
-        }
+        DataSpec::Custom(t) => data::load_records(&path, |rec| {
+            let r = custom_record(t, rec)?;
+            data::tokenize_record(tok, data::DataFormat::Completion, &r, &opts)
+        }),
     }
 }
 
