@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8};
 use std::sync::{Arc, Mutex};
 
-use serde_json::Value;
 use sqlx::SqlitePool;
 use tokio::sync::{broadcast, Notify};
 
@@ -19,7 +18,9 @@ pub const CANCEL: u8 = 2;
 #[derive(Debug, Clone)]
 pub struct Broadcast {
     pub job_id: String,
-    pub event: Value,
+    pub event_id: i64,
+    /// Serialized once for every subscriber.
+    pub text: Arc<str>,
 }
 
 #[derive(Clone)]

@@ -31,7 +31,8 @@ pub async fn log_event(
             });
             let _ = state.events.send(Broadcast {
                 job_id: job.to_string(),
-                event,
+                event_id: id,
+                text: event.to_string().into(),
             });
         }
         Err(e) => tracing::error!(job_id = %job, error = %e, "storing an event"),

@@ -83,12 +83,11 @@ async fn serve(mut socket: WebSocket, state: AppState, job: Option<String>, afte
                     if job.as_ref().is_some_and(|j| *j != b.job_id) {
                         continue;
                     }
-                    let eid = b.event["id"].as_i64().unwrap_or(0);
-                    if job.is_some() && eid <= last {
+                    if job.is_some() && b.event_id <= last {
                         continue;
                     }
-                    last = eid.max(last.min(eid));
-                    if socket.send(Message::Text(b.event.to_string().into())).await.is_err() {
+                    last = b.event_id;
+                    if socket.send(Message::Text(b.text.as_ref().into())).await.is_err() {
                         return;
                     }
                 }
