@@ -23,7 +23,28 @@ pub struct EvalResult {
 }
 
 /// Per-position cross-entropy `[B, T]` (float32) of `logits` `[B, T, V]` against `targets`.
+/// On a CUDA GPU this is MLX's fused kernel ([`cross_entropy_fused`]: the logits are never
+/// upcast to float32 in the graph, and the gradient is one kernel); elsewhere the same
+/// figure from upcast logits ([`cross_entropy_reference`]).
 pub fn cross_entropy(logits: &Array, targets: &Array) -> Result<Array> {
+    if fused_cross_entropy_available() {
+        cross_entropy_fused(logits, targets)
+    } else {
+        cross_entropy_reference(logits, targets)
+    }
+}
+
+/// Whether [`cross_entropy`] uses MLX's fused kernel: the CUDA backend with the GPU as the
+/// default device (MLX has no CPU kernel for it, and mlx-lm uses it only on CUDA too).
+pub fn fused_cross_entropy_available() -> bool {
+    crate::runtime::backend() == "cuda"
+        && mlx_rs::Device::try_default()
+            .and_then(|d| d.get_type())
+            .is_ok_and(|t| matches!(t, mlx_rs::DeviceType::Gpu))
+}
+
+/// `logsumexp(logits) - logits[target]` over upcast float32 logits.
+pub fn cross_entropy_reference(logits: &Array, targets: &Array) -> Result<Array> {
     let logits = if logits.dtype() == Dtype::Float32 {
         logits.clone()
     } else {
@@ -34,6 +55,34 @@ pub fn cross_entropy(logits: &Array, targets: &Array) -> Result<Array> {
         .take_along_axis(targets.expand_dims(-1)?, -1)?
         .squeeze_axes(&[-1])?;
     Ok(lse.subtract(&picked)?)
+}
+
+/// MLX's `fast::cross_entropy` (float32 loss per position; on a CPU stream MLX computes it
+/// with its own composed fallback).
+pub fn cross_entropy_fused(logits: &Array, targets: &Array) -> Result<Array> {
+    crate::runtime::init()?;
+    let stream = mlx_rs::Stream::new();
+    let targets = if targets.dtype() == Dtype::Int32 {
+        targets.clone()
+    } else {
+        targets.as_dtype(Dtype::Int32)?
+    };
+    unsafe {
+        let mut res = mlx_sys::mlx_array_new();
+        if mlx_sys::mlx_fast_cross_entropy(
+            &mut res,
+            logits.as_ptr(),
+            targets.as_ptr(),
+            stream.as_ptr(),
+        ) != 0
+        {
+            mlx_sys::mlx_array_free(res);
+            return Err(EngineError::Mlx(
+                "fast cross-entropy failed (see the MLX error above)".into(),
+            ));
+        }
+        Ok(Array::from_ptr(res))
+    }
 }
 
 /// Sums of loss and of correct predictions over a batch's masked positions.
