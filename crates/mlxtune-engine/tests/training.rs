@@ -880,3 +880,79 @@ fn one_adamw_step_matches_the_formula() {
         }
     }
 }
+
+#[test]
+fn the_training_step_with_checkpointing_and_chunked_loss_gives_the_same_loss_and_gradients() {
+    use mlxtune_engine::train::step::{loss_and_grad, StepOptions};
+    use std::cell::Cell;
+    use std::rc::Rc;
+    for model in ["lfm2", "qwen3"] {
+        let (m, ex) = examples(model);
+        let rows: Vec<Vec<usize>> = (0..ex.len()).map(|i| vec![i]).collect();
+        let b = make_batch(&ex, &rows, false, 1);
+        let head = if m.spec.tie_embeddings {
+            "model.embed_tokens.weight"
+        } else {
+            "lm_head.weight"
+        };
+        let names = vec![
+            head.to_string(),
+            "model.layers.1.mlp.down_proj.weight".to_string(),
+        ]
+        .into_iter()
+        .filter(|n| m.weights.contains_key(n))
+        .chain(
+            m.weights
+                .keys()
+                .filter(|k| k.contains("layers.0.") && k.ends_with("proj.weight"))
+                .take(1)
+                .cloned(),
+        )
+        .collect::<Vec<_>>();
+        let mut base = m.weights.clone();
+        for n in &names {
+            base.remove(n);
+        }
+        let argnums: Vec<i32> = (0..names.len() as i32).collect();
+        let run = |ck: bool| -> (f32, Vec<Array>) {
+            let opts = StepOptions {
+                lora_scale: 1.0,
+                dropout: 0.0,
+                compute: Dtype::Float32,
+                checkpoint: ck,
+                chunked_loss: ck,
+            };
+            let mut f = loss_and_grad(
+                &m.spec,
+                base.clone(),
+                names.clone(),
+                opts,
+                Rc::new(Cell::new(0)),
+                &argnums,
+            );
+            let mut args: Vec<Array> = names.iter().map(|n| m.weights[n].clone()).collect();
+            args.extend([
+                b.inputs.clone(),
+                b.targets.clone(),
+                b.mask.clone(),
+                Array::from_f32(0.5),
+            ]);
+            let (v, g) = f(&args).unwrap();
+            v[0].eval().unwrap();
+            (v[0].item_cast::<f32>(), g)
+        };
+        let ((l1, g1), (l2, g2)) = (run(false), run(true));
+        assert!(
+            l1 > 0.0 && (l1 - l2).abs() <= 1e-4 * l1,
+            "{model}: {l1} vs {l2}"
+        );
+        for (i, (a, c)) in g1.iter().zip(&g2).enumerate() {
+            let d = max_abs_diff(a, c);
+            assert!(
+                d <= 1e-4 * max_abs(a).max(1e-3),
+                "{model} {}: gradient differs by {d}",
+                names[i]
+            );
+        }
+    }
+}

@@ -37,6 +37,9 @@ pub struct TrainArgs {
     /// Compile the loss-and-gradient function.
     #[arg(long)]
     compile: bool,
+    /// Also report the forward-only and loss-and-gradient peaks, weights and optimizer state.
+    #[arg(long)]
+    memory_profile: bool,
     #[arg(long, default_value_t = 16)]
     rank: u32,
     #[arg(long, default_value_t = 6)]
@@ -144,6 +147,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         peak_tflops: a.peak_tflops,
         chunked_loss: a.chunked_loss.unwrap_or(a.grad_checkpoint),
         compile: a.compile,
+        memory_profile: a.memory_profile,
     })?;
     let flags = format!(
         "{}{}{}",

@@ -102,6 +102,22 @@ pub struct BenchOptions {
     pub chunked_loss: bool,
     /// Compile the loss-and-gradient function (MLX `compile`).
     pub compile: bool,
+    /// After the timed steps, also measure the peak of the forward pass alone and of
+    /// loss + gradients without the optimizer update.
+    pub memory_profile: bool,
+}
+
+/// Where the memory goes: peaks of the parts of a step, and the resident arrays.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemoryProfile {
+    /// Frozen and trainable weights as held (base in the compute dtype, trainables f32).
+    pub weights_bytes: u64,
+    /// Optimizer moments.
+    pub optimizer_state_bytes: u64,
+    /// Peak of loss only (no gradient: nothing kept for a backward pass).
+    pub forward_peak_bytes: u64,
+    /// Peak of loss + gradients, without the optimizer update.
+    pub loss_and_grad_peak_bytes: u64,
 }
 
 /// Measured figures.
@@ -129,6 +145,8 @@ pub struct BenchResult {
     pub loss: f32,
     pub backend: String,
     pub device: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryProfile>,
 }
 
 /// Runs the benchmark.
@@ -197,6 +215,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult> {
         checkpoint: o.grad_checkpoint,
         chunked_loss: o.chunked_loss,
     };
+    let base_for_profile = base.clone();
     let argnums: Vec<i32> = (0..names.len() as i32).collect();
     let mut eager = loss_and_grad(
         &model.spec,
@@ -250,6 +269,57 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult> {
         loss = step(&mut trainable)?;
     }
     let dt = t.elapsed().as_secs_f64() / o.steps.max(1) as f64;
+    let peak_memory_bytes = crate::runtime::memory_stats().peak;
+    let memory = if o.memory_profile {
+        let bytes = |w: &Weights| w.values().map(|a| a.nbytes() as u64).sum::<u64>();
+        let weights_bytes = bytes(&base_for_profile) + bytes(&trainable);
+        let optimizer_state_bytes = bytes(&opt.state);
+        mlx_rs::transforms::eval(trainable.values())?;
+        crate::runtime::reset_peak_memory();
+        {
+            let p = crate::models::forward::Params {
+                base: &base_for_profile,
+                over: Some(&trainable),
+                lora_scale: spec.lora_scale(),
+                compute_dtype: Some(o.precision),
+                dropout: None,
+            };
+            let logits = crate::models::forward::forward(
+                &model.spec,
+                &p,
+                &inputs,
+                crate::models::forward::ForwardCtx::default(),
+            )?;
+            let loss = crate::eval::cross_entropy(&logits, &targets)?.sum(None)?;
+            loss.eval()?;
+        }
+        let forward_peak_bytes = crate::runtime::memory_stats().peak;
+        crate::runtime::reset_peak_memory();
+        {
+            let mut args: Vec<Array> = names.iter().map(|n| trainable[n].clone()).collect();
+            args.extend([
+                inputs.clone(),
+                targets.clone(),
+                mask.clone(),
+                Array::from_f32(1.0 / n_tok),
+            ]);
+            let (v, g) = if use_compile {
+                vg(&args)?
+            } else {
+                eager(&args)?
+            };
+            mlx_rs::transforms::eval(v.iter().chain(g.iter()))?;
+        }
+        let loss_and_grad_peak_bytes = crate::runtime::memory_stats().peak;
+        Some(MemoryProfile {
+            weights_bytes,
+            optimizer_state_bytes,
+            forward_peak_bytes,
+            loss_and_grad_peak_bytes,
+        })
+    } else {
+        None
+    };
     let tok_s = (o.batch * o.seq) as f64 / dt;
     let n = model.spec.num_parameters() as f64;
     let n_attn = model
@@ -281,7 +351,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult> {
         trainable_parameters: trainable_params,
         tokens_per_second: tok_s,
         step_seconds: dt,
-        peak_memory_bytes: crate::runtime::memory_stats().peak,
+        peak_memory_bytes,
         peak_rss_bytes: peak_rss(),
         flops_per_token: fpt,
         tflops,
@@ -289,6 +359,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult> {
         loss,
         backend: crate::runtime::backend().into(),
         device: crate::runtime::current_device().into(),
+        memory,
     })
 }
 

@@ -136,9 +136,16 @@ pub fn loss_and_grad<'a>(
             segments: args.get(n + 4),
             checkpoint: opts.checkpoint,
         };
-        let logits = forward::forward(&spec, &p, inputs, ctx).map_err(to_exc)?;
-        let ce = cross_entropy(&logits, targets).map_err(to_exc)?;
-        Ok(vec![ce.multiply(mask)?.sum(None)?.multiply(scale)?])
+        let loss_sum = if opts.chunked_loss {
+            let hidden = forward::forward_hidden(&spec, &p, inputs, ctx).map_err(to_exc)?;
+            chunked_loss_sum(&spec, &p, &hidden, targets, mask, LOSS_CHUNK_TOKENS)
+                .map_err(to_exc)?
+        } else {
+            let logits = forward::forward(&spec, &p, inputs, ctx).map_err(to_exc)?;
+            let ce = cross_entropy(&logits, targets).map_err(to_exc)?;
+            ce.multiply(mask)?.sum(None)?
+        };
+        Ok(vec![loss_sum.multiply(scale)?])
     };
     value_and_grad_with_argnums(loss_fn, argnums)
 }
