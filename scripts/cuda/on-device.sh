@@ -5,8 +5,11 @@
 #                        on CUDA, the matmul bench, and write logs to $OUT
 #   on-device.sh mlxlm   call 2 instead: the training tests in strict f32, and mlx-lm's
 #                        benchmark (Python MLX on the same runtime; wheels in .device/b/whl)
-#   on-device.sh bench   call 2 instead: the training tests on CUDA, then `mlxtune bench
-#                        train` on the LFM2-1.2B shape and PyTorch's baseline in the same run
+#   on-device.sh bench   call 2 instead: the training tests on CUDA (strict f32), then
+#                        `mlxtune bench train` on the LFM2-1.2B shape and, in the same run,
+#                        PyTorch's baseline (unless NO_TORCH=1) and mlx-lm's (WITH_MLXLM=1,
+#                        wheels in .device/b/whl). SKIP_TESTS=1 skips the tests;
+#                        BENCH_CONFIGS="args;args" picks our configurations.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 rt=/tmp/mlx-cuda
@@ -25,9 +28,7 @@ case "${1:-}" in
     export MLXTUNE_FIXTURES="$root/tests/fixtures/models"
     out=${OUT:-/tmp/out}
     mkdir -p "$out"
-    if [ "$1" = mlxlm ]; then
-      echo "== training tests on CUDA, strict f32 (NVIDIA_TF32_OVERRIDE=0)"
-      NVIDIA_TF32_OVERRIDE=0 "$rt/bin/training" --test-threads 1 2>&1 | tee "$out/training-strict-f32.log" | grep -E "^test |test result|panicked" || true
+    mlxlm_bench() {
       site=/tmp/mlxsite
       python3 -m pip install -q --no-index --no-deps --target "$site" "$root"/.device/b/whl/*.whl
       mkdir -p "$site/mlx/lib"
@@ -36,13 +37,18 @@ case "${1:-}" in
       ln -sfn "$rt/mlx_cuda_13.libs" "$site/mlx_cuda_13.libs"
       echo "== mlx-lm (Python MLX, same libmlx) on the same card"
       PYTHONPATH="$site" timeout 330 python3 "$root/.device/b/bench/mlxlm_bench.py" 2>&1 | tee "$out/mlxlm-bench.log" | grep -E "^\{|Error" || true
+    }
+    if [ "$1" = mlxlm ]; then
+      echo "== training tests on CUDA, strict f32 (NVIDIA_TF32_OVERRIDE=0)"
+      NVIDIA_TF32_OVERRIDE=0 "$rt/bin/training" --test-threads 1 2>&1 | tee "$out/training-strict-f32.log" | grep -E "^test |test result|panicked" || true
+      mlxlm_bench
       exit 0
     fi
     if [ "$1" = bench ]; then
       nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
       if [ -z "${SKIP_TESTS:-}" ]; then
-        echo "== training tests on CUDA"
-        "$rt/bin/training" --test-threads 1 2>&1 | tee "$out/training.log" | grep -E "^test |test result|panicked" || true
+        echo "== training tests on CUDA, strict f32 (NVIDIA_TF32_OVERRIDE=0)"
+        NVIDIA_TF32_OVERRIDE=0 "$rt/bin/training" --test-threads 1 2>&1 | tee "$out/training-strict-f32.log" | grep -E "^test |test result|panicked" || true
       fi
       echo "== mlxtune bench train (LFM2-1.2B shape, bf16)"
       configs=${BENCH_CONFIGS:-"--type lora --batch 8 --seq 2048;--type lora --batch 8 --seq 2048 --grad-checkpoint;--type full --batch 8 --seq 2048;--type lora --batch 4 --seq 1024"}
@@ -51,6 +57,7 @@ case "${1:-}" in
         timeout 150 "$rt/bin/mlxtune" bench train --shape lfm2-1.2b --precision bf16 \
           --steps 5 --warmup 2 --peak-tflops 989 --json $args 2>&1 | tail -1 | tee -a "$out/bench-train.jsonl"
       done
+      if [ -n "${WITH_MLXLM:-}" ]; then mlxlm_bench; fi
       if [ -z "${NO_TORCH:-}" ] && [ -f "$root/.device/b/bench/torch_baseline.py" ]; then
         echo "== PyTorch + PEFT baseline, same card"
         timeout 240 python3 "$root/.device/b/bench/torch_baseline.py" 2>&1 | grep "^{" | tee "$out/torch-baseline.jsonl" || true

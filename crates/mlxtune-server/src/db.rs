@@ -35,7 +35,7 @@ pub async fn connect(path: &Path) -> anyhow::Result<SqlitePool> {
 }
 
 /// A job as stored.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct JobRow {
     pub id: String,
     pub seq: i64,
@@ -117,26 +117,32 @@ pub async fn insert_job(
     output_dir: &str,
 ) -> sqlx::Result<()> {
     let t = now();
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO jobs (id, seq, created_at, updated_at, status, name, config, spec, output_dir)
          VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), ?2, ?2, 'queued', ?3, ?4, ?5, ?6)",
+        id,
+        t,
+        name,
+        config,
+        spec,
+        output_dir
     )
-    .bind(id)
-    .bind(t)
-    .bind(name)
-    .bind(config)
-    .bind(spec)
-    .bind(output_dir)
     .execute(pool)
     .await?;
     Ok(())
 }
 
 pub async fn get_job(pool: &SqlitePool, id: &str) -> sqlx::Result<Option<JobRow>> {
-    sqlx::query_as::<_, JobRow>("SELECT * FROM jobs WHERE id = ?1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as!(
+        JobRow,
+        r#"SELECT id AS "id!", seq, created_at, updated_at, status, name, config, spec, output_dir, step,
+                total_steps, trained_tokens, latest_metrics, error_code, error_message, error_param,
+                worker, heartbeat_at, started_at, finished_at, resume
+         FROM jobs WHERE id = ?1"#,
+        id
+    )
+    .fetch_optional(pool)
+    .await
 }
 
 /// Jobs newest first; `after` is a job id (the page continues after it).
@@ -146,15 +152,19 @@ pub async fn list_jobs(
     limit: i64,
     status: Option<&str>,
 ) -> sqlx::Result<Vec<JobRow>> {
-    sqlx::query_as::<_, JobRow>(
-        "SELECT * FROM jobs
+    sqlx::query_as!(
+        JobRow,
+        r#"SELECT id AS "id!", seq, created_at, updated_at, status, name, config, spec, output_dir, step,
+                total_steps, trained_tokens, latest_metrics, error_code, error_message, error_param,
+                worker, heartbeat_at, started_at, finished_at, resume
+         FROM jobs
          WHERE (?1 IS NULL OR seq < (SELECT seq FROM jobs WHERE id = ?1))
            AND (?2 IS NULL OR status = ?2)
-         ORDER BY seq DESC LIMIT ?3",
+         ORDER BY seq DESC LIMIT ?3"#,
+        after,
+        status,
+        limit
     )
-    .bind(after)
-    .bind(status)
-    .bind(limit)
     .fetch_all(pool)
     .await
 }
@@ -162,15 +172,18 @@ pub async fn list_jobs(
 /// Atomically takes the oldest queued job for `worker`.
 pub async fn claim_next(pool: &SqlitePool, worker: &str) -> sqlx::Result<Option<JobRow>> {
     let t = now();
-    sqlx::query_as::<_, JobRow>(
-        "UPDATE jobs SET status = 'running', worker = ?1, heartbeat_at = ?2, updated_at = ?2,
+    sqlx::query_as!(
+        JobRow,
+        r#"UPDATE jobs SET status = 'running', worker = ?1, heartbeat_at = ?2, updated_at = ?2,
                 started_at = COALESCE(started_at, ?2)
          WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1)
            AND status = 'queued'
-         RETURNING *",
+         RETURNING id AS "id!", seq, created_at, updated_at, status, name, config, spec, output_dir, step,
+                total_steps, trained_tokens, latest_metrics, error_code, error_message, error_param,
+                worker, heartbeat_at, started_at, finished_at, resume"#,
+        worker,
+        t
     )
-    .bind(worker)
-    .bind(t)
     .fetch_optional(pool)
     .await
 }
@@ -184,17 +197,18 @@ pub async fn transition(
 ) -> sqlx::Result<bool> {
     let from_json = serde_json::to_string(from).unwrap_or_default();
     let terminal = TERMINAL.contains(&to);
-    let r = sqlx::query(
+    let t = now();
+    let r = sqlx::query!(
         "UPDATE jobs SET status = ?1, updated_at = ?2,
                 finished_at = CASE WHEN ?3 THEN ?2 ELSE finished_at END,
                 resume = CASE WHEN ?1 = 'queued' THEN 1 ELSE resume END
          WHERE id = ?4 AND status IN (SELECT value FROM json_each(?5))",
+        to,
+        t,
+        terminal,
+        id,
+        from_json
     )
-    .bind(to)
-    .bind(now())
-    .bind(terminal)
-    .bind(id)
-    .bind(from_json)
     .execute(pool)
     .await?;
     Ok(r.rows_affected() == 1)
@@ -208,15 +222,15 @@ pub async fn fail(
     param: Option<&str>,
 ) -> sqlx::Result<()> {
     let t = now();
-    sqlx::query(
+    sqlx::query!(
         "UPDATE jobs SET status = 'failed', error_code = ?1, error_message = ?2, error_param = ?3,
                 updated_at = ?4, finished_at = ?4 WHERE id = ?5",
+        code,
+        message,
+        param,
+        t,
+        id
     )
-    .bind(code)
-    .bind(message)
-    .bind(param)
-    .bind(t)
-    .bind(id)
     .execute(pool)
     .await?;
     Ok(())
@@ -230,25 +244,27 @@ pub async fn add_event(
     message: &str,
     data: Option<&Value>,
 ) -> sqlx::Result<i64> {
-    let r = sqlx::query("INSERT INTO events (job_id, created_at, level, type, message, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
-        .bind(job)
-        .bind(now())
-        .bind(level)
-        .bind(kind)
-        .bind(message)
-        .bind(data.map(|d| d.to_string()))
-        .execute(pool)
-        .await?;
+    let (t, data) = (now(), data.map(|d| d.to_string()));
+    let r = sqlx::query!(
+        "INSERT INTO events (job_id, created_at, level, type, message, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        job,
+        t,
+        level,
+        kind,
+        message,
+        data
+    )
+    .execute(pool)
+    .await?;
     Ok(r.last_insert_rowid())
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct EventRow {
     pub id: i64,
     pub job_id: String,
     pub created_at: i64,
     pub level: String,
-    #[sqlx(rename = "type")]
     pub kind: String,
     pub message: String,
     pub data: Option<String>,
@@ -275,12 +291,14 @@ pub async fn events(
     after: i64,
     limit: i64,
 ) -> sqlx::Result<Vec<EventRow>> {
-    sqlx::query_as::<_, EventRow>(
-        "SELECT * FROM events WHERE job_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+    sqlx::query_as!(
+        EventRow,
+        r#"SELECT id AS "id!", job_id, created_at, level, type AS kind, message, data
+         FROM events WHERE job_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3"#,
+        job,
+        after,
+        limit
     )
-    .bind(job)
-    .bind(after)
-    .bind(limit)
     .fetch_all(pool)
     .await
 }
@@ -296,56 +314,60 @@ pub async fn record_step(
 ) -> sqlx::Result<()> {
     let text = metrics.to_string();
     let mut tx = pool.begin().await?;
-    sqlx::query("INSERT OR REPLACE INTO metrics (job_id, step, data) VALUES (?1, ?2, ?3)")
-        .bind(job)
-        .bind(step)
-        .bind(&text)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(
+    sqlx::query!(
+        "INSERT OR REPLACE INTO metrics (job_id, step, data) VALUES (?1, ?2, ?3)",
+        job,
+        step,
+        text
+    )
+    .execute(&mut *tx)
+    .await?;
+    let t = now();
+    sqlx::query!(
         "UPDATE jobs SET step = ?1, total_steps = ?2, trained_tokens = ?3, latest_metrics = ?4,
                 heartbeat_at = ?5, updated_at = ?5 WHERE id = ?6",
+        step,
+        total,
+        trained_tokens,
+        text,
+        t,
+        job
     )
-    .bind(step)
-    .bind(total)
-    .bind(trained_tokens)
-    .bind(&text)
-    .bind(now())
-    .bind(job)
     .execute(&mut *tx)
     .await?;
     tx.commit().await
 }
 
 pub async fn metrics(pool: &SqlitePool, job: &str) -> sqlx::Result<Vec<Value>> {
-    let rows: Vec<(String,)> =
-        sqlx::query_as("SELECT data FROM metrics WHERE job_id = ?1 ORDER BY step")
-            .bind(job)
-            .fetch_all(pool)
-            .await?;
+    let rows = sqlx::query_scalar!(
+        "SELECT data FROM metrics WHERE job_id = ?1 ORDER BY step",
+        job
+    )
+    .fetch_all(pool)
+    .await?;
     Ok(rows
         .into_iter()
-        .filter_map(|(d,)| serde_json::from_str(&d).ok())
+        .filter_map(|d| serde_json::from_str(&d).ok())
         .collect())
 }
 
 /// Jobs a dead process left running go back to the queue, to resume from their checkpoint.
 pub async fn recover_running(pool: &SqlitePool) -> sqlx::Result<Vec<String>> {
-    let rows: Vec<(String,)> = sqlx::query_as(
-        "UPDATE jobs SET status = 'queued', resume = 1, worker = NULL, updated_at = ?1
-         WHERE status = 'running' RETURNING id",
+    let t = now();
+    sqlx::query_scalar!(
+        r#"UPDATE jobs SET status = 'queued', resume = 1, worker = NULL, updated_at = ?1
+         WHERE status = 'running' RETURNING id AS "id!""#,
+        t
     )
-    .bind(now())
     .fetch_all(pool)
-    .await?;
-    Ok(rows.into_iter().map(|(id,)| id).collect())
+    .await
 }
 
 pub async fn delete_job(pool: &SqlitePool, id: &str) -> sqlx::Result<bool> {
-    let r = sqlx::query(
+    let r = sqlx::query!(
         "DELETE FROM jobs WHERE id = ?1 AND status IN ('succeeded', 'failed', 'cancelled')",
+        id
     )
-    .bind(id)
     .execute(pool)
     .await?;
     Ok(r.rows_affected() == 1)

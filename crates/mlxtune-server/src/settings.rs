@@ -48,6 +48,14 @@ pub struct ServerSettings {
     /// Browser origins allowed by CORS: `["*"]` any, `[]` none (no CORS headers).
     #[serde(default)]
     pub cors_origins: Vec<String>,
+    /// Step updates go out on WebSocket streams at most this often per job (every step
+    /// is still stored and replayed with `?after=`); 0 sends every step.
+    #[serde(default = "default_stream_interval")]
+    pub stream_update_interval_ms: u64,
+}
+
+fn default_stream_interval() -> u64 {
+    100
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mlxtune_engine::train::{train, Control, Event, Outcome, TrainSpec};
 use mlxtune_engine::EngineError;
@@ -23,7 +23,22 @@ pub async fn log_event(
     message: &str,
     data: Option<Value>,
 ) {
+    store_event(state, job, level, kind, message, data, true).await
+}
+
+/// Stores an event; broadcasts it live only when `live` (the stored row is still replayed
+/// to clients that connect with `?after=`).
+async fn store_event(
+    state: &AppState,
+    job: &str,
+    level: &str,
+    kind: &str,
+    message: &str,
+    data: Option<Value>,
+    live: bool,
+) {
     match db::add_event(&state.db, job, level, kind, message, data.as_ref()).await {
+        Ok(_) if !live => {}
         Ok(id) => {
             let event = json!({
                 "id": id, "object": "fine_tuning.job.event", "job_id": job, "created_at": db::now(),
@@ -102,7 +117,11 @@ fn update_json(ev: &Event) -> Option<(String, String, Value)> {
     })
 }
 
-async fn persist(state: &AppState, id: &str, ev: &Event) {
+/// Stores an event (and a step's metrics) and broadcasts it. Step updates go out live at
+/// most once per `server.stream_update_interval_ms` per job (plus the last step), so the
+/// fan-out to many WebSocket clients costs the same whatever the step rate; every step
+/// stays in the events table and the metrics series.
+async fn persist(state: &AppState, id: &str, ev: &Event, last_live: &mut Option<Instant>) {
     if let Event::Step(m) = ev {
         let metrics = serde_json::to_value(m).unwrap_or(Value::Null);
         if let Err(e) = db::record_step(
@@ -122,14 +141,26 @@ async fn persist(state: &AppState, id: &str, ev: &Event) {
         Event::Message { level, .. } => level.clone(),
         _ => "info".into(),
     };
+    let live = match ev {
+        Event::Step(m) => {
+            let interval = Duration::from_millis(state.settings.server.stream_update_interval_ms);
+            let due = last_live.is_none_or(|t| t.elapsed() >= interval) || m.step >= m.total_steps;
+            if due {
+                *last_live = Some(Instant::now());
+            }
+            due
+        }
+        _ => true,
+    };
     if let Some((kind, message, data)) = update_json(ev) {
-        log_event(
+        store_event(
             state,
             id,
             &level,
             &kind,
             &message,
             (!data.is_null()).then_some(data),
+            live,
         )
         .await;
     }
@@ -199,8 +230,9 @@ async fn run_job(state: &AppState, job: db::JobRow) {
             }
         })
     });
+    let mut last_live = None;
     while let Some(ev) = rx.recv().await {
-        persist(state, &id, &ev).await;
+        persist(state, &id, &ev, &mut last_live).await;
     }
     let result = handle.await;
     state

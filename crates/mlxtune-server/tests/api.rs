@@ -42,12 +42,13 @@ const SENTENCES: &[&str] = &[
 ];
 
 async fn spawn_app(api_keys: Vec<String>) -> TestApp {
-    spawn_app_with(api_keys, Default::default()).await
+    spawn_app_with(api_keys, Default::default(), 0).await
 }
 
 async fn spawn_app_with(
     api_keys: Vec<String>,
     s3: mlxtune_server::settings::S3Settings,
+    stream_update_interval_ms: u64,
 ) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let models = dir.path().join("models");
@@ -67,6 +68,7 @@ async fn spawn_app_with(
             port: 0,
             max_body_bytes: 64 * 1024,
             cors_origins: vec!["http://dashboard.test".into()],
+            stream_update_interval_ms,
         },
         storage: StorageSettings {
             data_dir: dir.path().join("data"),
@@ -606,7 +608,7 @@ async fn datasets_come_from_s3_and_http_through_the_cache() {
         access_key_id: "test".into(),
         secret_access_key: "test".into(),
     };
-    let app = spawn_app_with(vec![], s3).await;
+    let app = spawn_app_with(vec![], s3, 0).await;
     let mut cfg = product_config();
     cfg["dataset"]["trainingData"] = json!("s3://mlxtune-data/train/chat.jsonl");
     cfg["dataset"]
@@ -660,4 +662,71 @@ async fn datasets_come_from_s3_and_http_through_the_cache() {
     assert_eq!(s, 200, "{job}");
     app.wait_status(job["id"].as_str().unwrap(), &["succeeded"])
         .await;
+}
+
+/// Reads a job stream until the job's terminal status; returns the messages' types and the
+/// steps of its training updates.
+async fn read_stream(url: &str) -> (Vec<String>, Vec<i64>) {
+    let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let (_, mut read) = ws.split();
+    let (mut kinds, mut steps) = (vec![], vec![]);
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(60), read.next()).await {
+        let Ok(text) = msg.into_text() else { continue };
+        let v: Value = serde_json::from_str(&text).unwrap();
+        kinds.push(v["type"].as_str().unwrap_or("").to_string());
+        if v["type"] == "mlx_training_update" {
+            steps.push(v["data"]["step"].as_i64().unwrap());
+        }
+        if v["type"] == "status" && v["data"]["status"] == "succeeded" {
+            break;
+        }
+    }
+    (kinds, steps)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_step_updates_are_rate_limited_and_replay_has_every_step() {
+    // One live update per minute at most: a live client sees the first and the last step;
+    // every step is stored and a client replaying with ?after=0 gets them all, in order.
+    let app = spawn_app_with(vec![], Default::default(), 60_000).await;
+    // A long job holds the only worker, so the second job is still queued when its stream
+    // connects: everything that stream then gets is live.
+    let mut long = product_config();
+    long["parameters"]["epochs"] = json!(500);
+    let (_, a) = app.post("/v1/fine_tuning/jobs", &long).await;
+    let mut cfg = product_config();
+    cfg["parameters"]["epochs"] = json!(2);
+    let (status, job) = app.post("/v1/fine_tuning/jobs", &cfg).await;
+    assert_eq!(status, 200, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    let url = format!(
+        "ws://127.0.0.1:{}/v1/fine_tuning/jobs/{id}/stream",
+        app.port
+    );
+    let reader = tokio::spawn({
+        let url = url.clone();
+        async move { read_stream(&url).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, job_b) = app.get(&format!("/v1/fine_tuning/jobs/{id}")).await;
+    assert_eq!(job_b["status"], "queued");
+    let cancel = format!("/v1/fine_tuning/jobs/{}/cancel", a["id"].as_str().unwrap());
+    let (code, _) = app.post(&cancel, &json!({})).await;
+    assert_eq!(code, 200);
+    let (kinds, live_steps) = reader.await.unwrap();
+    assert_eq!(kinds.first().map(String::as_str), Some("snapshot"));
+    let job = app.wait_status(&id, &["succeeded"]).await;
+    let total = job["progress"]["total_steps"].as_i64().unwrap();
+    assert!(total >= 4, "{job}");
+    assert!(
+        live_steps.len() <= 2,
+        "rate-limited stream sent steps {live_steps:?}"
+    );
+    assert_eq!(
+        live_steps.last(),
+        Some(&total),
+        "the last step always goes out"
+    );
+    let (_, replay_steps) = read_stream(&format!("{url}?after=0")).await;
+    assert_eq!(replay_steps, (1..=total).collect::<Vec<_>>());
 }
