@@ -54,10 +54,21 @@ case "${1:-}" in
       configs=${BENCH_CONFIGS:-"--type lora --batch 8 --seq 2048;--type lora --batch 8 --seq 2048 --grad-checkpoint;--type full --batch 8 --seq 2048;--type lora --batch 4 --seq 1024"}
       IFS=';' read -ra list <<< "$configs"
       for args in "${list[@]}"; do
-        timeout 150 "$rt/bin/mlxtune" bench train --shape lfm2-1.2b --precision bf16 \
-          --steps 5 --warmup 2 --peak-tflops 989 --json $args 2>&1 | tail -1 | tee -a "$out/bench-train.jsonl"
+        # Leading VAR=value words are environment for that run (e.g. MLX_MAX_OPS_PER_BUFFER=4).
+        read -ra words <<< "$args"; envs=(); rest=()
+        for w in "${words[@]}"; do
+          if [ ${#rest[@]} -eq 0 ] && [[ "$w" == *=* ]]; then envs+=("$w"); else rest+=("$w"); fi
+        done
+        [ ${#envs[@]} -gt 0 ] && echo "{\"env\": \"${envs[*]}\"}" | tee -a "$out/bench-train.jsonl"
+        timeout 150 env "${envs[@]}" "$rt/bin/mlxtune" bench train --shape lfm2-1.2b --precision bf16 \
+          --steps 5 --warmup 2 --peak-tflops 989 --json "${rest[@]}" 2>&1 | tail -1 | tee -a "$out/bench-train.jsonl"
       done
       if [ -n "${WITH_MLXLM:-}" ]; then mlxlm_bench; fi
+      if [ -n "${WITH_WSLOAD:-}" ]; then
+        echo "== 1,000 WebSocket clients on one training job (scripts/bench/ws_load.sh)"
+        STEPS=1500 MLXTUNE_BIN="$rt/bin/mlxtune" WS_CLIENTS_BIN="$rt/bin/ws_clients" timeout 240 \
+          bash "$root/scripts/bench/ws_load.sh" 2>&1 | tee "$out/ws-load.jsonl" | grep "^{" || true
+      fi
       if [ -z "${NO_TORCH:-}" ] && [ -f "$root/.device/b/bench/torch_baseline.py" ]; then
         echo "== PyTorch + PEFT baseline, same card"
         timeout 240 python3 "$root/.device/b/bench/torch_baseline.py" 2>&1 | grep "^{" | tee "$out/torch-baseline.jsonl" || true

@@ -14,6 +14,7 @@ MLXTUNE_BACKEND=cuda ./scripts/setup.sh
 export MLXTUNE_BACKEND=cuda CARGO_TARGET_DIR="$root/target/cuda"
 cargo test --release --no-run -q -p mlxtune-engine -p mlxtune-cli 2>/dev/null
 cargo build --release -q -p mlxtune-cli
+cargo build --release -q -p mlxtune-server --example ws_clients
 prefix="$root/.native/mlx-cuda"
 rm -rf .device && mkdir -p .device/a .device/b
 stage=$(mktemp -d)
@@ -24,7 +25,7 @@ mv "$stage/part-a" .device/a/libmlx.part-a
 mv "$stage/part-b" .device/b/libmlx.part-b
 tar -C "$prefix" -cJf .device/b/runtime.tar.xz mlx/include mlx/share mlx_cuda_13.libs
 mkdir -p "$stage/bin"
-cp target/cuda/release/mlxtune "$stage/bin/"
+cp target/cuda/release/mlxtune target/cuda/release/examples/ws_clients "$stage/bin/"
 for t in fidelity loading training; do
   exe=$(ls -t target/cuda/release/deps/$t-* | grep -v '\.d$' | head -1)
   cp "$exe" "$stage/bin/$t"

@@ -34,10 +34,19 @@ pub fn cross_entropy(logits: &Array, targets: &Array) -> Result<Array> {
     }
 }
 
+static FUSED_CE_DISABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns the fused cross-entropy off (or back on) for this process; for benchmarks that
+/// measure what it buys.
+pub fn set_fused_cross_entropy(enabled: bool) {
+    FUSED_CE_DISABLED.store(!enabled, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Whether [`cross_entropy`] uses MLX's fused kernel: the CUDA backend with the GPU as the
 /// default device (MLX has no CPU kernel for it, and mlx-lm uses it only on CUDA too).
 pub fn fused_cross_entropy_available() -> bool {
-    crate::runtime::backend() == "cuda"
+    !FUSED_CE_DISABLED.load(std::sync::atomic::Ordering::Relaxed)
+        && crate::runtime::backend() == "cuda"
         && mlx_rs::Device::try_default()
             .and_then(|d| d.get_type())
             .is_ok_and(|t| matches!(t, mlx_rs::DeviceType::Gpu))

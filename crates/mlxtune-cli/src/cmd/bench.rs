@@ -40,6 +40,12 @@ pub struct TrainArgs {
     /// Also report the forward-only and loss-and-gradient peaks, weights and optimizer state.
     #[arg(long)]
     memory_profile: bool,
+    /// Use the upcast reference cross-entropy instead of MLX's fused kernel (CUDA).
+    #[arg(long)]
+    no_fused_ce: bool,
+    /// Run the optimizer update op by op instead of compiled.
+    #[arg(long)]
+    no_compiled_optimizer: bool,
     #[arg(long, default_value_t = 16)]
     rank: u32,
     #[arg(long, default_value_t = 6)]
@@ -148,6 +154,8 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         chunked_loss: a.chunked_loss.unwrap_or(a.grad_checkpoint),
         compile: a.compile,
         memory_profile: a.memory_profile,
+        fused_cross_entropy: !a.no_fused_ce,
+        compile_optimizer: !a.no_compiled_optimizer,
     })?;
     let flags = format!(
         "{}{}{}",

@@ -105,6 +105,10 @@ pub struct BenchOptions {
     /// After the timed steps, also measure the peak of the forward pass alone and of
     /// loss + gradients without the optimizer update.
     pub memory_profile: bool,
+    /// MLX's fused cross-entropy where available (CUDA); off: the upcast reference.
+    pub fused_cross_entropy: bool,
+    /// Compile the optimizer update; off: its operations one by one.
+    pub compile_optimizer: bool,
 }
 
 /// Where the memory goes: peaks of the parts of a step, and the resident arrays.
@@ -116,6 +120,8 @@ pub struct MemoryProfile {
     pub optimizer_state_bytes: u64,
     /// Peak of loss only (no gradient: nothing kept for a backward pass).
     pub forward_peak_bytes: u64,
+    /// Peak of the decoder body alone (final hidden states, no output layer or loss).
+    pub body_forward_peak_bytes: u64,
     /// Peak of loss + gradients, without the optimizer update.
     pub loss_and_grad_peak_bytes: u64,
 }
@@ -131,6 +137,8 @@ pub struct BenchResult {
     pub grad_checkpoint: bool,
     pub chunked_loss: bool,
     pub compiled: bool,
+    pub fused_cross_entropy: bool,
+    pub compiled_optimizer: bool,
     pub parameters: u64,
     pub trainable_parameters: u64,
     pub tokens_per_second: f64,
@@ -228,6 +236,8 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult> {
     let mut vg = compiled_loss_and_grad(&model.spec, base, names.clone(), opts)?;
     let use_compile = o.compile;
     let mut opt = Optimizer::new(&spec);
+    opt.compile_update = o.compile_optimizer;
+    crate::eval::set_fused_cross_entropy(o.fused_cross_entropy);
     let key = mlx_rs::random::key(1)?;
     let tokens = mlx_rs::random::randint::<_, i32>(
         0,
@@ -254,9 +264,19 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult> {
         } else {
             eager(&args)?
         };
+        // The trainer's order of evaluation: loss and gradients together, then the gradient
+        // norm (clipping), then the optimizer update. Evaluating the update in the same
+        // graph as the backward pass raises the peak under gradient checkpointing.
+        mlx_rs::transforms::eval(v.iter().chain(g.iter()))?;
+        let norm = g
+            .iter()
+            .map(|x| x.square().and_then(|s| s.sum(None)))
+            .try_fold(Array::from_f32(0.0), |acc, s| acc.add(&s?))?
+            .sqrt()?;
+        norm.eval()?;
+        let _ = norm.item_cast::<f32>();
         let grads: Weights = names.iter().cloned().zip(g).collect();
         opt.step(trainable, &grads, 1e-4)?;
-        v[0].eval()?;
         Ok(v[0].item_cast::<f32>())
     };
     for _ in 0..o.warmup {
@@ -296,6 +316,24 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult> {
         let forward_peak_bytes = crate::runtime::memory_stats().peak;
         crate::runtime::reset_peak_memory();
         {
+            let p = crate::models::forward::Params {
+                base: &base_for_profile,
+                over: Some(&trainable),
+                lora_scale: spec.lora_scale(),
+                compute_dtype: Some(o.precision),
+                dropout: None,
+            };
+            let h = crate::models::forward::forward_hidden(
+                &model.spec,
+                &p,
+                &inputs,
+                crate::models::forward::ForwardCtx::default(),
+            )?;
+            h.sum(None)?.eval()?;
+        }
+        let body_forward_peak_bytes = crate::runtime::memory_stats().peak;
+        crate::runtime::reset_peak_memory();
+        {
             let mut args: Vec<Array> = names.iter().map(|n| trainable[n].clone()).collect();
             args.extend([
                 inputs.clone(),
@@ -315,6 +353,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult> {
             weights_bytes,
             optimizer_state_bytes,
             forward_peak_bytes,
+            body_forward_peak_bytes,
             loss_and_grad_peak_bytes,
         })
     } else {
@@ -347,6 +386,8 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult> {
         grad_checkpoint: o.grad_checkpoint,
         chunked_loss: o.chunked_loss,
         compiled: o.compile,
+        fused_cross_entropy: crate::eval::fused_cross_entropy_available(),
+        compiled_optimizer: o.compile_optimizer,
         parameters: model.spec.num_parameters(),
         trainable_parameters: trainable_params,
         tokens_per_second: tok_s,

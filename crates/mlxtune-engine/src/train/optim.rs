@@ -43,6 +43,8 @@ pub struct Optimizer {
     pub t: u64,
     /// The compiled Adam(W) update, made on first use.
     adam: Option<AdamFn>,
+    /// Compile the Adam(W) update (default); off runs the same operations one by one.
+    pub compile_update: bool,
 }
 
 fn scalar(x: f32) -> Array {
@@ -61,6 +63,7 @@ impl Optimizer {
             state: Weights::new(),
             t: 0,
             adam: None,
+            compile_update: true,
         }
     }
 
@@ -100,9 +103,13 @@ impl Optimizer {
                     } else {
                         1.0
                     };
-                    let f = self.adam.get_or_insert_with(|| {
-                        Box::new(mlx_rs::transforms::compile::compile(adam_update, false))
-                    });
+                    let f: &mut AdamFn = if self.compile_update {
+                        self.adam.get_or_insert_with(|| {
+                            Box::new(mlx_rs::transforms::compile::compile(adam_update, false))
+                        })
+                    } else {
+                        self.adam.get_or_insert_with(|| Box::new(adam_update))
+                    };
                     let mut out = f(&[
                         p,
                         g,

@@ -872,7 +872,9 @@ fn accumulate(
         }
         let (vals, g) = value_and_grad(&args)?;
         let v = &vals[0];
-        v.eval()?;
+        // Loss and gradients in one evaluation (one host sync), apart from the optimizer
+        // update (evaluating both in one graph raises the peak under checkpointing).
+        mlx_rs::transforms::eval(std::iter::once(v).chain(g.iter()))?;
         acc.loss_sum += v.item_cast::<f32>() as f64 / state.loss_scale as f64;
         acc.tokens += batch.loss_tokens;
         acc.real += batch.real_tokens;
