@@ -64,6 +64,12 @@ case "${1:-}" in
           --steps 5 --warmup 2 --peak-tflops 989 --json "${rest[@]}" 2>&1 | tail -1 | tee -a "$out/bench-train.jsonl"
       done
       if [ -n "${WITH_MLXLM:-}" ]; then mlxlm_bench; fi
+      if [ -n "${WITH_MLXLM_TUNED:-}" ]; then
+        # mlx-lm again with the MLX scheduling settings mlxtune applies on CUDA.
+        cp "$out/mlxlm-bench.log" "$out/mlxlm-bench-default.log" 2>/dev/null || true
+        MLX_MAX_OPS_PER_BUFFER=2 MLX_BFS_MAX_WIDTH=1 mlxlm_bench
+        mv "$out/mlxlm-bench.log" "$out/mlxlm-bench-tuned.log"
+      fi
       if [ -n "${WITH_WSLOAD:-}" ]; then
         echo "== 1,000 WebSocket clients on one training job (scripts/bench/ws_load.sh)"
         STEPS=1500 MLXTUNE_BIN="$rt/bin/mlxtune" WS_CLIENTS_BIN="$rt/bin/ws_clients" timeout 240 \

@@ -44,6 +44,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts or MLX runs (MLX reads these once).
+    mlxtune_engine::runtime::apply_scheduling_defaults();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("MLXTUNE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));

@@ -153,6 +153,8 @@ pub struct BenchResult {
     pub loss: f32,
     pub backend: String,
     pub device: String,
+    /// MLX scheduling variables in effect (see `runtime::CUDA_SCHEDULING`).
+    pub mlx_env: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<MemoryProfile>,
 }
@@ -400,6 +402,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult> {
         loss,
         backend: crate::runtime::backend().into(),
         device: crate::runtime::current_device().into(),
+        mlx_env: crate::runtime::scheduling_settings(),
         memory,
     })
 }
