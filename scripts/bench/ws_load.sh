@@ -30,8 +30,11 @@ run() {
   blocker=$(curl -s -X POST localhost:$port/v1/fine_tuning/jobs -H 'Content-Type: application/json' -d "${cfg/\"maxSteps\":$steps/\"maxSteps\":100000}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
   id=$(curl -s -X POST localhost:$port/v1/fine_tuning/jobs -H 'Content-Type: application/json' -d "$cfg" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
   if [ "$1" -gt 0 ]; then
-    "$clients_bin" "ws://127.0.0.1:$port/v1/fine_tuning/jobs/$id/stream" "$1" > "$dir/clients.json" & cpid=$!
-    sleep 3
+    rm -f "$dir/ready"
+    "$clients_bin" "ws://127.0.0.1:$port/v1/fine_tuning/jobs/$id/stream" "$1" "$dir/ready" > "$dir/clients.json" & cpid=$!
+    # Measure after the connection phase: wait until every client is connected.
+    for _ in $(seq 1 600); do [ -f "$dir/ready" ] && break; sleep 0.1; done
+    sleep 1
   fi
   curl -s -X POST localhost:$port/v1/fine_tuning/jobs/$blocker/cancel > /dev/null
   while [ "$(status $id)" != succeeded ]; do sleep 0.5; done

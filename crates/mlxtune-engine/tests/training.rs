@@ -96,6 +96,15 @@ fn examples(model: &str) -> (Model, Vec<Example>) {
     (m, ex)
 }
 
+/// The output layer's weight (the embedding table when tied).
+fn output_layer_weight(m: &Model) -> &'static str {
+    if m.spec.tie_embeddings {
+        "model.embed_tokens.weight"
+    } else {
+        "lm_head.weight"
+    }
+}
+
 fn losses(out: &Path) -> Vec<f64> {
     std::fs::read_to_string(out.join("metrics.jsonl"))
         .unwrap()
@@ -702,11 +711,7 @@ fn the_chunked_checkpointed_loss_equals_the_full_loss_with_the_same_gradients() 
         let rows: Vec<Vec<usize>> = (0..ex.len()).map(|i| vec![i]).collect();
         let b = make_batch(&ex, &rows, false, 1);
         // Full fine-tuning of the output layer and last norm, so the head gets gradients.
-        let head = if m.spec.tie_embeddings {
-            "model.embed_tokens.weight"
-        } else {
-            "lm_head.weight"
-        };
+        let head = output_layer_weight(&m);
         let norm = format!("{}.weight", m.spec.names.final_norm);
         let names = vec![head.to_string(), norm.clone()];
         let run = |chunked: bool| -> (f32, Vec<Array>) {
@@ -890,11 +895,7 @@ fn the_training_step_with_checkpointing_and_chunked_loss_gives_the_same_loss_and
         let (m, ex) = examples(model);
         let rows: Vec<Vec<usize>> = (0..ex.len()).map(|i| vec![i]).collect();
         let b = make_batch(&ex, &rows, false, 1);
-        let head = if m.spec.tie_embeddings {
-            "model.embed_tokens.weight"
-        } else {
-            "lm_head.weight"
-        };
+        let head = output_layer_weight(&m);
         let names = vec![
             head.to_string(),
             "model.layers.1.mlp.down_proj.weight".to_string(),

@@ -254,13 +254,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult> {
     mlx_rs::transforms::eval([&inputs, &targets, &mask])?;
     let n_tok = (o.batch * o.seq) as f32;
     let mut step = |trainable: &mut Weights| -> Result<f32> {
-        let mut args: Vec<Array> = names.iter().map(|n| trainable[n].clone()).collect();
-        args.extend([
-            inputs.clone(),
-            targets.clone(),
-            mask.clone(),
-            Array::from_f32(1.0 / n_tok),
-        ]);
+        let args = step_args(&names, trainable, &inputs, &targets, &mask, n_tok);
         let (v, g) = if use_compile {
             vg(&args)?
         } else {
@@ -297,60 +291,36 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult> {
         let weights_bytes = bytes(&base_for_profile) + bytes(&trainable);
         let optimizer_state_bytes = bytes(&opt.state);
         mlx_rs::transforms::eval(trainable.values())?;
-        crate::runtime::reset_peak_memory();
-        {
-            let p = crate::models::forward::Params {
-                base: &base_for_profile,
-                over: Some(&trainable),
-                lora_scale: spec.lora_scale(),
-                compute_dtype: Some(o.precision),
-                dropout: None,
-            };
-            let logits = crate::models::forward::forward(
-                &model.spec,
-                &p,
-                &inputs,
-                crate::models::forward::ForwardCtx::default(),
-            )?;
-            let loss = crate::eval::cross_entropy(&logits, &targets)?.sum(None)?;
-            loss.eval()?;
-        }
-        let forward_peak_bytes = crate::runtime::memory_stats().peak;
-        crate::runtime::reset_peak_memory();
-        {
-            let p = crate::models::forward::Params {
-                base: &base_for_profile,
-                over: Some(&trainable),
-                lora_scale: spec.lora_scale(),
-                compute_dtype: Some(o.precision),
-                dropout: None,
-            };
-            let h = crate::models::forward::forward_hidden(
-                &model.spec,
-                &p,
-                &inputs,
-                crate::models::forward::ForwardCtx::default(),
-            )?;
-            h.sum(None)?.eval()?;
-        }
-        let body_forward_peak_bytes = crate::runtime::memory_stats().peak;
-        crate::runtime::reset_peak_memory();
-        {
-            let mut args: Vec<Array> = names.iter().map(|n| trainable[n].clone()).collect();
-            args.extend([
-                inputs.clone(),
-                targets.clone(),
-                mask.clone(),
-                Array::from_f32(1.0 / n_tok),
-            ]);
-            let (v, g) = if use_compile {
+        let p = crate::models::forward::Params {
+            base: &base_for_profile,
+            over: Some(&trainable),
+            lora_scale: spec.lora_scale(),
+            compute_dtype: Some(o.precision),
+            dropout: None,
+        };
+        let ctx = crate::models::forward::ForwardCtx::default;
+        use crate::models::forward::{forward, forward_hidden};
+        let forward_peak_bytes = peak_of(|| {
+            let logits = forward(&model.spec, &p, &inputs, ctx())?;
+            Ok(vec![
+                crate::eval::cross_entropy(&logits, &targets)?.sum(None)?
+            ])
+        })?;
+        let body_forward_peak_bytes = peak_of(|| {
+            Ok(vec![
+                forward_hidden(&model.spec, &p, &inputs, ctx())?.sum(None)?
+            ])
+        })?;
+        let loss_and_grad_peak_bytes = peak_of(|| {
+            let args = step_args(&names, &trainable, &inputs, &targets, &mask, n_tok);
+            let (mut v, g) = if use_compile {
                 vg(&args)?
             } else {
                 eager(&args)?
             };
-            mlx_rs::transforms::eval(v.iter().chain(g.iter()))?;
-        }
-        let loss_and_grad_peak_bytes = crate::runtime::memory_stats().peak;
+            v.extend(g);
+            Ok(v)
+        })?;
         Some(MemoryProfile {
             weights_bytes,
             optimizer_state_bytes,
@@ -405,6 +375,34 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult> {
         mlx_env: crate::runtime::scheduling_settings(),
         memory,
     })
+}
+
+/// The step's arguments: trainable arrays in `names` order, then inputs, targets, mask and
+/// the loss scale (1 / tokens, so the loss is a mean).
+fn step_args(
+    names: &[String],
+    trainable: &Weights,
+    inputs: &Array,
+    targets: &Array,
+    mask: &Array,
+    n_tok: f32,
+) -> Vec<Array> {
+    let mut args: Vec<Array> = names.iter().map(|n| trainable[n].clone()).collect();
+    args.extend([
+        inputs.clone(),
+        targets.clone(),
+        mask.clone(),
+        Array::from_f32(1.0 / n_tok),
+    ]);
+    args
+}
+
+/// MLX's peak memory while `f`'s arrays are computed.
+fn peak_of(f: impl FnOnce() -> Result<Vec<Array>>) -> Result<u64> {
+    crate::runtime::reset_peak_memory();
+    let out = f()?;
+    mlx_rs::transforms::eval(&out)?;
+    Ok(crate::runtime::memory_stats().peak)
 }
 
 /// The process's peak resident set size, from /proc/self/status.
