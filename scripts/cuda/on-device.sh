@@ -70,6 +70,12 @@ case "${1:-}" in
         MLX_MAX_OPS_PER_BUFFER=2 MLX_BFS_MAX_WIDTH=1 mlxlm_bench
         mv "$out/mlxlm-bench.log" "$out/mlxlm-bench-tuned.log"
       fi
+      if [ -n "${WITH_TRAINJOB:-}" ]; then
+        echo "== real jobs: mlxtune train on a random LFM2-1.2B directory (scripts/bench/train_job.sh)"
+        for extra in '{}' '{"optimization": {"gradientCheckpointing": true}}' '{"fineTuneType": "full"}'; do
+          EXTRA="$extra" MLXTUNE_BIN="$rt/bin/mlxtune" timeout 200 bash "$root/scripts/bench/train_job.sh" 2>&1 | tail -1 | tee -a "$out/train-job.jsonl"
+        done
+      fi
       if [ -n "${WITH_WSLOAD:-}" ]; then
         echo "== 1,000 WebSocket clients on one training job (scripts/bench/ws_load.sh)"
         STEPS=1500 MLXTUNE_BIN="$rt/bin/mlxtune" WS_CLIENTS_BIN="$rt/bin/ws_clients" timeout 240 \

@@ -9,6 +9,26 @@ pub enum Bench {
     Matmul(MatmulArgs),
     /// Fine-tuning throughput (tokens/s, step time, peak memory, MFU) on synthetic tokens.
     Train(TrainArgs),
+    /// Writes a model directory of a named shape with random weights (config.json,
+    /// model.safetensors, tokenizer files copied from another model), to run real jobs
+    /// (`mlxtune train`, `mlxtune serve`) at a benchmark's size.
+    InitModel(InitModelArgs),
+}
+
+#[derive(clap::Args)]
+pub struct InitModelArgs {
+    /// lfm2-1.2b, lfm2-20m or llama-20m.
+    #[arg(long, default_value = "lfm2-1.2b")]
+    shape: String,
+    /// Where to write the model.
+    #[arg(long)]
+    out: std::path::PathBuf,
+    /// A model directory whose tokenizer files are copied.
+    #[arg(long)]
+    tokenizer_from: std::path::PathBuf,
+    /// f32, bf16 or f16.
+    #[arg(long, default_value = "bf16")]
+    precision: String,
 }
 
 #[derive(clap::Args)]
@@ -76,7 +96,23 @@ pub fn run(b: Bench) -> anyhow::Result<()> {
     match b {
         Bench::Matmul(a) => matmul(a),
         Bench::Train(a) => train(a),
+        Bench::InitModel(a) => init_model(a),
     }
+}
+
+fn init_model(a: InitModelArgs) -> anyhow::Result<()> {
+    let dtype = weights::parse_dtype(&a.precision)?;
+    let mut model = mlxtune_engine::train::bench::random_model(&a.shape, dtype, 0)?;
+    model.dir = a.tokenizer_from.clone();
+    model.save(&a.out)?;
+    println!(
+        "{}: {} with {} random parameters ({})",
+        a.out.display(),
+        a.shape,
+        model.spec.num_parameters(),
+        weights::dtype_name(dtype)
+    );
+    Ok(())
 }
 
 fn matmul(a: MatmulArgs) -> anyhow::Result<()> {
