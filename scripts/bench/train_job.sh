@@ -68,7 +68,8 @@ print(json.dumps({
     "median_tokens_per_second": round(statistics.median(x["all_tokens_per_second"] for x in timed)),
     "median_loss_tokens_per_second": round(statistics.median(x["tokens_per_second"] for x in timed)),
     "padding_waste": round(statistics.median(x.get("padding_waste", 0) for x in timed), 4),
-    "peak_memory_gib": round(max(x.get("peak_memory_bytes", 0) for x in steps) / 2**30, 2),
+    "peak_memory_gib": round(max(x.get("peak_memory_bytes", 0) for x in timed) / 2**30, 2),
+    "first_step_peak_memory_gib": round(steps[0].get("peak_memory_bytes", 0) / 2**30, 2),
     "first_loss": steps[0]["loss"], "last_loss": steps[-1]["loss"],
 }))
 PY

@@ -66,6 +66,9 @@ pub struct TrainArgs {
     /// Run the optimizer update op by op instead of compiled.
     #[arg(long)]
     no_compiled_optimizer: bool,
+    /// Packed rows of this many equal examples each (block-diagonal masks); 0: causal rows.
+    #[arg(long, default_value_t = 0)]
+    segments: u32,
     #[arg(long, default_value_t = 16)]
     rank: u32,
     #[arg(long, default_value_t = 6)]
@@ -192,6 +195,7 @@ fn train(a: TrainArgs) -> anyhow::Result<()> {
         memory_profile: a.memory_profile,
         fused_cross_entropy: !a.no_fused_ce,
         compile_optimizer: !a.no_compiled_optimizer,
+        segments: a.segments,
     })?;
     let flags = format!(
         "{}{}{}",

@@ -109,6 +109,9 @@ pub struct BenchOptions {
     pub fused_cross_entropy: bool,
     /// Compile the optimizer update; off: its operations one by one.
     pub compile_optimizer: bool,
+    /// Packed rows: each row holds this many equal examples (block-diagonal attention mask
+    /// and convolution masks, as the trainer's packing makes); 0: plain causal rows.
+    pub segments: u32,
 }
 
 /// Where the memory goes: peaks of the parts of a step, and the resident arrays.
@@ -139,6 +142,7 @@ pub struct BenchResult {
     pub compiled: bool,
     pub fused_cross_entropy: bool,
     pub compiled_optimizer: bool,
+    pub segments: u32,
     pub parameters: u64,
     pub trainable_parameters: u64,
     pub tokens_per_second: f64,
@@ -252,9 +256,17 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult> {
     let targets = tokens.index((.., 1..o.seq + 1));
     let mask = mlx_rs::ops::ones::<f32>(&[o.batch, o.seq])?;
     mlx_rs::transforms::eval([&inputs, &targets, &mask])?;
+    let segments = (o.segments > 0).then(|| {
+        let per = (o.seq as usize).div_ceil(o.segments as usize);
+        let ids: Vec<i32> = (0..o.batch as usize * o.seq as usize)
+            .map(|i| ((i % o.seq as usize) / per) as i32 + 1)
+            .collect();
+        Array::from_slice(&ids, &[o.batch, o.seq])
+    });
     let n_tok = (o.batch * o.seq) as f32;
     let mut step = |trainable: &mut Weights| -> Result<f32> {
-        let args = step_args(&names, trainable, &inputs, &targets, &mask, n_tok);
+        let mut args = step_args(&names, trainable, &inputs, &targets, &mask, n_tok);
+        args.extend(segments.clone());
         let (v, g) = if use_compile {
             vg(&args)?
         } else {
@@ -312,7 +324,8 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult> {
             ])
         })?;
         let loss_and_grad_peak_bytes = peak_of(|| {
-            let args = step_args(&names, &trainable, &inputs, &targets, &mask, n_tok);
+            let mut args = step_args(&names, &trainable, &inputs, &targets, &mask, n_tok);
+            args.extend(segments.clone());
             let (mut v, g) = if use_compile {
                 vg(&args)?
             } else {
@@ -360,6 +373,7 @@ pub fn run(o: &BenchOptions) -> Result<BenchResult> {
         compiled: o.compile,
         fused_cross_entropy: crate::eval::fused_cross_entropy_available(),
         compiled_optimizer: o.compile_optimizer,
+        segments: o.segments,
         parameters: model.spec.num_parameters(),
         trainable_parameters: trainable_params,
         tokens_per_second: tok_s,

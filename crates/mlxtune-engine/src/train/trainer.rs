@@ -446,6 +446,8 @@ pub fn train(
     let mut outcome = Outcome::Completed;
     while state.step < total_steps {
         let step_start = Instant::now();
+        // `peak_memory_bytes` of a step is the peak during that step.
+        crate::runtime::reset_peak_memory();
         let micro_steps = grad_accum * state.split.max(1);
         let acc = match accumulate(
             &plan,
