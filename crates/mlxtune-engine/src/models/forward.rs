@@ -248,7 +248,7 @@ pub struct ForwardCtx<'a> {
 struct Layer {
     spec: ModelSpec,
     freqs: Option<Array>,
-    /// `[B, 1, T, T]` boolean mask for packed rows.
+    /// `[B, 1, T, T]` additive mask (0 or -inf, compute dtype) for packed rows.
     attn_mask: Option<Array>,
     /// For each look-back distance `j` of the convolution, `[B, T, 1]`: position `t-j` is
     /// in the same example as `t`.
@@ -457,10 +457,16 @@ pub fn forward_hidden(
     ctx: ForwardCtx,
 ) -> Result<Array> {
     let freqs = rope_freqs(spec);
+    let mut x = embed(p, spec, tokens)?;
     let (attn_mask, conv_masks) = match ctx.segments {
         Some(seg) => {
             let (a, c) = segment_masks(spec, seg)?;
-            (Some(a), c)
+            // An additive mask in the compute dtype, made once per forward pass: MLX passes
+            // it to the fused attention as a bias as it is (a boolean mask is converted in
+            // every attention call).
+            let zero = Array::from_f32(0.0).as_dtype(x.dtype())?;
+            let neg = Array::from_f32(f32::NEG_INFINITY).as_dtype(x.dtype())?;
+            (Some(mlx_rs::ops::r#where(&a, &zero, &neg)?), c)
         }
         None => (None, vec![]),
     };
@@ -473,7 +479,6 @@ pub fn forward_hidden(
     let n = &spec.names;
     let mut cache = ctx.cache;
     let offset = cache.as_ref().map_or(0, |c| c.offset);
-    let mut x = embed(p, spec, tokens)?;
     for (i, kind) in spec.layers.iter().enumerate() {
         if ctx.checkpoint && cache.is_none() {
             x = checkpointed_block(&layer, p, i, *kind, &x)?;
