@@ -466,7 +466,7 @@ pub fn forward_hidden(
             // every attention call).
             let zero = Array::from_f32(0.0).as_dtype(x.dtype())?;
             let neg = Array::from_f32(f32::NEG_INFINITY).as_dtype(x.dtype())?;
-            (Some(mlx_rs::ops::r#where(&a, &zero, &neg)?), c)
+            (Some(mlx_rs::ops::select(&a, &zero, &neg)?), c)
         }
         None => (None, vec![]),
     };
