@@ -72,7 +72,7 @@ case "${1:-}" in
       fi
       if [ -n "${WITH_TRAINJOB:-}" ]; then
         echo "== real jobs: mlxtune train on a random LFM2-1.2B directory (scripts/bench/train_job.sh)"
-        for extra in '{}' '{"optimization": {"gradientCheckpointing": true}}' '{"fineTuneType": "full"}'; do
+        for extra in ${TRAINJOB_EXTRAS:-'{}' '{"optimization":{"gradientCheckpointing":true}}' '{"fineTuneType":"full"}'}; do
           EXTRA="$extra" MLXTUNE_BIN="$rt/bin/mlxtune" timeout 200 bash "$root/scripts/bench/train_job.sh" 2>&1 | tail -1 | tee -a "$out/train-job.jsonl"
         done
       fi
