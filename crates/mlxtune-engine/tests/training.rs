@@ -96,6 +96,12 @@ fn examples(model: &str) -> (Model, Vec<Example>) {
     (m, ex)
 }
 
+/// One batch holding every example in its own (padded, unpacked) row.
+fn unpacked_batch(ex: &[Example]) -> mlxtune_engine::train::batch::TrainBatch {
+    let rows: Vec<Vec<usize>> = (0..ex.len()).map(|i| vec![i]).collect();
+    make_batch(ex, &rows, false, 1)
+}
+
 /// The output layer's weight (the embedding table when tied).
 fn output_layer_weight(m: &Model) -> &'static str {
     if m.spec.tie_embeddings {
@@ -590,8 +596,7 @@ fn gradient_checkpointing_gives_the_same_gradients() {
         }
         let mut names: Vec<String> = ad.keys().cloned().collect();
         names.sort();
-        let rows: Vec<Vec<usize>> = (0..ex.len()).map(|i| vec![i]).collect();
-        let b = make_batch(&ex, &rows, false, 1);
+        let b = unpacked_batch(&ex);
         let grads = |checkpoint: bool| -> (f32, Vec<Array>) {
             let (names2, base, spec2) = (names.clone(), m.weights.clone(), m.spec.clone());
             let (inputs, targets, mask) = (b.inputs.clone(), b.targets.clone(), b.mask.clone());
@@ -708,8 +713,7 @@ fn the_chunked_checkpointed_loss_equals_the_full_loss_with_the_same_gradients() 
     use mlxtune_engine::train::step::chunked_loss_sum;
     for model in ["lfm2", "llama"] {
         let (m, ex) = examples(model);
-        let rows: Vec<Vec<usize>> = (0..ex.len()).map(|i| vec![i]).collect();
-        let b = make_batch(&ex, &rows, false, 1);
+        let b = unpacked_batch(&ex);
         // Full fine-tuning of the output layer and last norm, so the head gets gradients.
         let head = output_layer_weight(&m);
         let norm = format!("{}.weight", m.spec.names.final_norm);
@@ -893,23 +897,16 @@ fn the_training_step_with_checkpointing_and_chunked_loss_gives_the_same_loss_and
     use std::rc::Rc;
     for model in ["lfm2", "qwen3"] {
         let (m, ex) = examples(model);
-        let rows: Vec<Vec<usize>> = (0..ex.len()).map(|i| vec![i]).collect();
-        let b = make_batch(&ex, &rows, false, 1);
-        let head = output_layer_weight(&m);
+        let b = unpacked_batch(&ex);
+        // The output layer (through the chunked loss) and a projection of the first
+        // layer (through a checkpointed block) get gradients.
         let names = vec![
-            head.to_string(),
-            "model.layers.1.mlp.down_proj.weight".to_string(),
-        ]
-        .into_iter()
-        .filter(|n| m.weights.contains_key(n))
-        .chain(
-            m.weights
-                .keys()
-                .filter(|k| k.contains("layers.0.") && k.ends_with("proj.weight"))
-                .take(1)
-                .cloned(),
-        )
-        .collect::<Vec<_>>();
+            output_layer_weight(&m).to_string(),
+            format!(
+                "model.layers.0.{}.{}.weight",
+                m.spec.names.mlp, m.spec.names.down
+            ),
+        ];
         let mut base = m.weights.clone();
         for n in &names {
             base.remove(n);
