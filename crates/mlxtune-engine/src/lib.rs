@@ -3,11 +3,14 @@
 //!
 //! The engine knows nothing about HTTP, SQL or the command line.
 
+pub mod adapters;
 pub mod data;
 pub mod error;
 pub mod eval;
 pub mod fsutil;
+pub mod fuse;
 pub mod generate;
+pub mod gguf;
 pub mod models;
 pub mod runtime;
 pub mod tokenizer;

@@ -1,0 +1,167 @@
+//! `--quant`: the file types an export can have, and which GGML type each tensor gets
+//! under one (llama.cpp's rules: 1-D tensors stay F32; rows that do not divide into the
+//! type's blocks fall back to a smaller block; Q4_K_M gives the output layer and part of
+//! `attn_v` / `ffn_down` Q6_K).
+
+use std::str::FromStr;
+
+use candle_core::quantized::GgmlDType;
+
+use crate::error::{EngineError, Result};
+
+/// A GGUF file type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GgufQuant {
+    F32,
+    F16,
+    BF16,
+    Q8_0,
+    Q4_0,
+    Q4_1,
+    Q4KM,
+    Q6K,
+}
+
+const NAMES: &[(&str, GgufQuant)] = &[
+    ("F32", GgufQuant::F32),
+    ("F16", GgufQuant::F16),
+    ("BF16", GgufQuant::BF16),
+    ("Q8_0", GgufQuant::Q8_0),
+    ("Q4_0", GgufQuant::Q4_0),
+    ("Q4_1", GgufQuant::Q4_1),
+    ("Q4_K_M", GgufQuant::Q4KM),
+    ("Q6_K", GgufQuant::Q6K),
+];
+
+impl FromStr for GgufQuant {
+    type Err = EngineError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        NAMES
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(s))
+            .map(|(_, q)| *q)
+            .ok_or_else(|| {
+                let all: Vec<&str> = NAMES.iter().map(|(n, _)| *n).collect();
+                EngineError::invalid(
+                    "quant",
+                    format!("unknown `{s}` (one of {})", all.join(", ")),
+                )
+            })
+    }
+}
+
+impl GgufQuant {
+    /// The name as llama.cpp spells it.
+    pub fn name(self) -> &'static str {
+        NAMES
+            .iter()
+            .find(|(_, q)| *q == self)
+            .map_or("?", |(n, _)| n)
+    }
+
+    /// `general.file_type` (llama.cpp's `LlamaFileType`).
+    pub fn file_type(self) -> u32 {
+        match self {
+            GgufQuant::F32 => 0,
+            GgufQuant::F16 => 1,
+            GgufQuant::Q4_0 => 2,
+            GgufQuant::Q4_1 => 3,
+            GgufQuant::Q8_0 => 7,
+            GgufQuant::Q4KM => 15,
+            GgufQuant::Q6K => 18,
+            GgufQuant::BF16 => 32,
+        }
+    }
+
+    /// Whether tensors are block-quantized (then `general.quantization_version` is set).
+    pub fn is_quantized(self) -> bool {
+        !matches!(self, GgufQuant::F32 | GgufQuant::F16 | GgufQuant::BF16)
+    }
+}
+
+/// What decides a tensor's type.
+#[derive(Debug, Clone, Copy)]
+pub struct TensorRole<'a> {
+    /// The GGUF name (`blk.3.attn_v.weight`).
+    pub name: &'a str,
+    /// Row-major shape.
+    pub shape: &'a [usize],
+    /// Whether the model has a separate `output.weight` (else the embedding is the output).
+    pub has_output: bool,
+    /// For `attn_v`: index among attention layers and their count; for `ffn_down`: layer
+    /// index and layer count.
+    pub position: Option<(usize, usize)>,
+}
+
+/// llama.cpp's `use_more_bits`: the first and last eighth and every third layer between.
+fn use_more_bits(i: usize, n: usize) -> bool {
+    i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2
+}
+
+/// `want` if the rows divide into its blocks, else the next smaller block type.
+fn fit(want: GgmlDType, row: usize) -> GgmlDType {
+    let chain: &[GgmlDType] = match want {
+        GgmlDType::Q6K => &[GgmlDType::Q6K, GgmlDType::Q8_0, GgmlDType::F16],
+        GgmlDType::Q4K => &[GgmlDType::Q4K, GgmlDType::Q5_0, GgmlDType::F16],
+        GgmlDType::Q8_0 | GgmlDType::Q4_0 | GgmlDType::Q4_1 => &[want, GgmlDType::F16],
+        _ => &[want],
+    };
+    chain
+        .iter()
+        .copied()
+        .find(|t| row.is_multiple_of(t.block_size()))
+        .unwrap_or(GgmlDType::F32)
+}
+
+/// The GGML type of one tensor under `quant`.
+pub fn tensor_type(quant: GgufQuant, t: &TensorRole) -> GgmlDType {
+    // Norms, biases and LFM2's short convolution kernels stay F32 (as llama.cpp keeps them).
+    if t.shape.len() < 2 || t.name.contains("shortconv.conv") {
+        return GgmlDType::F32;
+    }
+    let row = t.shape[t.shape.len() - 1];
+    let want = match quant {
+        GgufQuant::F32 => GgmlDType::F32,
+        GgufQuant::F16 => GgmlDType::F16,
+        GgufQuant::BF16 => GgmlDType::BF16,
+        GgufQuant::Q8_0 => GgmlDType::Q8_0,
+        GgufQuant::Q4_0 => GgmlDType::Q4_0,
+        GgufQuant::Q4_1 => GgmlDType::Q4_1,
+        GgufQuant::Q6K => GgmlDType::Q6K,
+        GgufQuant::Q4KM => {
+            let is_output =
+                t.name == "output.weight" || (!t.has_output && t.name == "token_embd.weight");
+            let more_bits = (t.name.ends_with("attn_v.weight")
+                || t.name.ends_with("ffn_down.weight"))
+                && t.position.is_some_and(|(i, n)| use_more_bits(i, n));
+            if is_output || more_bits {
+                GgmlDType::Q6K
+            } else {
+                GgmlDType::Q4K
+            }
+        }
+    };
+    fit(want, row)
+}
+
+/// llama.cpp's name of a GGML type (for messages and the test script).
+pub fn type_name(t: GgmlDType) -> &'static str {
+    match t {
+        GgmlDType::F32 => "F32",
+        GgmlDType::F16 => "F16",
+        GgmlDType::BF16 => "BF16",
+        GgmlDType::Q4_0 => "Q4_0",
+        GgmlDType::Q4_1 => "Q4_1",
+        GgmlDType::Q5_0 => "Q5_0",
+        GgmlDType::Q5_1 => "Q5_1",
+        GgmlDType::Q8_0 => "Q8_0",
+        GgmlDType::Q8_1 => "Q8_1",
+        GgmlDType::Q2K => "Q2_K",
+        GgmlDType::Q3K => "Q3_K",
+        GgmlDType::Q4K => "Q4_K",
+        GgmlDType::Q5K => "Q5_K",
+        GgmlDType::Q6K => "Q6_K",
+        GgmlDType::Q8K => "Q8_K",
+    }
+}
