@@ -63,6 +63,22 @@ pub enum EngineError {
     /// MLX reported an error while computing.
     #[error("MLX: {0}")]
     Mlx(String),
+    /// MLX could not allocate memory (classified once, where MLX's error arrives).
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
+    /// A value could not be turned into (or read from) JSON.
+    #[error("{what}: {message}")]
+    Serialization { what: String, message: String },
+    /// A weight the computation needs is not among the loaded arrays.
+    #[error("weight `{name}` is not loaded")]
+    MissingWeight { name: String },
+    /// Training diverged: the loss or the gradient norm is not finite.
+    #[error("{why} at step {step}; stopping. The last good checkpoint is kept in {}", checkpoints.display())]
+    Diverged {
+        step: u64,
+        why: String,
+        checkpoints: PathBuf,
+    },
 }
 
 /// Result alias of the engine.
@@ -70,9 +86,20 @@ pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
 impl From<mlx_rs::error::Exception> for EngineError {
     fn from(e: mlx_rs::error::Exception) -> Self {
-        EngineError::Mlx(e.what().to_string())
+        EngineError::from_mlx_message(e.what().to_string())
     }
 }
+
+/// Phrases with which MLX's backends (CPU allocator, Metal, CUDA) report an allocation
+/// failure.
+const OUT_OF_MEMORY_PHRASES: &[&str] = &[
+    "out of memory",
+    "bad_alloc",
+    "resource limit",
+    "unable to allocate",
+    "failed to allocate",
+    "cudaerrormemoryallocation",
+];
 
 impl From<mlx_rs::error::IoError> for EngineError {
     fn from(e: mlx_rs::error::IoError) -> Self {
@@ -81,6 +108,30 @@ impl From<mlx_rs::error::IoError> for EngineError {
 }
 
 impl EngineError {
+    /// An error message from MLX, classified: allocation failures become
+    /// [`EngineError::OutOfMemory`], everything else [`EngineError::Mlx`].
+    pub fn from_mlx_message(message: String) -> Self {
+        let lower = message.to_lowercase();
+        if OUT_OF_MEMORY_PHRASES.iter().any(|k| lower.contains(k)) {
+            EngineError::OutOfMemory(message)
+        } else {
+            EngineError::Mlx(message)
+        }
+    }
+
+    /// A JSON (de)serialization failure of `what`.
+    pub fn serialization(what: &str, e: impl std::fmt::Display) -> Self {
+        EngineError::Serialization {
+            what: what.to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Whether MLX ran out of memory.
+    pub fn is_out_of_memory(&self) -> bool {
+        matches!(self, EngineError::OutOfMemory(_))
+    }
+
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         EngineError::Io {
             path: path.to_path_buf(),
@@ -101,5 +152,26 @@ impl EngineError {
             field: field.to_string(),
             message: message.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocation_failures_are_classified_as_out_of_memory() {
+        for m in [
+            "[metal::malloc] Resource limit (499000) exceeded.",
+            "std::bad_alloc",
+            "CUDA error: cudaErrorMemoryAllocation out of memory",
+        ] {
+            assert!(
+                EngineError::from_mlx_message(m.into()).is_out_of_memory(),
+                "{m}"
+            );
+        }
+        let other = EngineError::from_mlx_message("[matmul] shapes (2,3) and (4,5)".into());
+        assert!(matches!(other, EngineError::Mlx(_)));
     }
 }

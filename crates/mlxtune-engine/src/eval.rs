@@ -4,11 +4,11 @@ use mlx_rs::ops::indexing::{argmax_axis, IndexOp};
 use mlx_rs::{Array, Dtype};
 use serde::Serialize;
 
+use crate::data::batch::{make_batch, TrainBatch};
 use crate::data::Example;
 use crate::error::{EngineError, Result};
 use crate::models::forward::{self, ForwardCtx, Params};
 use crate::models::ModelSpec;
-use crate::train::batch::{make_batch, TrainBatch};
 
 /// Evaluation figures over a set of examples.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]

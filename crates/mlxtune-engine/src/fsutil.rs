@@ -1,10 +1,15 @@
-//! File writes that a crash cannot tear.
+//! File writes that a crash cannot tear, and small helpers for names on disk.
 
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 
 use crate::error::{EngineError, Result};
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// A name part no other writer in this or another process uses at the same time.
 pub fn unique_suffix() -> String {

@@ -148,3 +148,21 @@ pub fn memory_stats() -> MemoryStats {
 pub fn reset_peak_memory() {
     let _ = mlx_rs::memory::reset_peak_memory();
 }
+
+/// MLX's memory limit in bytes (the allocator's budget), when it reports one.
+pub fn memory_limit() -> Option<u64> {
+    mlx_rs::memory::memory_limit().ok().map(|l| l as u64)
+}
+
+/// Returns MLX's cached buffers to the system.
+pub fn clear_cache() -> Result<()> {
+    mlx_rs::memory::clear_cache()?;
+    Ok(())
+}
+
+/// The process's peak resident set size, from /proc/self/status (Linux).
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}

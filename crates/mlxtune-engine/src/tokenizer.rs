@@ -8,7 +8,6 @@ use minijinja::{Environment, ErrorKind, Value as JValue};
 use serde_json::Value;
 
 use crate::error::{EngineError, Result};
-use crate::models::ModelSpec;
 
 /// Files a model directory's tokenizer may consist of.
 pub const TOKENIZER_FILES: &[&str] = &[
@@ -69,9 +68,19 @@ fn read_json(path: &Path) -> Result<Option<Value>> {
         })
 }
 
+/// Special token ids a model's own config declares (`config.json`), which the tokenizer
+/// files may lack.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModelTokens {
+    pub eos_token_ids: Vec<u32>,
+    pub bos_token_id: Option<u32>,
+    pub pad_token_id: Option<u32>,
+}
+
 impl Tokenizer {
-    /// Loads the tokenizer of a model directory; `spec` adds the model config's EOS ids.
-    pub fn from_dir(dir: &Path, spec: Option<&ModelSpec>) -> Result<Self> {
+    /// Loads the tokenizer of a model directory; `model` adds the model config's EOS ids
+    /// (and BOS / pad ids the tokenizer files do not name).
+    pub fn from_dir(dir: &Path, model: Option<&ModelTokens>) -> Result<Self> {
         let file = dir.join("tokenizer.json");
         if !file.exists() {
             return Err(EngineError::MissingFile {
@@ -128,8 +137,8 @@ impl Tokenizer {
                 eos_ids.push(id)
             }
         };
-        if let Some(spec) = spec {
-            spec.eos_token_ids.iter().copied().for_each(&mut add);
+        if let Some(m) = model {
+            m.eos_token_ids.iter().copied().for_each(&mut add);
         }
         if let Some(gen) = read_json(&dir.join("generation_config.json"))? {
             match gen.get("eos_token_id") {
@@ -150,10 +159,10 @@ impl Tokenizer {
             h.update(std::fs::read(&file).map_err(|e| EngineError::io(&file, e))?);
             h.update(chat_template.as_deref().unwrap_or("").as_bytes());
             h.update(format!("{eos_ids:?}").as_bytes());
-            crate::data::hex(&h.finalize())
+            crate::fsutil::hex(&h.finalize())
         };
-        let bos_id = id_of(&bos_token).or(spec.and_then(|s| s.bos_token_id));
-        let pad_id = id_of(&pad_token).or(spec.and_then(|s| s.pad_token_id));
+        let bos_id = id_of(&bos_token).or(model.and_then(|m| m.bos_token_id));
+        let pad_id = id_of(&pad_token).or(model.and_then(|m| m.pad_token_id));
         let tok = Tokenizer {
             inner,
             file,

@@ -1,10 +1,10 @@
 //! The API's error type: a status and `{"error": {"code", "message", "param"}}`. Server
 //! errors hide their cause from the client; it is logged where it happens.
 
+use crate::api::{ErrorBody, ErrorDetail};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -63,8 +63,13 @@ impl From<sqlx::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body =
-            json!({ "error": { "code": self.code, "message": self.message, "param": self.param } });
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.into(),
+                message: self.message,
+                param: self.param,
+            },
+        };
         (self.status, Json(body)).into_response()
     }
 }

@@ -1,10 +1,14 @@
 //! mlxtune's job service: an axum REST + WebSocket API over SQLite (sqlx), and an
 //! in-process worker pool running the engine's trainer.
 //!
-//! Layout: `settings` (layered config), `db` (schema in /migrations, every query),
-//! `validate` (request → validated job), `routes` (handlers, auth, router), `worker`
-//! (claiming, training, events), `state` (shared handles). Only this crate knows HTTP and SQL.
+//! Layout, lowest first: `settings` (layered config), `api` (the typed JSON shapes),
+//! `error` (the error body), `state` (shared handles), `db` (schema in /migrations, every
+//! query, rows into `api` types), `remote` and `validate` (request → validated job),
+//! `worker` (claiming, training, events), `routes` (handlers, auth, router), `openapi`
+//! (the document, from the routes' annotations and the `api` types). Only this crate knows
+//! HTTP and SQL.
 
+pub mod api;
 pub mod db;
 pub mod error;
 pub mod openapi;
@@ -19,9 +23,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use mlxtune_engine::train::Level;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, Notify};
 
+use api::JobStatus;
 pub use routes::router;
 pub use settings::Settings;
 pub use state::AppState;
@@ -53,18 +59,12 @@ impl Application {
             wake: Arc::new(Notify::new()),
             events,
             shutting_down: Arc::new(AtomicBool::new(false)),
+            openapi: openapi::document().to_string().into(),
         };
         for id in db::recover_running(&state.db).await? {
             tracing::warn!(job_id = %id, "recovering a job left running by a stopped server");
-            worker::log_event(
-                &state,
-                &id,
-                "warn",
-                "status",
-                "the server stopped while this job ran; it resumes from its last checkpoint",
-                Some(serde_json::json!({ "status": "queued" })),
-            )
-            .await;
+            let text = "the server stopped while this job ran; it resumes from its last checkpoint";
+            worker::log_status(&state, &id, Level::Warn, text, JobStatus::Queued).await;
         }
         let listener =
             TcpListener::bind((settings.server.host.as_str(), settings.server.port)).await?;

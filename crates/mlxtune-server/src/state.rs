@@ -36,6 +36,8 @@ pub struct AppState {
     pub events: broadcast::Sender<Broadcast>,
     /// Set on SIGTERM / ctrl-c: running jobs checkpoint and go back to the queue.
     pub shutting_down: Arc<AtomicBool>,
+    /// The OpenAPI document as served at `/openapi.json`.
+    pub openapi: Arc<str>,
 }
 
 pub fn sha256_hex(s: &str) -> String {

@@ -4,12 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use mlxtune_engine::models::{spec_from_config, HfConfig};
-use mlxtune_engine::train::config::{from_value, FineTuneConfig};
-use mlxtune_engine::train::trainer::load_data;
-use mlxtune_engine::train::TrainSpec;
-use mlxtune_engine::Tokenizer;
-use serde_json::Value;
+use mlxtune_engine::train::{prepare, FineTuneConfig, TrainSpec};
+use mlxtune_engine::EngineError;
 
 use crate::error::{ApiError, ApiResult};
 
@@ -47,24 +43,16 @@ pub fn confine(uri: &str, roots: &[PathBuf], param: &str) -> ApiResult<PathBuf> 
     ))
 }
 
-/// The validated job: the config as sent and the resolved spec.
-pub struct ValidJob {
-    pub config: FineTuneConfig,
-    pub spec: TrainSpec,
-    pub raw: Value,
-}
-
 /// Field checks, path confinement, then (blocking, on a worker thread) the model and data
-/// pre-flight.
+/// pre-flight: the pieces the trainer's own `prepare` uses, without loading weights. The
+/// tokenized data lands in the tokenized-data cache, so the worker reads it back in one go.
 pub fn validate(
-    body: Value,
+    config: &FineTuneConfig,
     model_roots: &[PathBuf],
     dataset_roots: &[PathBuf],
-) -> ApiResult<ValidJob> {
-    let config =
-        from_value(body.clone()).map_err(|e| ApiError::invalid(&e.param, e.to_string()))?;
+) -> ApiResult<TrainSpec> {
     let mut spec =
-        TrainSpec::from_config(&config).map_err(|e| ApiError::invalid(&e.param, e.to_string()))?;
+        TrainSpec::from_config(config).map_err(|e| ApiError::invalid(&e.param, e.to_string()))?;
     let model_dir = confine(&spec.base_model, model_roots, "baseModel")?;
     spec.base_model = model_dir.display().to_string();
     spec.train_data = confine(&spec.train_data, dataset_roots, "dataset.trainingData")?
@@ -77,23 +65,65 @@ pub fn validate(
                 .to_string(),
         );
     }
-    let hf =
-        HfConfig::read(&model_dir).map_err(|e| ApiError::invalid("baseModel", e.to_string()))?;
-    let model_spec =
-        spec_from_config(&hf).map_err(|e| ApiError::invalid("baseModel", e.to_string()))?;
-    spec.check_against_model(&model_spec)
-        .map_err(|e| ApiError::invalid(&e.param, e.to_string()))?;
-    let tok = Tokenizer::from_dir(&model_dir, Some(&model_spec))
-        .map_err(|e| ApiError::invalid("baseModel", e.to_string()))?;
-    load_data(&spec, &tok, &spec.train_data)
-        .map_err(|e| ApiError::invalid("dataset.trainingData", e.to_string()))?;
+    let model_spec = prepare::model_spec(&spec).map_err(|e| named(e, "baseModel"))?;
+    let tok = prepare::tokenizer(&spec, &model_spec).map_err(|e| named(e, "baseModel"))?;
+    prepare::load_data(&spec, &tok, &spec.train_data)
+        .map_err(|e| named(e, "dataset.trainingData"))?;
     if let Some(v) = &spec.valid_data {
-        load_data(&spec, &tok, v)
-            .map_err(|e| ApiError::invalid("dataset.validationData", e.to_string()))?;
+        prepare::load_data(&spec, &tok, v).map_err(|e| named(e, "dataset.validationData"))?;
     }
-    Ok(ValidJob {
-        config,
-        spec,
-        raw: body,
-    })
+    Ok(spec)
+}
+
+/// A pre-flight error as a 422: a field the engine names itself, else `param`.
+fn named(e: EngineError, param: &str) -> ApiError {
+    match e {
+        EngineError::Invalid { field, message } => ApiError::invalid(&field, message),
+        other => ApiError::invalid(param, other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_resolve_inside_the_roots_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("datasets");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/a.jsonl"), "{}").unwrap();
+        std::fs::write(dir.path().join("secret.jsonl"), "{}").unwrap();
+        let roots = vec![root.clone()];
+        let real = root.canonicalize().unwrap().join("sub/a.jsonl");
+        assert_eq!(confine("sub/a.jsonl", &roots, "p").unwrap(), real);
+        assert_eq!(confine("local://sub/a.jsonl", &roots, "p").unwrap(), real);
+        let e = confine("../secret.jsonl", &roots, "p").unwrap_err();
+        assert!(
+            e.message.contains("outside the configured roots"),
+            "{}",
+            e.message
+        );
+        let e = confine("missing.jsonl", &roots, "p").unwrap_err();
+        assert!(e.message.contains("not found"), "{}", e.message);
+        assert_eq!(e.param.as_deref(), Some("p"));
+    }
+
+    #[test]
+    fn a_symlink_out_of_the_roots_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("models");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(dir.path().join("outside.jsonl"), "{}").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("outside.jsonl"), root.join("link.jsonl"))
+            .unwrap();
+        let e = confine("link.jsonl", &[root], "p").unwrap_err();
+        assert!(e.message.contains("outside"), "{}", e.message);
+    }
+
+    #[test]
+    fn other_uri_schemes_are_refused_by_name() {
+        let e = confine("ftp://host/a.jsonl", &[], "dataset.trainingData").unwrap_err();
+        assert!(e.message.contains("ftp://host/a.jsonl"), "{}", e.message);
+    }
 }

@@ -7,51 +7,53 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mlxtune_engine::train::{train, Control, Event, Outcome, TrainSpec};
+use mlxtune_engine::train::{train, Control, Event, Level, Outcome, TrainResult, TrainSpec};
 use mlxtune_engine::EngineError;
-use serde_json::{json, Value};
 
+use crate::api::{
+    CheckpointSaved, EventData, EventKind, JobEvent, JobStatus, StatusChange, TrainingUpdate,
+};
 use crate::db;
 use crate::state::{AppState, Broadcast, CANCEL, PAUSE, RUN};
 
-/// Stores an event and broadcasts it to stream subscribers.
-pub async fn log_event(
-    state: &AppState,
-    job: &str,
-    level: &str,
-    kind: &str,
-    message: &str,
-    data: Option<Value>,
-) {
-    store_event(state, job, level, kind, message, data, true).await
-}
-
-/// Stores an event; broadcasts it live only when `live` (the stored row is still replayed
-/// to clients that connect with `?after=`).
+/// Stores an event and, when `live`, broadcasts it to stream subscribers (a stored event
+/// is still replayed to clients that connect with `?after=`).
 async fn store_event(
     state: &AppState,
     job: &str,
-    level: &str,
-    kind: &str,
-    message: &str,
-    data: Option<Value>,
+    (level, kind, message): (Level, EventKind, &str),
+    data: Option<EventData>,
     live: bool,
 ) {
-    match db::add_event(&state.db, job, level, kind, message, data.as_ref()).await {
+    match db::add_event(&state.db, job, level, kind, message, data).await {
         Ok(_) if !live => {}
-        Ok(id) => {
-            let event = json!({
-                "id": id, "object": "fine_tuning.job.event", "job_id": job, "created_at": db::now(),
-                "level": level, "type": kind, "message": message, "data": data,
-            });
-            let _ = state.events.send(Broadcast {
-                job_id: job.to_string(),
-                event_id: id,
-                text: event.to_string().into(),
-            });
-        }
+        Ok(event) => broadcast(state, &event),
         Err(e) => tracing::error!(job_id = %job, error = %e, "storing an event"),
     }
+}
+
+fn broadcast(state: &AppState, event: &JobEvent) {
+    let Ok(text) = serde_json::to_string(event) else {
+        return;
+    };
+    let _ = state.events.send(Broadcast {
+        job_id: event.job_id.clone(),
+        event_id: event.id,
+        text: text.into(),
+    });
+}
+
+/// Stores and broadcasts a change of a job's state.
+pub async fn log_status(state: &AppState, job: &str, level: Level, text: &str, to: JobStatus) {
+    let data = EventData::Status(StatusChange { status: to });
+    store_event(
+        state,
+        job,
+        (level, EventKind::Status, text),
+        Some(data),
+        true,
+    )
+    .await
 }
 
 /// Runs until shutdown, taking jobs one at a time.
@@ -77,44 +79,50 @@ pub async fn run(state: AppState, name: String) {
     }
 }
 
-fn update_json(ev: &Event) -> Option<(String, String, Value)> {
-    Some(match ev {
-        Event::Step(m) => {
-            let mut data = serde_json::to_value(m).ok()?;
-            let total_mem = mlxtune_engine::mlx_rs::memory::memory_limit().unwrap_or(0) as u64;
-            data["epoch"] = json!(m.epoch);
-            data["total_epochs"] = json!(m.total_epochs);
-            data["current_loss"] = json!(m.loss);
-            data["gpu_memory_used"] = json!(m.active_memory_bytes);
-            data["gpu_memory_total"] = json!(total_mem);
-            (
-                "mlx_training_update".into(),
-                format!("step {}/{}: loss {:.4}", m.step, m.total_steps, m.loss),
-                data,
-            )
-        }
+/// An engine event as a stored event: kind, message and data.
+fn as_event(ev: &Event) -> (Level, EventKind, String, Option<EventData>) {
+    match ev {
+        Event::Step(m) => (
+            Level::Info,
+            EventKind::MlxTrainingUpdate,
+            format!("step {}/{}: loss {:.4}", m.step, m.total_steps, m.loss),
+            Some(EventData::TrainingUpdate(TrainingUpdate {
+                metrics: m.clone(),
+                current_loss: m.loss,
+                gpu_memory_used: m.active_memory_bytes,
+                gpu_memory_total: mlxtune_engine::runtime::memory_limit().unwrap_or(0),
+            })),
+        ),
         Event::Eval(v) => (
-            "metrics".into(),
+            Level::Info,
+            EventKind::Metrics,
             format!("step {}: validation loss {:.4}", v.step, v.val_loss),
-            serde_json::to_value(v).ok()?,
+            Some(EventData::Validation(v.clone())),
         ),
         Event::Checkpoint { step, path } => (
-            "checkpoint".into(),
+            Level::Info,
+            EventKind::Checkpoint,
             format!("checkpoint at step {step}"),
-            json!({ "step": step, "path": path }),
+            Some(EventData::Checkpoint(CheckpointSaved {
+                step: *step,
+                path: path.clone(),
+            })),
         ),
-        Event::Started {
-            total_steps, train, ..
-        } => (
-            "message".into(),
+        Event::Started(s) => (
+            Level::Info,
+            EventKind::Message,
             format!(
                 "pre-flight: {} records, {} tokens ({} in the loss), {} truncated; {} steps",
-                train.records, train.tokens, train.loss_tokens, train.truncated, total_steps
+                s.train.records,
+                s.train.tokens,
+                s.train.loss_tokens,
+                s.train.truncated,
+                s.total_steps
             ),
-            serde_json::to_value(ev).ok()?,
+            Some(EventData::Started(s.clone())),
         ),
-        Event::Message { level: _, text } => ("message".into(), text.clone(), Value::Null),
-    })
+        Event::Message { level, text } => (*level, EventKind::Message, text.clone(), None),
+    }
 }
 
 /// Stores an event (and a step's metrics) and broadcasts it. Step updates go out live at
@@ -122,27 +130,11 @@ fn update_json(ev: &Event) -> Option<(String, String, Value)> {
 /// fan-out to many WebSocket clients costs the same whatever the step rate; every step
 /// stays in the events table and the metrics series.
 async fn persist(state: &AppState, id: &str, ev: &Event, last_live: &mut Option<Instant>) {
-    if let Event::Step(m) = ev {
-        let metrics = serde_json::to_value(m).unwrap_or(Value::Null);
-        if let Err(e) = db::record_step(
-            &state.db,
-            id,
-            m.step as i64,
-            m.total_steps as i64,
-            m.trained_tokens as i64,
-            &metrics,
-        )
-        .await
-        {
-            tracing::error!(job_id = %id, error = %e, "recording a step");
-        }
-    }
-    let level = match ev {
-        Event::Message { level, .. } => level.clone(),
-        _ => "info".into(),
-    };
     let live = match ev {
         Event::Step(m) => {
+            if let Err(e) = db::record_step(&state.db, id, m).await {
+                tracing::error!(job_id = %id, error = %e, "recording a step");
+            }
             let interval = Duration::from_millis(state.settings.server.stream_update_interval_ms);
             let due = last_live.is_none_or(|t| t.elapsed() >= interval) || m.step >= m.total_steps;
             if due {
@@ -152,26 +144,30 @@ async fn persist(state: &AppState, id: &str, ev: &Event, last_live: &mut Option<
         }
         _ => true,
     };
-    if let Some((kind, message, data)) = update_json(ev) {
-        store_event(
-            state,
-            id,
-            &level,
-            &kind,
-            &message,
-            (!data.is_null()).then_some(data),
-            live,
-        )
-        .await;
-    }
+    let (level, kind, message, data) = as_event(ev);
+    store_event(state, id, (level, kind, &message), data, live).await;
 }
 
+/// The stored error of a failed run: code and the offending field.
 fn error_code(e: &EngineError) -> (&'static str, Option<&'static str>) {
     match e {
         EngineError::Data { .. } => ("invalid_training_file", Some("dataset.trainingData")),
         EngineError::Invalid { .. } | EngineError::Config { .. } => ("invalid_request", None),
+        EngineError::OutOfMemory(_) => ("out_of_memory", None),
+        EngineError::Diverged { .. } => ("diverged", None),
         _ => ("training_failed", None),
     }
+}
+
+/// Registers the job's control flag while it runs.
+fn register_control(state: &AppState, id: &str) -> Arc<AtomicU8> {
+    let control = Arc::new(AtomicU8::new(RUN));
+    state
+        .controls
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id.to_string(), control.clone());
+    control
 }
 
 #[tracing::instrument(skip_all, fields(job_id = %job.id))]
@@ -180,50 +176,30 @@ async fn run_job(state: &AppState, job: db::JobRow) {
     let spec: TrainSpec = match serde_json::from_str(&job.spec) {
         Ok(s) => s,
         Err(e) => {
-            let _ = db::fail(
-                &state.db,
-                &id,
-                "internal_error",
-                &format!("stored spec unreadable: {e}"),
-                None,
-            )
-            .await;
+            let message = format!("stored spec unreadable: {e}");
+            let _ = db::fail(&state.db, &id, "internal_error", &message, None).await;
             return;
         }
     };
     let output = PathBuf::from(&job.output_dir);
-    let resume = job.resume != 0 && output.join("checkpoints").join("latest").exists();
-    let control = Arc::new(AtomicU8::new(RUN));
-    state
-        .controls
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(id.clone(), control.clone());
+    let resume = job.resume && output.join("checkpoints").join("latest").exists();
+    let control = register_control(state, &id);
     let msg = if resume {
         "training resumed from the last checkpoint"
     } else {
         "training started"
     };
-    log_event(
-        state,
-        &id,
-        "info",
-        "status",
-        msg,
-        Some(json!({ "status": "running" })),
-    )
-    .await;
+    log_status(state, &id, Level::Info, msg, JobStatus::Running).await;
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
     let shutting = state.shutting_down.clone();
-    let flag = control.clone();
     let handle = tokio::task::spawn_blocking(move || {
         train(&spec, &output, resume, &mut |e| {
             let _ = tx.send(e.clone());
             if shutting.load(Ordering::SeqCst) {
                 return Control::Pause;
             }
-            match flag.load(Ordering::SeqCst) {
+            match control.load(Ordering::SeqCst) {
                 PAUSE => Control::Pause,
                 CANCEL => Control::Cancel,
                 _ => Control::Continue,
@@ -240,68 +216,53 @@ async fn run_job(state: &AppState, job: db::JobRow) {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&id);
-    let db = &state.db;
     match result {
-        Ok(Ok(r)) => {
-            let (to, message) = match r.outcome {
-                Outcome::Completed => ("succeeded", format!("job succeeded at step {}", r.step)),
-                Outcome::EarlyStopped => (
-                    "succeeded",
-                    format!("job succeeded (early stopping at step {})", r.step),
-                ),
-                Outcome::Cancelled => ("cancelled", format!("job cancelled at step {}", r.step)),
-                Outcome::Paused if state.shutting_down.load(Ordering::SeqCst) => (
-                    "queued",
-                    format!(
-                        "server shutting down: checkpointed at step {}, will resume",
-                        r.step
-                    ),
-                ),
-                Outcome::Paused => (
-                    "paused",
-                    format!("job paused at step {} (checkpointed)", r.step),
-                ),
-            };
-            match db::transition(db, &id, &["running"], to).await {
-                Ok(true) => {
-                    log_event(
-                        state,
-                        &id,
-                        "info",
-                        "status",
-                        &message,
-                        Some(json!({ "status": to })),
-                    )
-                    .await
-                }
-                Ok(false) => tracing::warn!("job left the running state during training"),
-                Err(e) => tracing::error!(error = %e, "finishing a job"),
-            }
-        }
+        Ok(Ok(r)) => finish(state, &id, &r).await,
         Ok(Err(e)) => {
             let (code, param) = error_code(&e);
             let text = e.to_string();
-            let _ = db::fail(db, &id, code, &text, param).await;
-            log_event(
-                state,
-                &id,
-                "error",
-                "status",
-                &format!("job failed: {text}"),
-                Some(json!({ "status": "failed" })),
-            )
-            .await;
+            let _ = db::fail(&state.db, &id, code, &text, param).await;
+            let message = format!("job failed: {text}");
+            log_status(state, &id, Level::Error, &message, JobStatus::Failed).await;
         }
         Err(e) => {
-            let _ = db::fail(
-                db,
-                &id,
-                "internal_error",
-                "the training thread stopped unexpectedly",
-                None,
-            )
-            .await;
+            let message = "the training thread stopped unexpectedly";
+            let _ = db::fail(&state.db, &id, "internal_error", message, None).await;
             tracing::error!(error = %e, "training thread");
         }
+    }
+}
+
+/// Moves a job that ran to the state its outcome calls for.
+async fn finish(state: &AppState, id: &str, r: &TrainResult) {
+    let (to, message) = match r.outcome {
+        Outcome::Completed => (
+            JobStatus::Succeeded,
+            format!("job succeeded at step {}", r.step),
+        ),
+        Outcome::EarlyStopped => (
+            JobStatus::Succeeded,
+            format!("job succeeded (early stopping at step {})", r.step),
+        ),
+        Outcome::Cancelled => (
+            JobStatus::Cancelled,
+            format!("job cancelled at step {}", r.step),
+        ),
+        Outcome::Paused if state.shutting_down.load(Ordering::SeqCst) => (
+            JobStatus::Queued,
+            format!(
+                "server shutting down: checkpointed at step {}, will resume",
+                r.step
+            ),
+        ),
+        Outcome::Paused => (
+            JobStatus::Paused,
+            format!("job paused at step {} (checkpointed)", r.step),
+        ),
+    };
+    match db::transition(&state.db, id, &[JobStatus::Running], to).await {
+        Ok(true) => log_status(state, id, Level::Info, &message, to).await,
+        Ok(false) => tracing::warn!("job left the running state during training"),
+        Err(e) => tracing::error!(error = %e, "finishing a job"),
     }
 }

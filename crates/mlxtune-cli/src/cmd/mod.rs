@@ -44,7 +44,7 @@ impl ModelArgs {
 
     pub fn load(&self) -> anyhow::Result<(Model, Tokenizer)> {
         let model = Model::load(&self.model, &self.load_options()?)?;
-        let tok = Tokenizer::from_dir(&self.model, Some(&model.spec))?;
+        let tok = Tokenizer::from_dir(&self.model, Some(&model.spec.tokens()))?;
         Ok((model, tok))
     }
 }

@@ -24,6 +24,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     });
     let model = Model::load(&a.model.model, &opts)?;
     model.save(&a.output)?;
+    mlxtune_engine::tokenizer::copy_tokenizer_files(&a.model.model, &a.output)?;
     println!("wrote {}", a.output.display());
     Ok(())
 }

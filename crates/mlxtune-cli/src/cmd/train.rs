@@ -70,18 +70,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             }
         }
         match e {
-            Event::Started {
-                total_steps,
-                start_step,
-                train,
-                ..
-            } => {
-                bar.set_length(*total_steps);
-                bar.set_position(*start_step);
+            Event::Started(s) => {
+                bar.set_length(s.total_steps);
+                bar.set_position(s.start_step);
                 if !json {
+                    let t = &s.train;
                     bar.println(format!(
                         "{} records, {} tokens ({} in the loss), {} truncated",
-                        train.records, train.tokens, train.loss_tokens, train.truncated
+                        t.records, t.tokens, t.loss_tokens, t.truncated
                     ));
                 }
             }
@@ -105,7 +101,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 v.val_perplexity,
                 if v.is_best { " (best)" } else { "" }
             )),
-            Event::Message { level, text } if !json => bar.println(format!("{level}: {text}")),
+            Event::Message { level, text } if !json => {
+                bar.println(format!("{}: {text}", level.as_str()))
+            }
             _ => {}
         }
         Control::Continue

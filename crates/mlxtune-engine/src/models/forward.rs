@@ -59,8 +59,9 @@ impl<'a> Params<'a> {
     }
 
     pub fn req(&self, name: &str) -> Result<Array> {
-        self.get(name)?
-            .ok_or_else(|| EngineError::Mlx(format!("weight `{name}` is not loaded")))
+        self.get(name)?.ok_or_else(|| EngineError::MissingWeight {
+            name: name.to_string(),
+        })
     }
 }
 

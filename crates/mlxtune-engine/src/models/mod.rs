@@ -8,6 +8,7 @@ pub mod lfm2;
 pub mod llama;
 pub mod qwen2;
 pub mod qwen3;
+pub mod random;
 pub mod remat;
 pub mod spec;
 
@@ -398,7 +399,8 @@ impl Model {
     }
 
     /// Writes config.json (with the quantization entry when quantized) and
-    /// model.safetensors to `out`; copies tokenizer files from the source directory.
+    /// model.safetensors to `out`. The tokenizer files are the caller's to copy
+    /// ([`crate::tokenizer::copy_tokenizer_files`]): the model knows nothing of them.
     pub fn save(&self, out: &Path) -> Result<()> {
         std::fs::create_dir_all(out).map_err(|e| EngineError::io(out, e))?;
         let mut cfg = self.config.json.clone();
@@ -407,7 +409,8 @@ impl Model {
             Some(q) => {
                 cfg.insert(
                     "quantization".into(),
-                    serde_json::to_value(q).map_err(|e| EngineError::Mlx(e.to_string()))?,
+                    serde_json::to_value(q)
+                        .map_err(|e| EngineError::serialization("quantization", e))?,
                 );
             }
             None => {
@@ -430,13 +433,12 @@ impl Model {
                 .into(),
             ),
         );
-        let text =
-            serde_json::to_string_pretty(&cfg).map_err(|e| EngineError::Mlx(e.to_string()))?;
+        let text = serde_json::to_string_pretty(&cfg)
+            .map_err(|e| EngineError::serialization("config.json", e))?;
         crate::fsutil::write_atomic(&out.join("config.json"), text.as_bytes())?;
         let mut meta = HashMap::new();
         meta.insert("format".to_string(), "mlx".to_string());
         weights::save_atomic(&out.join("model.safetensors"), &self.weights, &meta)?;
-        crate::tokenizer::copy_tokenizer_files(&self.dir, out)?;
         Ok(())
     }
 }

@@ -67,7 +67,7 @@ unsafe extern "C" fn drop_payload(p: *mut c_void) {
 
 fn failure(what: &str) -> EngineError {
     let inner = LAST_ERROR.with(|l| l.borrow_mut().take());
-    EngineError::Mlx(match inner {
+    EngineError::from_mlx_message(match inner {
         Some(e) => format!("gradient checkpointing: {what}: {e}"),
         None => format!("gradient checkpointing: {what}"),
     })

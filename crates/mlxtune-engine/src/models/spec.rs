@@ -1,6 +1,7 @@
 //! The resolved description of a decoder: every architecture's `config.json` is parsed by
 //! its own file into this one struct, so derived values are computed in exactly one place.
 
+use crate::tokenizer::ModelTokens;
 use serde::Serialize;
 
 /// What a decoder layer's mixing operator is.
@@ -117,6 +118,15 @@ pub struct Expected {
 }
 
 impl ModelSpec {
+    /// The special token ids of `config.json`, for the tokenizer.
+    pub fn tokens(&self) -> ModelTokens {
+        ModelTokens {
+            eos_token_ids: self.eos_token_ids.clone(),
+            bos_token_id: self.bos_token_id,
+            pad_token_id: self.pad_token_id,
+        }
+    }
+
     /// Number of decoder layers.
     pub fn num_layers(&self) -> usize {
         self.layers.len()

@@ -47,8 +47,45 @@ pub fn step_dir_name(step: u64) -> String {
     format!("step-{step:08}")
 }
 
-fn step_of(name: &str) -> Option<u64> {
+/// The step of a checkpoint directory's name (`step-00000012` → 12).
+pub fn step_of(name: &str) -> Option<u64> {
     name.strip_prefix("step-")?.parse().ok()
+}
+
+/// A complete checkpoint on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointInfo {
+    pub step: u64,
+    pub path: PathBuf,
+}
+
+/// The complete checkpoints of a run, newest first (temporary directories are not listed).
+pub fn list(output: &Path) -> Vec<CheckpointInfo> {
+    let root = checkpoints_dir(output);
+    let Ok(entries) = std::fs::read_dir(&root) else {
+        return Vec::new();
+    };
+    let mut found: Vec<CheckpointInfo> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let step = step_of(&e.file_name().to_string_lossy())?;
+            Some(CheckpointInfo {
+                step,
+                path: e.path(),
+            })
+        })
+        .collect();
+    found.sort_by(|a, b| b.step.cmp(&a.step));
+    found
+}
+
+/// What a run resumes from: the latest checkpoint's state, arrays and directory.
+#[derive(Debug)]
+pub struct Resume {
+    pub state: TrainState,
+    pub trainable: Weights,
+    pub optimizer: Weights,
+    pub dir: PathBuf,
 }
 
 /// Writes a checkpoint and points `latest` at it.
@@ -70,7 +107,8 @@ pub fn save(
     if !optimizer.is_empty() {
         weights::save_atomic(&tmp.join("optimizer.safetensors"), optimizer, &meta)?;
     }
-    let text = serde_json::to_string_pretty(state).map_err(|e| EngineError::Mlx(e.to_string()))?;
+    let text = serde_json::to_string_pretty(state)
+        .map_err(|e| EngineError::serialization("checkpoint state", e))?;
     write_atomic(&tmp.join("state.json"), text.as_bytes())?;
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(|e| EngineError::io(&dir, e))?;
@@ -89,7 +127,7 @@ pub fn mark_best(output: &Path, step: u64) -> Result<()> {
 }
 
 /// Reads the checkpoint `latest` points at.
-pub fn load_latest(output: &Path) -> Result<Option<(TrainState, Weights, Weights, PathBuf)>> {
+pub fn load_latest(output: &Path) -> Result<Option<Resume>> {
     let root = checkpoints_dir(output);
     let latest = root.join("latest");
     if !latest.exists() {
@@ -113,7 +151,12 @@ pub fn load_latest(output: &Path) -> Result<Option<(TrainState, Weights, Weights
     } else {
         Weights::new()
     };
-    Ok(Some((state, trainable, optimizer, dir)))
+    Ok(Some(Resume {
+        state,
+        trainable,
+        optimizer,
+        dir,
+    }))
 }
 
 /// Deletes all but the newest `keep` checkpoints (never the best one) and stale
@@ -141,4 +184,30 @@ pub fn prune(output: &Path, keep: u32) -> Result<()> {
         std::fs::remove_dir_all(&p).map_err(|e| EngineError::io(&p, e))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_directories_are_named_and_parsed_back() {
+        assert_eq!(step_dir_name(12), "step-00000012");
+        assert_eq!(step_of(&step_dir_name(123_456_789)), Some(123_456_789));
+        assert_eq!(step_of(".step-00000012.tmp-99"), None);
+        assert_eq!(step_of("latest"), None);
+    }
+
+    #[test]
+    fn listing_is_newest_first_and_skips_temporary_and_pointer_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = checkpoints_dir(dir.path());
+        for name in ["step-00000002", "step-00000010", ".step-00000011.tmp-1"] {
+            std::fs::create_dir_all(root.join(name)).unwrap();
+        }
+        std::fs::write(root.join("latest"), "step-00000010").unwrap();
+        let steps: Vec<u64> = list(dir.path()).iter().map(|c| c.step).collect();
+        assert_eq!(steps, vec![10, 2]);
+        assert!(list(&dir.path().join("nothing")).is_empty());
+    }
 }

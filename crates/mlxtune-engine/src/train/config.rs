@@ -24,19 +24,28 @@ fn err(param: &str, message: impl Into<String>) -> ConfigError {
 
 /// `batchSize`: a number, or "auto" (the largest micro-batch that fits the memory limit).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum BatchSize {
     Fixed(u32),
     Auto(AutoWord),
 }
 
+impl Default for BatchSize {
+    fn default() -> Self {
+        BatchSize::Auto(AutoWord::Auto)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum AutoWord {
     Auto,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DatasetConfig {
     /// Path, `local://` URI (and, through the service, `s3://` / `http(s)://`).
@@ -51,15 +60,10 @@ pub struct DatasetConfig {
     pub template: Option<CustomTemplate>,
 }
 
-/// The `custom` format: a prompt and a completion template over a record's fields.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CustomTemplate {
-    pub prompt: String,
-    pub completion: String,
-}
+pub use crate::data::CustomTemplate;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Parameters {
     pub learning_rate: f64,
@@ -73,6 +77,7 @@ pub struct Parameters {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct Optimization {
     #[serde(default)]
@@ -90,6 +95,7 @@ pub struct Optimization {
 
 /// LoRA / DoRA settings beyond `parameters.loraRank` / `loraAlpha`.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct LoraConfig {
     #[serde(default)]
@@ -103,6 +109,7 @@ pub struct LoraConfig {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct QuantizationConfig {
     #[serde(default)]
@@ -112,6 +119,7 @@ pub struct QuantizationConfig {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct OptimizerConfig {
     /// adamw (default) | adam | sgd | adafactor
@@ -130,6 +138,7 @@ pub struct OptimizerConfig {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ScheduleConfig {
     /// constant | linear | cosine (default) | cosine_with_restarts
@@ -146,6 +155,7 @@ pub struct ScheduleConfig {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct EvalConfig {
     #[serde(default)]
@@ -155,6 +165,7 @@ pub struct EvalConfig {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct EarlyStoppingConfig {
     #[serde(default)]
@@ -164,6 +175,7 @@ pub struct EarlyStoppingConfig {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CheckpointConfig {
     #[serde(default)]
@@ -173,7 +185,8 @@ pub struct CheckpointConfig {
 }
 
 /// The whole file.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct FineTuneConfig {
     pub base_model: String,

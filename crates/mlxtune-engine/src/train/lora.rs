@@ -121,7 +121,7 @@ pub fn save_adapters(
     let meta = std::collections::HashMap::from([("format".to_string(), "mlx".to_string())]);
     weights::save_atomic(&dir.join("adapters.safetensors"), adapters, &meta)?;
     let cfg = serde_json::to_string_pretty(&mlx_lm_config(spec, modules, model_spec))
-        .map_err(|e| EngineError::Mlx(e.to_string()))?;
+        .map_err(|e| EngineError::serialization("adapter_config.json", e))?;
     crate::fsutil::write_atomic(&dir.join("adapter_config.json"), cfg.as_bytes())?;
 
     let mut peft = Weights::new();
@@ -168,8 +168,8 @@ pub fn save_adapters(
         "use_dora": spec.fine_tune_type == FineTuneType::Dora,
         "inference_mode": true,
     });
-    let text =
-        serde_json::to_string_pretty(&peft_cfg).map_err(|e| EngineError::Mlx(e.to_string()))?;
+    let text = serde_json::to_string_pretty(&peft_cfg)
+        .map_err(|e| EngineError::serialization("adapter_config.json (PEFT)", e))?;
     crate::fsutil::write_atomic(&peft_dir.join("adapter_config.json"), text.as_bytes())
 }
 

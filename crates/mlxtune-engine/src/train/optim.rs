@@ -78,7 +78,9 @@ impl Optimizer {
             let p = params
                 .get(name)
                 .cloned()
-                .ok_or_else(|| crate::EngineError::Mlx(format!("no parameter {name}")))?;
+                .ok_or_else(|| crate::EngineError::MissingWeight {
+                    name: name.to_string(),
+                })?;
             let new_p = match self.kind {
                 OptimizerKind::AdamW | OptimizerKind::Adam => {
                     let (b1, b2) = (self.beta1, self.beta2);
@@ -233,5 +235,54 @@ pub fn learning_rate(spec: &TrainSpec, step: u64, total: u64) -> f64 {
             let within = if progress >= 1.0 { 1.0 } else { within };
             min + (base - min) * 0.5 * (1.0 + (PI * within).cos())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::config::from_value;
+
+    fn spec(schedule: serde_json::Value) -> TrainSpec {
+        let c = from_value(serde_json::json!({
+            "baseModel": "m", "dataset": { "trainingData": "d" },
+            "parameters": { "learningRate": 1.0, "batchSize": 1, "epochs": 1, "sequenceLength": 8 },
+            "schedule": schedule
+        }))
+        .unwrap();
+        TrainSpec::from_config(&c).unwrap()
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() < 1e-12
+    }
+
+    #[test]
+    fn warmup_rises_linearly_then_cosine_falls_to_the_floor() {
+        let s = spec(serde_json::json!({ "warmupSteps": 4, "minLrRatio": 0.1 }));
+        let lrs: Vec<f64> = (0..14).map(|t| learning_rate(&s, t, 14)).collect();
+        assert!(close(lrs[0], 0.25) && close(lrs[3], 1.0), "{lrs:?}");
+        assert!(close(lrs[4], 1.0), "{lrs:?}");
+        assert!(close(lrs[9], 0.1 + 0.9 * 0.5 * (1.0 + (PI * 0.5).cos())));
+        assert!(lrs[4..].windows(2).all(|w| w[1] <= w[0]), "{lrs:?}");
+        assert!(lrs[13] > 0.1 && close(learning_rate(&s, 14, 14), 0.1));
+    }
+
+    #[test]
+    fn linear_and_constant_schedules() {
+        let lin = spec(serde_json::json!({ "type": "linear" }));
+        assert!(close(learning_rate(&lin, 0, 10), 1.0));
+        assert!(close(learning_rate(&lin, 5, 10), 0.5));
+        let constant = spec(serde_json::json!({ "type": "constant", "warmupRatio": 0.5 }));
+        assert!(close(learning_rate(&constant, 0, 10), 0.2));
+        assert!(close(learning_rate(&constant, 9, 10), 1.0));
+    }
+
+    #[test]
+    fn restarts_return_to_the_peak_each_cycle() {
+        let s = spec(serde_json::json!({ "type": "cosine_with_restarts", "numCycles": 2 }));
+        assert!(close(learning_rate(&s, 0, 10), 1.0));
+        assert!(close(learning_rate(&s, 5, 10), 1.0));
+        assert!(learning_rate(&s, 4, 10) < 0.2);
     }
 }

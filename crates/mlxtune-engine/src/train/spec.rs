@@ -6,8 +6,7 @@ use mlx_rs::Dtype;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::config::{BatchSize, ConfigError, CustomTemplate, FineTuneConfig};
-use crate::data::DataFormat;
+use super::config::{BatchSize, ConfigError, FineTuneConfig};
 use crate::models::{ModelSpec, QuantSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,6 +16,18 @@ pub enum FineTuneType {
     Dora,
     Qlora,
     Full,
+}
+
+impl FineTuneType {
+    /// The name used in configs (`fineTuneType`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FineTuneType::Lora => "lora",
+            FineTuneType::Dora => "dora",
+            FineTuneType::Qlora => "qlora",
+            FineTuneType::Full => "full",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,12 +55,7 @@ pub enum Targets {
     Names(Vec<String>),
 }
 
-/// The `custom` data format, or one of the built-in ones.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum DataSpec {
-    Builtin(Option<DataFormat>),
-    Custom(CustomTemplate),
-}
+pub use crate::data::DataSpec;
 
 /// A validated training job.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -131,104 +137,102 @@ fn bad(param: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
-impl TrainSpec {
-    /// Validates every field; the first problem is returned with its path.
-    pub fn from_config(c: &FineTuneConfig) -> Result<TrainSpec, ConfigError> {
-        if c.base_model.trim().is_empty() {
-            return Err(bad("baseModel", "must not be empty"));
+/// One of `options` by name (`default` when absent), or an error listing them.
+fn choice<T: Copy>(
+    value: Option<&str>,
+    default: &str,
+    options: &[(&str, T)],
+    param: &str,
+) -> Result<T, ConfigError> {
+    let v = value.unwrap_or(default);
+    options
+        .iter()
+        .find(|(name, _)| *name == v)
+        .map(|(_, t)| *t)
+        .ok_or_else(|| {
+            let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+            bad(param, format!("`{v}` is not one of {}", names.join(", ")))
+        })
+}
+
+fn data_spec(c: &FineTuneConfig) -> Result<DataSpec, ConfigError> {
+    Ok(match c.dataset.format.as_deref() {
+        None => DataSpec::Builtin(None),
+        Some("custom") => DataSpec::Custom(c.dataset.template.clone().ok_or_else(|| {
+            bad(
+                "dataset.template",
+                "is required when dataset.format is custom",
+            )
+        })?),
+        Some(f) => DataSpec::Builtin(Some(f.parse().map_err(|_| {
+            bad(
+                "dataset.format",
+                format!("`{f}` is not one of chat, completion, text, custom"),
+            )
+        })?)),
+    })
+}
+
+fn batch_size(c: &FineTuneConfig) -> Result<Option<u32>, ConfigError> {
+    match c.parameters.batch_size {
+        BatchSize::Fixed(0) => Err(bad("parameters.batchSize", "must be >= 1 or \"auto\"")),
+        BatchSize::Fixed(n) => Ok(Some(n)),
+        BatchSize::Auto(_) => Ok(None),
+    }
+}
+
+fn lora_targets(c: &FineTuneConfig) -> Result<Targets, ConfigError> {
+    Ok(match &c.lora.target_modules {
+        None => Targets::AllLinear,
+        Some(Value::String(s)) if s == "all-linear" => Targets::AllLinear,
+        Some(Value::Array(items)) if !items.is_empty() => Targets::Names(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    v.as_str()
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .ok_or_else(|| {
+                            bad(&format!("lora.targetModules[{i}]"), "must be a module name")
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        Some(_) => {
+            return Err(bad(
+                "lora.targetModules",
+                "must be \"all-linear\" or a non-empty list of names",
+            ))
         }
-        if c.dataset.training_data.trim().is_empty() {
-            return Err(bad("dataset.trainingData", "must not be empty"));
-        }
-        let data = match c.dataset.format.as_deref() {
-            None => DataSpec::Builtin(None),
-            Some("custom") => DataSpec::Custom(c.dataset.template.clone().ok_or_else(|| {
-                bad(
-                    "dataset.template",
-                    "is required when dataset.format is custom",
-                )
-            })?),
-            Some(f) => DataSpec::Builtin(Some(f.parse().map_err(|_| {
-                bad(
-                    "dataset.format",
-                    format!("`{f}` is not one of chat, completion, text, custom"),
-                )
-            })?)),
-        };
-        let p = &c.parameters;
-        let learning_rate = positive(p.learning_rate, "parameters.learningRate")?;
-        let batch_size = match p.batch_size {
-            BatchSize::Fixed(0) => {
-                return Err(bad("parameters.batchSize", "must be >= 1 or \"auto\""))
-            }
-            BatchSize::Fixed(n) => Some(n),
-            BatchSize::Auto(_) => None,
-        };
-        let epochs = positive(p.epochs, "parameters.epochs")?;
-        if p.sequence_length < 2 {
-            return Err(bad("parameters.sequenceLength", "must be >= 2"));
-        }
-        let fine_tune_type = match c.fine_tune_type.as_deref().unwrap_or("lora") {
-            "lora" => FineTuneType::Lora,
-            "dora" => FineTuneType::Dora,
-            "qlora" => FineTuneType::Qlora,
-            "full" => FineTuneType::Full,
-            other => {
-                return Err(bad(
-                    "fineTuneType",
-                    format!("`{other}` is not one of lora, dora, qlora, full"),
-                ))
-            }
-        };
-        let lora_rank = p.lora_rank.unwrap_or(8);
-        if lora_rank == 0 || lora_rank > 1024 {
-            return Err(bad("parameters.loraRank", "must be between 1 and 1024"));
-        }
-        let lora_alpha = positive(
-            p.lora_alpha.unwrap_or(2.0 * lora_rank as f64),
-            "parameters.loraAlpha",
-        )?;
-        let lora_dropout = within(c.lora.dropout.unwrap_or(0.0), 0.0, 0.9, "lora.dropout")?;
-        let targets = match &c.lora.target_modules {
-            None => Targets::AllLinear,
-            Some(Value::String(s)) if s == "all-linear" => Targets::AllLinear,
-            Some(Value::Array(items)) if !items.is_empty() => Targets::Names(
-                items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| {
-                        v.as_str()
-                            .filter(|s| !s.is_empty())
-                            .map(str::to_string)
-                            .ok_or_else(|| {
-                                bad(&format!("lora.targetModules[{i}]"), "must be a module name")
-                            })
-                    })
-                    .collect::<Result<_, _>>()?,
-            ),
-            Some(_) => {
-                return Err(bad(
-                    "lora.targetModules",
-                    "must be \"all-linear\" or a non-empty list of names",
-                ))
-            }
-        };
-        let num_layers = match (c.lora.num_layers, c.num_layers) {
-            (Some(0), _) => return Err(bad("lora.numLayers", "must be >= 1")),
-            (_, Some(0)) => return Err(bad("numLayers", "must be >= 1")),
-            (a, b) => a.or(b),
-        };
-        let quantization = QuantSpec {
-            bits: c.quantization.bits.unwrap_or(4),
-            group_size: c.quantization.group_size.unwrap_or(64),
-        };
-        if ![4, 8].contains(&quantization.bits) {
-            return Err(bad("quantization.bits", "must be 4 or 8"));
-        }
-        if ![32, 64, 128].contains(&quantization.group_size) {
-            return Err(bad("quantization.groupSize", "must be 32, 64 or 128"));
-        }
-        let precision = match c.optimization.mixed_precision.as_deref().unwrap_or("fp32") {
+    })
+}
+
+fn num_layers(c: &FineTuneConfig) -> Result<Option<u32>, ConfigError> {
+    match (c.lora.num_layers, c.num_layers) {
+        (Some(0), _) => Err(bad("lora.numLayers", "must be >= 1")),
+        (_, Some(0)) => Err(bad("numLayers", "must be >= 1")),
+        (a, b) => Ok(a.or(b)),
+    }
+}
+
+fn quantization(c: &FineTuneConfig) -> Result<QuantSpec, ConfigError> {
+    let q = QuantSpec {
+        bits: c.quantization.bits.unwrap_or(4),
+        group_size: c.quantization.group_size.unwrap_or(64),
+    };
+    if ![4, 8].contains(&q.bits) {
+        return Err(bad("quantization.bits", "must be 4 or 8"));
+    }
+    if ![32, 64, 128].contains(&q.group_size) {
+        return Err(bad("quantization.groupSize", "must be 32, 64 or 128"));
+    }
+    Ok(q)
+}
+
+fn precision(c: &FineTuneConfig) -> Result<String, ConfigError> {
+    Ok(
+        match c.optimization.mixed_precision.as_deref().unwrap_or("fp32") {
             "fp32" | "f32" => "f32",
             "bf16" => "bf16",
             "fp16" | "f16" => "f16",
@@ -239,78 +243,115 @@ impl TrainSpec {
                 ))
             }
         }
-        .to_string();
+        .to_string(),
+    )
+}
+
+/// Checks of fields that are used as they are (no default to resolve).
+fn check_plain_fields(c: &FineTuneConfig) -> Result<(), ConfigError> {
+    if c.base_model.trim().is_empty() {
+        return Err(bad("baseModel", "must not be empty"));
+    }
+    if c.dataset.training_data.trim().is_empty() {
+        return Err(bad("dataset.trainingData", "must not be empty"));
+    }
+    if c.parameters.sequence_length < 2 {
+        return Err(bad("parameters.sequenceLength", "must be >= 2"));
+    }
+    let s = &c.schedule;
+    if s.warmup_steps.is_some() && s.warmup_ratio.is_some() {
+        return Err(bad(
+            "schedule.warmupRatio",
+            "give warmupSteps or warmupRatio, not both",
+        ));
+    }
+    for (value, param) in [
+        (
+            c.gradient_accumulation_steps.map(u64::from),
+            "gradientAccumulationSteps",
+        ),
+        (c.max_steps, "maxSteps"),
+        (c.eval.every_steps, "eval.everySteps"),
+        (c.checkpoint.every_steps, "checkpoint.everySteps"),
+        (c.eval.batch_size.map(u64::from), "eval.batchSize"),
+    ] {
+        if value == Some(0) {
+            return Err(bad(param, "must be >= 1"));
+        }
+    }
+    if c.optimization.compile && c.lora.dropout.unwrap_or(0.0) > 0.0 {
+        return Err(bad(
+            "optimization.compile",
+            "cannot be combined with lora.dropout > 0",
+        ));
+    }
+    if c.early_stopping.patience.is_some() && c.dataset.validation_data.is_none() {
+        return Err(bad(
+            "earlyStopping.patience",
+            "needs dataset.validationData",
+        ));
+    }
+    Ok(())
+}
+
+const FINE_TUNE_TYPES: &[(&str, FineTuneType)] = &[
+    ("lora", FineTuneType::Lora),
+    ("dora", FineTuneType::Dora),
+    ("qlora", FineTuneType::Qlora),
+    ("full", FineTuneType::Full),
+];
+
+const OPTIMIZERS: &[(&str, OptimizerKind)] = &[
+    ("adamw", OptimizerKind::AdamW),
+    ("adam", OptimizerKind::Adam),
+    ("sgd", OptimizerKind::Sgd),
+    ("adafactor", OptimizerKind::Adafactor),
+];
+
+const SCHEDULES: &[(&str, ScheduleKind)] = &[
+    ("constant", ScheduleKind::Constant),
+    ("linear", ScheduleKind::Linear),
+    ("cosine", ScheduleKind::Cosine),
+    ("cosine_with_restarts", ScheduleKind::CosineWithRestarts),
+];
+
+impl TrainSpec {
+    /// Validates every field; the first problem is returned with its path.
+    pub fn from_config(c: &FineTuneConfig) -> Result<TrainSpec, ConfigError> {
+        check_plain_fields(c)?;
+        let data = data_spec(c)?;
+        let p = &c.parameters;
+        let learning_rate = positive(p.learning_rate, "parameters.learningRate")?;
+        let batch_size = batch_size(c)?;
+        let epochs = positive(p.epochs, "parameters.epochs")?;
+        let fine_tune_type = choice(
+            c.fine_tune_type.as_deref(),
+            "lora",
+            FINE_TUNE_TYPES,
+            "fineTuneType",
+        )?;
+        let lora_rank = p.lora_rank.unwrap_or(8);
+        if lora_rank == 0 || lora_rank > 1024 {
+            return Err(bad("parameters.loraRank", "must be between 1 and 1024"));
+        }
+        let lora_alpha = positive(
+            p.lora_alpha.unwrap_or(2.0 * lora_rank as f64),
+            "parameters.loraAlpha",
+        )?;
+        let lora_dropout = within(c.lora.dropout.unwrap_or(0.0), 0.0, 0.9, "lora.dropout")?;
         let o = &c.optimizer;
-        let optimizer = match o.name.as_deref().unwrap_or("adamw") {
-            "adamw" => OptimizerKind::AdamW,
-            "adam" => OptimizerKind::Adam,
-            "sgd" => OptimizerKind::Sgd,
-            "adafactor" => OptimizerKind::Adafactor,
-            other => {
-                return Err(bad(
-                    "optimizer.name",
-                    format!("`{other}` is not one of adamw, adam, sgd, adafactor"),
-                ))
-            }
-        };
+        let optimizer = choice(o.name.as_deref(), "adamw", OPTIMIZERS, "optimizer.name")?;
         let default_wd = if optimizer == OptimizerKind::AdamW {
             0.01
         } else {
             0.0
         };
         let s = &c.schedule;
-        let schedule = match s.kind.as_deref().unwrap_or("cosine") {
-            "constant" => ScheduleKind::Constant,
-            "linear" => ScheduleKind::Linear,
-            "cosine" => ScheduleKind::Cosine,
-            "cosine_with_restarts" => ScheduleKind::CosineWithRestarts,
-            other => {
-                return Err(bad(
-                    "schedule.type",
-                    format!(
-                        "`{other}` is not one of constant, linear, cosine, cosine_with_restarts"
-                    ),
-                ))
-            }
-        };
-        if s.warmup_steps.is_some() && s.warmup_ratio.is_some() {
-            return Err(bad(
-                "schedule.warmupRatio",
-                "give warmupSteps or warmupRatio, not both",
-            ));
-        }
+        let schedule = choice(s.kind.as_deref(), "cosine", SCHEDULES, "schedule.type")?;
         let max_grad_norm = c
             .max_grad_norm
             .map(|v| positive(v, "maxGradNorm"))
             .transpose()?;
-        let grad_accum = c.gradient_accumulation_steps.unwrap_or(1);
-        if grad_accum == 0 {
-            return Err(bad("gradientAccumulationSteps", "must be >= 1"));
-        }
-        if c.max_steps == Some(0) {
-            return Err(bad("maxSteps", "must be >= 1"));
-        }
-        if c.eval.every_steps == Some(0) {
-            return Err(bad("eval.everySteps", "must be >= 1"));
-        }
-        if c.checkpoint.every_steps == Some(0) {
-            return Err(bad("checkpoint.everySteps", "must be >= 1"));
-        }
-        if c.eval.batch_size == Some(0) {
-            return Err(bad("eval.batchSize", "must be >= 1"));
-        }
-        if c.optimization.compile && c.lora.dropout.unwrap_or(0.0) > 0.0 {
-            return Err(bad(
-                "optimization.compile",
-                "cannot be combined with lora.dropout > 0",
-            ));
-        }
-        if c.early_stopping.patience.is_some() && c.dataset.validation_data.is_none() {
-            return Err(bad(
-                "earlyStopping.patience",
-                "needs dataset.validationData",
-            ));
-        }
         Ok(TrainSpec {
             base_model: c.base_model.clone(),
             train_data: c.dataset.training_data.clone(),
@@ -320,19 +361,19 @@ impl TrainSpec {
             lora_rank,
             lora_alpha,
             lora_dropout,
-            targets,
-            num_layers,
-            quantization,
+            targets: lora_targets(c)?,
+            num_layers: num_layers(c)?,
+            quantization: quantization(c)?,
             learning_rate,
             batch_size,
             epochs,
             max_steps: c.max_steps,
             sequence_length: p.sequence_length as usize,
-            grad_accum,
+            grad_accum: c.gradient_accumulation_steps.unwrap_or(1),
             max_grad_norm,
             gradient_checkpointing: c.optimization.gradient_checkpointing,
             compile: c.optimization.compile,
-            precision,
+            precision: precision(c)?,
             optimizer,
             weight_decay: within(
                 o.weight_decay.unwrap_or(default_wd),
@@ -439,4 +480,128 @@ impl TrainSpec {
 /// `name` (`q_proj`, `self_attn.q_proj`, or the full path).
 pub fn module_matches(module: &str, name: &str) -> bool {
     module == name || module.ends_with(&format!(".{name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::config::from_value;
+    use serde_json::json;
+
+    fn spec_of(extra: Value) -> Result<TrainSpec, ConfigError> {
+        let mut v = json!({
+            "baseModel": "m",
+            "dataset": { "trainingData": "d.jsonl" },
+            "parameters": { "learningRate": 1e-4, "batchSize": 4, "epochs": 2, "sequenceLength": 512 }
+        });
+        if let (Some(base), Value::Object(more)) = (v.as_object_mut(), extra) {
+            base.extend(more);
+        }
+        TrainSpec::from_config(&from_value(v)?)
+    }
+
+    #[test]
+    fn the_product_config_gets_the_documented_defaults() {
+        let s = spec_of(json!({})).unwrap();
+        assert_eq!(s.fine_tune_type, FineTuneType::Lora);
+        assert_eq!((s.lora_rank, s.lora_alpha), (8, 16.0));
+        assert_eq!(s.targets, Targets::AllLinear);
+        assert_eq!(s.optimizer, OptimizerKind::AdamW);
+        assert_eq!(s.weight_decay, 0.01);
+        assert_eq!(s.schedule, ScheduleKind::Cosine);
+        assert_eq!((s.batch_size, s.grad_accum, s.keep_last), (Some(4), 1, 3));
+        assert_eq!(s.eval_batch_size, 4);
+        assert_eq!(s.precision, "f32");
+        assert_eq!(s.dtype(), Dtype::Float32);
+        assert_eq!(s.lora_scale(), 2.0);
+        assert!(matches!(s.data, DataSpec::Builtin(None)));
+    }
+
+    #[test]
+    fn names_map_to_their_kinds() {
+        let s = spec_of(json!({
+            "fineTuneType": "qlora", "optimizer": { "name": "sgd" },
+            "schedule": { "type": "cosine_with_restarts" },
+            "optimization": { "mixedPrecision": "bf16" },
+            "lora": { "targetModules": ["q_proj", "v_proj"] },
+            "parameters": { "learningRate": 1e-4, "batchSize": "auto", "epochs": 1, "sequenceLength": 64 }
+        }))
+        .unwrap();
+        assert_eq!(s.fine_tune_type, FineTuneType::Qlora);
+        assert_eq!(s.optimizer, OptimizerKind::Sgd);
+        assert_eq!(s.weight_decay, 0.0);
+        assert_eq!(s.schedule, ScheduleKind::CosineWithRestarts);
+        assert_eq!(s.dtype(), Dtype::Bfloat16);
+        assert_eq!(s.batch_size, None);
+        assert_eq!(
+            s.targets,
+            Targets::Names(vec!["q_proj".into(), "v_proj".into()])
+        );
+    }
+
+    #[test]
+    fn each_bad_field_is_named_with_what_is_wrong() {
+        let cases = [
+            (
+                json!({"fineTuneType": "lorax"}),
+                "fineTuneType",
+                "is not one of lora, dora, qlora, full",
+            ),
+            (
+                json!({"optimizer": {"name": "lion"}}),
+                "optimizer.name",
+                "is not one of adamw",
+            ),
+            (
+                json!({"schedule": {"type": "step"}}),
+                "schedule.type",
+                "is not one of constant",
+            ),
+            (
+                json!({"optimization": {"mixedPrecision": "fp8"}}),
+                "optimization.mixedPrecision",
+                "bf16, fp16, fp32",
+            ),
+            (
+                json!({"gradientAccumulationSteps": 0}),
+                "gradientAccumulationSteps",
+                "must be >= 1",
+            ),
+            (
+                json!({"quantization": {"bits": 3}}),
+                "quantization.bits",
+                "must be 4 or 8",
+            ),
+            (
+                json!({"lora": {"targetModules": [""]}}),
+                "lora.targetModules[0]",
+                "module name",
+            ),
+            (
+                json!({"lora": {"dropout": 0.95}}),
+                "lora.dropout",
+                "between 0 and 0.9",
+            ),
+            (
+                json!({"dataset": {"trainingData": "d", "format": "custom"}}),
+                "dataset.template",
+                "is required",
+            ),
+            (
+                json!({"earlyStopping": {"patience": 2}}),
+                "earlyStopping.patience",
+                "validationData",
+            ),
+            (
+                json!({"schedule": {"warmupSteps": 3, "warmupRatio": 0.1}}),
+                "schedule.warmupRatio",
+                "not both",
+            ),
+        ];
+        for (extra, param, words) in cases {
+            let e = spec_of(extra.clone()).unwrap_err();
+            assert_eq!(e.param, param, "{extra}");
+            assert!(e.message.contains(words), "{extra}: {}", e.message);
+        }
+    }
 }

@@ -100,3 +100,4 @@ pub fn copy_fixture(name: &str) -> tempfile::TempDir {
     }
     tmp
 }
+pub mod train;

@@ -1,5 +1,6 @@
 //! The router: routes, authentication, body limit, CORS, request ids and tracing.
 
+mod body;
 pub mod jobs;
 pub mod stream;
 
@@ -13,13 +14,23 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::api::Health;
 use crate::error::ApiError;
 use crate::state::{sha256_hex, AppState};
 
 /// Liveness; never needs a key.
-#[utoipa::path(get, path = "/healthz", security(()), responses((status = 200, body = crate::openapi::Health)))]
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok", "backend": mlxtune_engine::runtime::backend() }))
+#[utoipa::path(get, path = "/healthz", security(()), responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+        backend: mlxtune_engine::runtime::backend().into(),
+    })
+}
+
+/// The OpenAPI document, generated once at start from the types the handlers use.
+async fn openapi_json(State(state): State<AppState>) -> Response {
+    let json = [(header::CONTENT_TYPE, "application/json")];
+    (json, state.openapi.to_string()).into_response()
 }
 
 /// With API keys configured: no or malformed `Authorization` is 401, an unknown key 403.
@@ -78,23 +89,35 @@ pub fn router(state: AppState) -> Router {
     let cors = cors(&state.settings.server.cors_origins);
     Router::new()
         .route("/healthz", get(healthz))
-        .route(
-            "/openapi.json",
-            get(|| async { Json(crate::openapi::document()) }),
-        )
+        .route("/openapi.json", get(openapi_json))
         .route("/v1/fine_tuning/jobs", post(jobs::create).get(jobs::list))
         .route(
             "/v1/fine_tuning/jobs/{id}",
             get(jobs::get).delete(jobs::delete),
         )
-        .route("/v1/fine_tuning/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/v1/fine_tuning/jobs/{id}/pause", post(jobs::pause))
-        .route("/v1/fine_tuning/jobs/{id}/resume", post(jobs::resume))
-        .route("/v1/fine_tuning/jobs/{id}/events", get(jobs::events))
-        .route("/v1/fine_tuning/jobs/{id}/metrics", get(jobs::metrics))
+        .route(
+            "/v1/fine_tuning/jobs/{id}/cancel",
+            post(jobs::control::cancel),
+        )
+        .route(
+            "/v1/fine_tuning/jobs/{id}/pause",
+            post(jobs::control::pause),
+        )
+        .route(
+            "/v1/fine_tuning/jobs/{id}/resume",
+            post(jobs::control::resume),
+        )
+        .route(
+            "/v1/fine_tuning/jobs/{id}/events",
+            get(jobs::history::events),
+        )
+        .route(
+            "/v1/fine_tuning/jobs/{id}/metrics",
+            get(jobs::history::metrics),
+        )
         .route(
             "/v1/fine_tuning/jobs/{id}/checkpoints",
-            get(jobs::checkpoints),
+            get(jobs::history::checkpoints),
         )
         .route("/v1/fine_tuning/jobs/{id}/stream", get(stream::job_stream))
         .route("/v1/fine_tuning/stream", get(stream::all_stream))

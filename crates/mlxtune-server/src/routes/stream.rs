@@ -7,9 +7,9 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::api::{ErrorBody, Snapshot};
 use crate::db;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -22,7 +22,7 @@ pub struct StreamQuery {
 /// WebSocket: a snapshot, the stored events after `after`, then live events of the job.
 #[utoipa::path(get, path = "/v1/fine_tuning/jobs/{id}/stream",
     params(("id" = String, Path, description = "job id"), ("after" = Option<i64>, Query, description = "event id to replay after")),
-    responses((status = 101, description = "switching to the WebSocket protocol"), (status = 404, body = crate::openapi::ErrorBody)))]
+    responses((status = 101, description = "switching to the WebSocket protocol"), (status = 404, body = ErrorBody)))]
 pub async fn job_stream(
     ws: WebSocketUpgrade,
     State(state): State<AppState>,
@@ -43,7 +43,11 @@ pub async fn all_stream(ws: WebSocketUpgrade, State(state): State<AppState>) -> 
 
 async fn snapshot(state: &AppState, id: &str) -> Option<String> {
     let row = db::get_job(&state.db, id).await.ok()??;
-    Some(json!({ "type": "snapshot", "job": row.to_json() }).to_string())
+    let s = Snapshot {
+        kind: "snapshot".into(),
+        job: row.into(),
+    };
+    serde_json::to_string(&s).ok()
 }
 
 async fn serve(mut socket: WebSocket, state: AppState, job: Option<String>, after: i64) {
@@ -66,11 +70,10 @@ async fn serve(mut socket: WebSocket, state: AppState, job: Option<String>, afte
             }
             for r in rows {
                 last = r.id;
-                if socket
-                    .send(Message::Text(r.to_json().to_string().into()))
-                    .await
-                    .is_err()
-                {
+                let Ok(text) = serde_json::to_string(&r) else {
+                    return;
+                };
+                if socket.send(Message::Text(text.into())).await.is_err() {
                     return;
                 }
             }

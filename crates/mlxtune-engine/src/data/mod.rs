@@ -14,10 +14,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{EngineError, Result};
+use crate::fsutil::hex;
 use crate::tokenizer::Tokenizer;
+
+pub mod batch;
+pub mod custom;
+
+pub use custom::CustomTemplate;
 
 /// A record format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum DataFormat {
     Text,
@@ -292,7 +299,8 @@ pub fn read_jsonl(path: &Path) -> Result<impl Iterator<Item = Result<(usize, Val
 }
 
 /// Summary of a data file after tokenization.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct DataStats {
     pub records: usize,
     pub tokens: usize,
@@ -315,11 +323,6 @@ impl DataStats {
             from_cache: false,
         }
     }
-}
-
-/// Lower-case hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The cache key of a data file: its content, the tokenizer (file, template, EOS) and how
@@ -392,19 +395,45 @@ pub fn read_cache(file: &Path) -> Option<Vec<Example>> {
     Some(out)
 }
 
-/// [`load_examples`] through a cache directory keyed by [`cache_key`].
-pub fn load_examples_cached(
+/// How a data file's records become examples: a built-in format (detected from the first
+/// record when `None`), or the `custom` template.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum DataSpec {
+    Builtin(Option<DataFormat>),
+    Custom(CustomTemplate),
+}
+
+/// Reads and tokenizes a file per `data`; the first bad record fails with file:line.
+pub fn load(
     path: &Path,
     tok: &Tokenizer,
-    format: Option<DataFormat>,
+    data: &DataSpec,
+    opts: &TokenizeOptions,
+) -> Result<(Vec<Example>, DataStats)> {
+    match data {
+        DataSpec::Builtin(format) => load_examples(path, tok, *format, opts),
+        DataSpec::Custom(t) => load_records(path, |record| {
+            let r = t.apply(record)?;
+            tokenize_record(tok, DataFormat::Completion, &r, opts)
+        }),
+    }
+}
+
+/// [`load`] through a cache directory keyed by [`cache_key`]: a second reading of the same
+/// file with the same tokenizer and options (the service's pre-flight, then its worker) is
+/// one file read.
+pub fn load_cached(
+    path: &Path,
+    tok: &Tokenizer,
+    data: &DataSpec,
     opts: &TokenizeOptions,
     cache_dir: Option<&Path>,
 ) -> Result<(Vec<Example>, DataStats)> {
     let Some(dir) = cache_dir else {
-        return load_examples(path, tok, format, opts);
+        return load(path, tok, data, opts);
     };
     let how = format!(
-        "{format:?}|{}|{:?}|{}",
+        "{data:?}|{}|{:?}|{}",
         opts.train_on_inputs, opts.max_len, opts.append_eos
     );
     let file = dir.join(format!("{}.tok", cache_key(path, tok, &how)?));
@@ -413,7 +442,7 @@ pub fn load_examples_cached(
         stats.from_cache = true;
         return Ok((examples, stats));
     }
-    let (examples, stats) = load_examples(path, tok, format, opts)?;
+    let (examples, stats) = load(path, tok, data, opts)?;
     write_cache(&file, &examples)?;
     Ok((examples, stats))
 }

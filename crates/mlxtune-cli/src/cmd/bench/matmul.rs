@@ -1,0 +1,60 @@
+//! `mlxtune bench matmul`: square matrix product throughput.
+
+use std::time::Instant;
+
+use mlxtune_engine::mlx_rs::random;
+use mlxtune_engine::{runtime, weights};
+
+#[derive(clap::Args)]
+pub struct MatmulArgs {
+    #[arg(long, default_value_t = 1024)]
+    size: i32,
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Timed repetitions (after 3 warm-up products).
+    #[arg(long, default_value_t = 20)]
+    iters: u32,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: MatmulArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        a.size > 0 && a.iters > 0,
+        "--size and --iters must be positive"
+    );
+    let dtype = weights::parse_dtype(&a.dtype)?;
+    let n = a.size;
+    let x = random::normal::<f32>(&[n, n][..], None, None, None)?.as_dtype(dtype)?;
+    let y = random::normal::<f32>(&[n, n][..], None, None, None)?.as_dtype(dtype)?;
+    mlxtune_engine::mlx_rs::transforms::eval([&x, &y])?;
+    for _ in 0..3 {
+        x.matmul(&y)?.eval()?;
+    }
+    let start = Instant::now();
+    for _ in 0..a.iters {
+        x.matmul(&y)?.eval()?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let gflops = 2.0 * (n as f64).powi(3) * a.iters as f64 / secs / 1e9;
+    let out = serde_json::json!({
+        "bench": "matmul",
+        "size": n,
+        "dtype": weights::dtype_name(dtype),
+        "iters": a.iters,
+        "seconds": secs,
+        "gflops": gflops,
+        "backend": runtime::backend(),
+        "device": runtime::current_device(),
+    });
+    if a.json {
+        println!("{out}");
+    } else {
+        println!(
+            "{n}x{n} {} matmul on {}: {gflops:.1} GFLOP/s",
+            weights::dtype_name(dtype),
+            runtime::current_device()
+        );
+    }
+    Ok(())
+}

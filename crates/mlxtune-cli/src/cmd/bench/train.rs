@@ -1,0 +1,314 @@
+//! `mlxtune bench train`: fine-tuning throughput on synthetic tokens, through the
+//! trainer's own [`Stepper`] (the step the trainer runs, not a copy of it).
+
+use std::time::Instant;
+
+use mlxtune_engine::data::batch::TrainBatch;
+use mlxtune_engine::mlx_rs::ops::indexing::IndexOp;
+use mlxtune_engine::mlx_rs::{self, Array, Dtype};
+use mlxtune_engine::models::random::random_model;
+use mlxtune_engine::models::{quantize_weights, LayerKind, Model, QuantSpec};
+use mlxtune_engine::train::config::{BatchSize, DatasetConfig, FineTuneConfig, Parameters};
+use mlxtune_engine::train::optim::Optimizer;
+use mlxtune_engine::train::prepare::initial_trainables;
+use mlxtune_engine::train::spec::FineTuneType;
+use mlxtune_engine::train::step::StepOptions;
+use mlxtune_engine::train::stepper::{MicroBatch, StepOutcome, Stepper};
+use mlxtune_engine::train::TrainSpec;
+use mlxtune_engine::weights::{self, Weights};
+use mlxtune_engine::{runtime, LoadOptions};
+
+use super::train_report::{memory_profile, BenchResult};
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// A model directory (default: a named shape with random weights).
+    #[arg(long)]
+    pub model: Option<std::path::PathBuf>,
+    /// lfm2-1.2b, lfm2-20m or llama-20m.
+    #[arg(long, default_value = "lfm2-1.2b")]
+    pub shape: String,
+    /// lora, dora, qlora or full.
+    #[arg(long = "type", default_value = "lora")]
+    pub fine_tune_type: String,
+    #[arg(long, default_value_t = 8)]
+    pub batch: i32,
+    #[arg(long, default_value_t = 2048)]
+    pub seq: i32,
+    /// f32, bf16 or f16 (default: bf16 on a GPU, f32 on the CPU).
+    #[arg(long)]
+    pub precision: Option<String>,
+    #[arg(long)]
+    pub grad_checkpoint: bool,
+    /// Output layer + loss in checkpointed chunks (default: with --grad-checkpoint).
+    #[arg(long)]
+    pub chunked_loss: Option<bool>,
+    /// Compile the loss-and-gradient function.
+    #[arg(long)]
+    pub compile: bool,
+    /// Also report the forward-only and loss-and-gradient peaks, weights and optimizer state.
+    #[arg(long)]
+    pub memory_profile: bool,
+    /// Use the upcast reference cross-entropy instead of MLX's fused kernel (CUDA).
+    #[arg(long)]
+    pub no_fused_ce: bool,
+    /// Run the optimizer update op by op instead of compiled.
+    #[arg(long)]
+    pub no_compiled_optimizer: bool,
+    /// Packed rows of this many equal examples each (block-diagonal masks); 0: causal rows.
+    #[arg(long, default_value_t = 0)]
+    pub segments: u32,
+    #[arg(long, default_value_t = 16)]
+    pub rank: u32,
+    #[arg(long, default_value_t = 6)]
+    pub steps: u32,
+    #[arg(long, default_value_t = 3)]
+    pub warmup: u32,
+    /// Peak dense TFLOP/s of the device, for MFU (H100 SXM bf16: 989).
+    #[arg(long)]
+    pub peak_tflops: Option<f64>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: TrainArgs) -> anyhow::Result<()> {
+    let fine_tune_type = match a.fine_tune_type.as_str() {
+        "lora" => FineTuneType::Lora,
+        "dora" => FineTuneType::Dora,
+        "qlora" => FineTuneType::Qlora,
+        "full" => FineTuneType::Full,
+        other => anyhow::bail!("--type {other}: expected lora, dora, qlora or full"),
+    };
+    let precision = match &a.precision {
+        Some(p) => weights::parse_dtype(p)?,
+        None if runtime::current_device() == "gpu" => Dtype::Bfloat16,
+        None => Dtype::Float32,
+    };
+    anyhow::ensure!(
+        a.batch > 0 && a.seq > 1,
+        "--batch must be >= 1 and --seq >= 2"
+    );
+    let r = measure(&a, fine_tune_type, precision)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!("{}", r.line());
+    }
+    Ok(())
+}
+
+/// The pieces of a benchmarked step.
+pub struct Setup {
+    pub model: Model,
+    pub spec: TrainSpec,
+    pub stepper: Stepper,
+    pub optimizer: Optimizer,
+    pub trainable: Weights,
+    /// Frozen weights as the step sees them.
+    pub base: Weights,
+    pub batch: MicroBatch,
+    pub opts: StepOptions,
+}
+
+/// The spec a job of this shape would have (the trainer's defaults for everything else).
+fn bench_spec(a: &TrainArgs, fine_tune_type: FineTuneType) -> anyhow::Result<TrainSpec> {
+    let config = FineTuneConfig {
+        base_model: "bench".into(),
+        dataset: DatasetConfig {
+            training_data: "bench".into(),
+            ..Default::default()
+        },
+        parameters: Parameters {
+            learning_rate: 1e-4,
+            batch_size: BatchSize::Fixed(a.batch as u32),
+            epochs: 1.0,
+            sequence_length: a.seq as u32,
+            lora_rank: Some(a.rank),
+            lora_alpha: Some(2.0 * a.rank as f64),
+        },
+        fine_tune_type: Some(fine_tune_type.as_str().into()),
+        ..Default::default()
+    };
+    TrainSpec::from_config(&config).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn load_model(a: &TrainArgs, fine_tune_type: FineTuneType, dtype: Dtype) -> anyhow::Result<Model> {
+    let mut model = match &a.model {
+        Some(d) => Model::load(
+            d,
+            &LoadOptions {
+                dtype: Some(dtype),
+                quantize: None,
+            },
+        )?,
+        None => random_model(&a.shape, dtype, 0)?,
+    };
+    if fine_tune_type == FineTuneType::Qlora {
+        let q = QuantSpec {
+            group_size: 64,
+            bits: 4,
+        };
+        quantize_weights(&model.spec, &mut model.weights, q)?;
+    }
+    Ok(model)
+}
+
+/// Random tokens: `batch` rows of `seq`, every position in the loss; with `segments`,
+/// each row packs that many equal examples (block-diagonal masks, as packing makes).
+fn synthetic_batch(a: &TrainArgs, vocab: i32) -> anyhow::Result<MicroBatch> {
+    let key = mlx_rs::random::key(1)?;
+    let tokens = mlx_rs::random::randint::<_, i32>(0, vocab, &[a.batch, a.seq + 1][..], &key)?;
+    let inputs = tokens.index((.., 0..a.seq));
+    let targets = tokens.index((.., 1..a.seq + 1));
+    let mask = mlx_rs::ops::ones::<f32>(&[a.batch, a.seq])?;
+    mlx_rs::transforms::eval([&inputs, &targets, &mask])?;
+    let segments = (a.segments > 0).then(|| {
+        let per = (a.seq as usize).div_ceil(a.segments as usize);
+        let ids: Vec<i32> = (0..a.batch as usize * a.seq as usize)
+            .map(|i| ((i % a.seq as usize) / per) as i32 + 1)
+            .collect();
+        Array::from_slice(&ids, &[a.batch, a.seq])
+    });
+    let n = (a.batch * a.seq) as u64;
+    Ok(MicroBatch {
+        batch: TrainBatch {
+            inputs,
+            targets,
+            mask,
+            segments,
+            loss_tokens: n,
+            real_tokens: n,
+            total_tokens: n,
+        },
+        dropout_seed: 0,
+    })
+}
+
+fn setup(a: &TrainArgs, fine_tune_type: FineTuneType, dtype: Dtype) -> anyhow::Result<Setup> {
+    let model = load_model(a, fine_tune_type, dtype)?;
+    let spec = bench_spec(a, fine_tune_type)?;
+    let (trainable, _) = initial_trainables(&spec, &model)?;
+    let mut names: Vec<String> = trainable.keys().cloned().collect();
+    names.sort();
+    // Full fine-tuning trains every weight: nothing frozen beside the trainable copies.
+    let base = if fine_tune_type == FineTuneType::Full {
+        Weights::new()
+    } else {
+        model.weights.clone()
+    };
+    let opts = StepOptions {
+        lora_scale: spec.lora_scale(),
+        dropout: 0.0,
+        compute: dtype,
+        checkpoint: a.grad_checkpoint,
+        chunked_loss: a.chunked_loss.unwrap_or(a.grad_checkpoint),
+    };
+    let stepper = Stepper::new(&model.spec, base.clone(), names, opts, a.compile)?;
+    let mut optimizer = Optimizer::new(&spec);
+    optimizer.compile_update = !a.no_compiled_optimizer;
+    mlxtune_engine::eval::set_fused_cross_entropy(!a.no_fused_ce);
+    let batch = synthetic_batch(a, model.spec.vocab_size)?;
+    Ok(Setup {
+        model,
+        spec,
+        stepper,
+        optimizer,
+        trainable,
+        base,
+        batch,
+        opts,
+    })
+}
+
+/// One step of the trainer's own kind; the step's mean loss.
+fn step(s: &mut Setup) -> anyhow::Result<f64> {
+    let lr = s.spec.learning_rate as f32;
+    let out = s.stepper.step(
+        &mut s.trainable,
+        &mut s.optimizer,
+        std::slice::from_ref(&s.batch),
+        1.0,
+        lr,
+        s.spec.max_grad_norm,
+    )?;
+    match out {
+        StepOutcome::Updated(st) => Ok(st.loss),
+        other => anyhow::bail!("the benchmark step did not update: {other:?}"),
+    }
+}
+
+fn measure(
+    a: &TrainArgs,
+    fine_tune_type: FineTuneType,
+    dtype: Dtype,
+) -> anyhow::Result<BenchResult> {
+    runtime::init()?;
+    let mut s = setup(a, fine_tune_type, dtype)?;
+    for _ in 0..a.warmup {
+        step(&mut s)?;
+    }
+    runtime::reset_peak_memory();
+    let t = Instant::now();
+    let mut loss = 0.0;
+    for _ in 0..a.steps.max(1) {
+        loss = step(&mut s)?;
+    }
+    let dt = t.elapsed().as_secs_f64() / a.steps.max(1) as f64;
+    let peak_memory_bytes = runtime::memory_stats().peak;
+    let memory = if a.memory_profile {
+        Some(memory_profile(&mut s)?)
+    } else {
+        None
+    };
+    let tok_s = (a.batch * a.seq) as f64 / dt;
+    let fpt = flops_per_token(&s.model, fine_tune_type, a.seq);
+    let tflops = fpt * tok_s / 1e12;
+    Ok(BenchResult {
+        model: a
+            .model
+            .as_ref()
+            .map_or(a.shape.clone(), |d| d.display().to_string()),
+        fine_tune_type,
+        batch: a.batch,
+        seq: a.seq,
+        precision: weights::dtype_name(dtype).into(),
+        grad_checkpoint: a.grad_checkpoint,
+        chunked_loss: s.opts.chunked_loss,
+        compiled: a.compile,
+        fused_cross_entropy: mlxtune_engine::eval::fused_cross_entropy_available(),
+        compiled_optimizer: !a.no_compiled_optimizer,
+        segments: a.segments,
+        parameters: s.model.spec.num_parameters(),
+        trainable_parameters: s.trainable.values().map(|x| x.size() as u64).sum(),
+        tokens_per_second: tok_s,
+        step_seconds: dt,
+        peak_memory_bytes,
+        peak_rss_bytes: runtime::peak_rss(),
+        flops_per_token: fpt,
+        tflops,
+        mfu: a.peak_tflops.map(|p| tflops / p),
+        loss: loss as f32,
+        backend: runtime::backend().into(),
+        device: runtime::current_device().into(),
+        mlx_env: runtime::scheduling_settings(),
+        memory,
+    })
+}
+
+/// Model FLOPs per token: 6N for full fine-tuning, 4N with frozen weights (no weight
+/// gradients), plus attention's 12·layers·hidden·seq.
+fn flops_per_token(model: &Model, fine_tune_type: FineTuneType, seq: i32) -> f64 {
+    let n = model.spec.num_parameters() as f64;
+    let n_attn = model
+        .spec
+        .layers
+        .iter()
+        .filter(|k| **k == LayerKind::Attention)
+        .count() as f64;
+    let per_param = if fine_tune_type == FineTuneType::Full {
+        6.0
+    } else {
+        4.0
+    };
+    per_param * n + 12.0 * n_attn * model.spec.hidden_size as f64 * seq as f64
+}

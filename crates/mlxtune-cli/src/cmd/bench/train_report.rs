@@ -1,0 +1,136 @@
+//! What `mlxtune bench train` reports: the figures, and where the memory goes.
+
+use mlxtune_engine::mlx_rs::{self, Array};
+use mlxtune_engine::models::forward::{forward, forward_hidden, ForwardCtx, Params};
+use mlxtune_engine::runtime;
+use mlxtune_engine::train::spec::FineTuneType;
+use mlxtune_engine::weights::Weights;
+use serde::Serialize;
+
+use super::train::Setup;
+
+/// Where the memory goes: peaks of the parts of a step, and the resident arrays.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemoryProfile {
+    /// Frozen and trainable weights as held (base in the compute dtype, trainables f32).
+    pub weights_bytes: u64,
+    /// Optimizer moments.
+    pub optimizer_state_bytes: u64,
+    /// Peak of loss only (no gradient: nothing kept for a backward pass).
+    pub forward_peak_bytes: u64,
+    /// Peak of the decoder body alone (final hidden states, no output layer or loss).
+    pub body_forward_peak_bytes: u64,
+    /// Peak of loss + gradients, without the optimizer update.
+    pub loss_and_grad_peak_bytes: u64,
+}
+
+/// Measured figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchResult {
+    pub model: String,
+    pub fine_tune_type: FineTuneType,
+    pub batch: i32,
+    pub seq: i32,
+    pub precision: String,
+    pub grad_checkpoint: bool,
+    pub chunked_loss: bool,
+    pub compiled: bool,
+    pub fused_cross_entropy: bool,
+    pub compiled_optimizer: bool,
+    pub segments: u32,
+    pub parameters: u64,
+    pub trainable_parameters: u64,
+    pub tokens_per_second: f64,
+    pub step_seconds: f64,
+    /// MLX allocator peak during the timed steps.
+    pub peak_memory_bytes: u64,
+    /// Process peak resident memory (Linux VmHWM), comparable to other frameworks' RSS.
+    pub peak_rss_bytes: Option<u64>,
+    pub flops_per_token: f64,
+    pub tflops: f64,
+    pub mfu: Option<f64>,
+    pub loss: f32,
+    pub backend: String,
+    pub device: String,
+    /// MLX scheduling variables in effect (see `runtime::CUDA_SCHEDULING`).
+    pub mlx_env: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryProfile>,
+}
+
+impl BenchResult {
+    /// The one-line human summary.
+    pub fn line(&self) -> String {
+        let flags = format!(
+            "{}{}{}",
+            if self.grad_checkpoint { " +ckpt" } else { "" },
+            if self.chunked_loss {
+                " +chunked-loss"
+            } else {
+                ""
+            },
+            if self.compiled { " +compiled" } else { "" }
+        );
+        format!(
+            "{} {} batch {} x {} {}{}: {:.0} tok/s, {:.3} s/step, peak {:.2} GiB, {:.1} TFLOP/s{}",
+            self.model,
+            self.fine_tune_type.as_str(),
+            self.batch,
+            self.seq,
+            self.precision,
+            flags,
+            self.tokens_per_second,
+            self.step_seconds,
+            self.peak_memory_bytes as f64 / (1u64 << 30) as f64,
+            self.tflops,
+            self.mfu
+                .map_or(String::new(), |m| format!(", MFU {:.1}%", 100.0 * m))
+        )
+    }
+}
+
+/// Peaks of the parts of a step (forward only, decoder body only, loss + gradients) and
+/// the resident arrays, measured after the timed steps.
+pub fn memory_profile(s: &mut Setup) -> anyhow::Result<MemoryProfile> {
+    let bytes = |w: &Weights| w.values().map(|a| a.nbytes() as u64).sum::<u64>();
+    let weights_bytes = bytes(&s.base) + bytes(&s.trainable);
+    let optimizer_state_bytes = bytes(&s.optimizer.state);
+    mlx_rs::transforms::eval(s.trainable.values())?;
+    let p = Params {
+        base: &s.base,
+        over: Some(&s.trainable),
+        lora_scale: s.opts.lora_scale,
+        compute_dtype: Some(s.opts.compute),
+        dropout: None,
+    };
+    let b = &s.batch.batch;
+    let spec = &s.model.spec;
+    let forward_peak_bytes = peak_of(|| {
+        let logits = forward(spec, &p, &b.inputs, ForwardCtx::default())?;
+        let ce = mlxtune_engine::eval::cross_entropy(&logits, &b.targets)?;
+        Ok(vec![ce.sum(None)?])
+    })?;
+    let body_forward_peak_bytes = peak_of(|| {
+        let h = forward_hidden(spec, &p, &b.inputs, ForwardCtx::default())?;
+        Ok(vec![h.sum(None)?])
+    })?;
+    runtime::reset_peak_memory();
+    s.stepper
+        .gradients(&s.trainable, std::slice::from_ref(&s.batch), 1.0)?;
+    let loss_and_grad_peak_bytes = runtime::memory_stats().peak;
+    Ok(MemoryProfile {
+        weights_bytes,
+        optimizer_state_bytes,
+        forward_peak_bytes,
+        body_forward_peak_bytes,
+        loss_and_grad_peak_bytes,
+    })
+}
+
+/// MLX's peak memory while `f`'s arrays are computed.
+fn peak_of(f: impl FnOnce() -> anyhow::Result<Vec<Array>>) -> anyhow::Result<u64> {
+    runtime::reset_peak_memory();
+    let out = f()?;
+    mlx_rs::transforms::eval(&out)?;
+    Ok(runtime::memory_stats().peak)
+}

@@ -1,0 +1,106 @@
+//! Batch sizing against a memory limit: a rough peak estimate per micro-batch and the
+//! largest micro-batch that fits (`batchSize: "auto"`, or a requested size too large).
+
+use mlx_rs::Dtype;
+
+use super::spec::TrainSpec;
+use crate::models::Model;
+use crate::runtime;
+
+/// Rough peak-memory estimate (bytes) of one micro-batch of `batch` rows of `seq` tokens:
+/// weights, trainable copies with gradients and two optimizer moments, and activations
+/// kept for the backward pass (~18 hidden-sized and 3 ff-sized values per token and layer,
+/// plus the logits in f32 twice).
+pub fn estimate_peak_memory(
+    model: &Model,
+    spec: &TrainSpec,
+    trainable_params: u64,
+    batch: u64,
+    seq: u64,
+) -> u64 {
+    let s = &model.spec;
+    let bytes = match spec.dtype() {
+        Dtype::Float32 => 4,
+        _ => 2,
+    };
+    let weights: u64 = model.weights.values().map(|a| a.nbytes() as u64).sum();
+    let train_state = trainable_params * 4 * 4;
+    let per_token_layer = (18 * s.hidden_size as u64 + 3 * s.intermediate_size as u64) * bytes;
+    let layers = if spec.gradient_checkpointing {
+        2
+    } else {
+        s.num_layers() as u64
+    };
+    let acts = batch * seq * (per_token_layer * layers + 2 * 4 * s.vocab_size as u64);
+    weights + train_state + acts
+}
+
+/// The memory budget: the spec's limit, MLX's on a GPU, else 60% of the available RAM.
+pub fn total_memory_limit(spec: &TrainSpec) -> u64 {
+    if let Some(l) = spec.memory_limit_bytes {
+        return l;
+    }
+    if runtime::current_device() == "gpu" {
+        return runtime::memory_limit().unwrap_or(8 << 30);
+    }
+    let kb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(8 << 20);
+    kb * 1024 * 6 / 10
+}
+
+/// How each batch runs: batches keep the requested size (so the data grouping never depends
+/// on memory), each as `split` micro-batches of at most `micro` rows whose gradients are
+/// summed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    pub micro: u32,
+    pub effective: u32,
+    pub split: u32,
+}
+
+impl Batching {
+    /// Halves the micro-batch from `requested` (64 for "auto") while `fits` says no.
+    pub fn choose(requested: Option<u32>, fits: impl Fn(u32) -> bool) -> Batching {
+        let mut micro = requested.unwrap_or(64);
+        while micro > 1 && !fits(micro) {
+            micro /= 2;
+        }
+        let effective = requested.unwrap_or(micro).max(micro);
+        Batching {
+            micro,
+            effective,
+            split: effective.div_ceil(micro),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_that_fits_runs_whole() {
+        let b = Batching::choose(Some(8), |_| true);
+        assert_eq!((b.micro, b.effective, b.split), (8, 8, 1));
+    }
+
+    #[test]
+    fn a_batch_too_large_keeps_its_size_in_micro_batches() {
+        let b = Batching::choose(Some(12), |m| m <= 4);
+        assert_eq!((b.micro, b.effective, b.split), (3, 12, 4));
+    }
+
+    #[test]
+    fn auto_takes_the_largest_power_of_two_that_fits() {
+        let b = Batching::choose(None, |m| m <= 20);
+        assert_eq!((b.micro, b.effective, b.split), (16, 16, 1));
+        let one = Batching::choose(None, |_| false);
+        assert_eq!((one.micro, one.split), (1, 1));
+    }
+}

@@ -1,0 +1,225 @@
+//! One optimizer step, owned in one place and used by both the trainer and
+//! `mlxtune bench train`: the step's arguments, loss and gradients summed over its
+//! micro-batches, the gradient norm and clipping, and the optimizer update.
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use mlx_rs::Array;
+
+use super::optim::Optimizer;
+use super::step::{compiled_loss_and_grad, loss_and_grad, StepOptions};
+use crate::data::batch::TrainBatch;
+use crate::error::Result;
+use crate::models::ModelSpec;
+use crate::weights::Weights;
+
+/// A micro-batch and the seed of its dropout masks.
+pub struct MicroBatch {
+    pub batch: TrainBatch,
+    pub dropout_seed: u64,
+}
+
+/// Loss and summed gradients over a step's micro-batches.
+pub struct Gradients {
+    /// Σ over micro-batches of the gradient of Σ mask · CE · loss scale.
+    pub sums: Vec<Array>,
+    /// Σ mask · CE (loss scale undone).
+    pub loss_sum: f64,
+    pub loss_tokens: u64,
+    pub real_tokens: u64,
+    pub total_tokens: u64,
+}
+
+/// Figures of a step that updated the weights.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepStats {
+    /// Mean loss over the step's loss tokens.
+    pub loss: f64,
+    /// Gradient norm before clipping.
+    pub grad_norm: f64,
+    pub loss_tokens: u64,
+    pub real_tokens: u64,
+    pub total_tokens: u64,
+}
+
+/// What a step did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StepOutcome {
+    Updated(StepStats),
+    /// No position of the step's micro-batches counts in the loss: nothing to learn from.
+    Empty,
+    /// The loss or the gradient norm is not finite; the weights are unchanged.
+    NonFinite {
+        loss: f64,
+        grad_norm: f64,
+    },
+}
+
+type LossAndGrad = Box<dyn FnMut(&[Array]) -> mlx_rs::error::Result<(Vec<Array>, Vec<Array>)>>;
+
+/// The loss-and-gradient function of a model and a set of trainable arrays.
+pub struct Stepper {
+    names: Vec<String>,
+    loss_and_grad: LossAndGrad,
+    dropout_seed: Rc<Cell<u64>>,
+}
+
+impl Stepper {
+    /// `base` holds the frozen weights; `names` the trainable arrays, in argument order.
+    pub fn new(
+        model: &ModelSpec,
+        base: Weights,
+        names: Vec<String>,
+        opts: StepOptions,
+        compile: bool,
+    ) -> Result<Stepper> {
+        let dropout_seed = Rc::new(Cell::new(0u64));
+        let loss_and_grad: LossAndGrad = if compile {
+            Box::new(compiled_loss_and_grad(model, base, names.clone(), opts)?)
+        } else {
+            // Leaked once per stepper: the gradient transform keeps a borrow of it.
+            let argnums: &'static [i32] = Vec::leak((0..names.len() as i32).collect());
+            Box::new(loss_and_grad(
+                model,
+                base,
+                names.clone(),
+                opts,
+                dropout_seed.clone(),
+                argnums,
+            ))
+        };
+        Ok(Stepper {
+            names,
+            loss_and_grad,
+            dropout_seed,
+        })
+    }
+
+    /// The trainable arrays' names, in argument order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Loss and gradient sums over `micro` (None when no position counts in the loss).
+    /// Each micro-batch's loss and gradients are evaluated together (one host sync), apart
+    /// from the optimizer update: one graph for both raises the peak under checkpointing.
+    pub fn gradients(
+        &mut self,
+        trainable: &Weights,
+        micro: &[MicroBatch],
+        loss_scale: f32,
+    ) -> Result<Option<Gradients>> {
+        let mut acc: Option<Gradients> = None;
+        for m in micro.iter().filter(|m| m.batch.loss_tokens > 0) {
+            self.dropout_seed.set(m.dropout_seed);
+            let args = self.arguments(trainable, &m.batch, loss_scale);
+            let (vals, g) = (self.loss_and_grad)(&args)?;
+            mlx_rs::transforms::eval(vals.iter().chain(g.iter()))?;
+            let loss = vals[0].item_cast::<f32>() as f64 / loss_scale as f64;
+            let b = &m.batch;
+            acc = Some(match acc.take() {
+                None => Gradients {
+                    sums: g,
+                    loss_sum: loss,
+                    loss_tokens: b.loss_tokens,
+                    real_tokens: b.real_tokens,
+                    total_tokens: b.total_tokens,
+                },
+                Some(a) => Gradients {
+                    sums: add_all(&a.sums, &g)?,
+                    loss_sum: a.loss_sum + loss,
+                    loss_tokens: a.loss_tokens + b.loss_tokens,
+                    real_tokens: a.real_tokens + b.real_tokens,
+                    total_tokens: a.total_tokens + b.total_tokens,
+                },
+            });
+            if let Some(a) = &acc {
+                mlx_rs::transforms::eval(&a.sums)?;
+            }
+        }
+        Ok(acc)
+    }
+
+    /// The function's arguments: trainable arrays in `names` order, then inputs, targets,
+    /// mask, the loss scale and, for packed rows, the segment ids.
+    fn arguments(&self, trainable: &Weights, b: &TrainBatch, loss_scale: f32) -> Vec<Array> {
+        let mut args: Vec<Array> = self.names.iter().map(|n| trainable[n].clone()).collect();
+        args.extend([
+            b.inputs.clone(),
+            b.targets.clone(),
+            b.mask.clone(),
+            Array::from_f32(loss_scale),
+        ]);
+        args.extend(b.segments.clone());
+        args
+    }
+
+    /// One optimizer step over `micro`: mean gradients over the loss tokens (loss scale
+    /// undone), global-norm clipping to `max_grad_norm`, then the update at `lr`.
+    pub fn step(
+        &mut self,
+        trainable: &mut Weights,
+        optimizer: &mut Optimizer,
+        micro: &[MicroBatch],
+        loss_scale: f32,
+        lr: f32,
+        max_grad_norm: Option<f64>,
+    ) -> Result<StepOutcome> {
+        let Some(g) = self.gradients(trainable, micro, loss_scale)? else {
+            return Ok(StepOutcome::Empty);
+        };
+        let loss = g.loss_sum / g.loss_tokens.max(1) as f64;
+        let denom = Array::from_f32(g.loss_tokens.max(1) as f32 * loss_scale);
+        let grads: Vec<Array> = g
+            .sums
+            .iter()
+            .map(|x| x.divide(&denom))
+            .collect::<std::result::Result<_, _>>()?;
+        let grad_norm = global_norm(&grads)?;
+        if !loss.is_finite() || !grad_norm.is_finite() {
+            return Ok(StepOutcome::NonFinite { loss, grad_norm });
+        }
+        let clip = max_grad_norm.map_or(1.0, |m| (m / (grad_norm + 1e-6)).min(1.0));
+        let grad_map: Weights = self
+            .names
+            .iter()
+            .cloned()
+            .zip(grads)
+            .map(|(n, g)| {
+                let g = if clip < 1.0 {
+                    g.multiply(Array::from_f32(clip as f32))?
+                } else {
+                    g
+                };
+                Ok((n, g))
+            })
+            .collect::<Result<_>>()?;
+        optimizer.step(trainable, &grad_map, lr)?;
+        Ok(StepOutcome::Updated(StepStats {
+            loss,
+            grad_norm,
+            loss_tokens: g.loss_tokens,
+            real_tokens: g.real_tokens,
+            total_tokens: g.total_tokens,
+        }))
+    }
+}
+
+fn add_all(a: &[Array], b: &[Array]) -> Result<Vec<Array>> {
+    Ok(a.iter()
+        .zip(b)
+        .map(|(x, y)| x.add(y))
+        .collect::<std::result::Result<_, _>>()?)
+}
+
+/// √Σ‖g‖² over all gradients, evaluated.
+fn global_norm(grads: &[Array]) -> Result<f64> {
+    let norm = grads
+        .iter()
+        .map(|g| g.square().and_then(|s| s.sum(None)))
+        .try_fold(Array::from_f32(0.0), |acc, s| acc.add(&s?))?
+        .sqrt()?;
+    norm.eval()?;
+    Ok(norm.item_cast::<f32>() as f64)
+}

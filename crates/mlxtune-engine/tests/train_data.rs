@@ -1,0 +1,179 @@
+//! Training data: masking of non-assistant turns, packed rows, the tokenized-data cache.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::train::*;
+use common::*;
+use mlxtune_engine::data::batch::make_batch;
+use mlxtune_engine::data::{tokenize_record, DataFormat, TokenizeOptions};
+use mlxtune_engine::eval::cross_entropy;
+use mlxtune_engine::models::forward::{self, ForwardCtx};
+use mlxtune_engine::Tokenizer;
+use serde_json::json;
+#[test]
+fn only_assistant_turns_count_under_masking() {
+    let tok = Tokenizer::from_dir(&fixture("lfm2"), None).unwrap();
+    let rec = json!({ "messages": [
+        { "role": "system", "content": "Be brief." },
+        { "role": "user", "content": "Say fox." },
+        { "role": "assistant", "content": "The fox." },
+        { "role": "user", "content": "Say dog." },
+        { "role": "assistant", "content": "Skipped dog.", "weight": 0 },
+        { "role": "user", "content": "Again." },
+        { "role": "assistant", "content": "Lazy dog." }
+    ]});
+    let ex = tokenize_record(&tok, DataFormat::Chat, &rec, &TokenizeOptions::default()).unwrap();
+    let kept: Vec<u32> = ex
+        .ids
+        .iter()
+        .zip(&ex.mask)
+        .filter(|(_, m)| **m)
+        .map(|(i, _)| *i)
+        .collect();
+    assert_eq!(
+        tok.decode(&kept, false).unwrap(),
+        "The fox.<|im_end|>\nLazy dog.<|im_end|>\n"
+    );
+    let all = tokenize_record(
+        &tok,
+        DataFormat::Chat,
+        &rec,
+        &TokenizeOptions {
+            train_on_inputs: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(all.loss_tokens(), all.ids.len() - 1);
+    let comp = tokenize_record(
+        &tok,
+        DataFormat::Completion,
+        &json!({ "prompt": "Q: fox?", "completion": " A: yes" }),
+        &TokenizeOptions::default(),
+    )
+    .unwrap();
+    let kept: Vec<u32> = comp
+        .ids
+        .iter()
+        .zip(&comp.mask)
+        .filter(|(_, m)| **m)
+        .map(|(i, _)| *i)
+        .collect();
+    assert_eq!(tok.decode(&kept, false).unwrap(), " A: yes<|im_end|>");
+}
+
+#[test]
+fn packed_and_unpacked_batches_give_the_same_loss() {
+    for model in ARCHS {
+        let (m, ex) = examples(model);
+        let sum = |rows: Vec<Vec<usize>>, packed: bool| -> (f64, u64) {
+            let b = make_batch(&ex, &rows, packed, 1);
+            let logits = forward::forward(
+                &m.spec,
+                &m.params(),
+                &b.inputs,
+                ForwardCtx {
+                    cache: None,
+                    segments: b.segments.as_ref(),
+                    checkpoint: false,
+                },
+            )
+            .unwrap();
+            let l = cross_entropy(&logits, &b.targets)
+                .unwrap()
+                .multiply(&b.mask)
+                .unwrap()
+                .sum(None)
+                .unwrap();
+            l.eval().unwrap();
+            (l.item_cast::<f32>() as f64, b.loss_tokens)
+        };
+        let (unpacked, n1) = sum((0..ex.len()).map(|i| vec![i]).collect(), false);
+        let (packed, n2) = sum(vec![vec![0, 1, 2], vec![3, 4, 5]], true);
+        assert_eq!(n1, n2);
+        assert!(
+            (unpacked - packed).abs() < 1e-4 * unpacked,
+            "{model}: {unpacked} vs {packed}"
+        );
+    }
+}
+
+#[test]
+fn tokenized_data_is_cached_by_content_and_rebuilt_when_the_file_changes() {
+    use mlxtune_engine::data::{load_cached, DataSpec};
+    let any = DataSpec::Builtin(None);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text_data(tmp.path());
+    let cache = tmp.path().join("cache");
+    let tok = Tokenizer::from_dir(&fixture("llama"), None).unwrap();
+    let opts = TokenizeOptions::default();
+    let (a, sa) = load_cached(&data, &tok, &any, &opts, Some(&cache)).unwrap();
+    assert!(!sa.from_cache);
+    let (b, sb) = load_cached(&data, &tok, &any, &opts, Some(&cache)).unwrap();
+    assert!(sb.from_cache);
+    assert_eq!(a, b);
+    assert_eq!(
+        (sa.records, sa.tokens, sa.loss_tokens),
+        (sb.records, sb.tokens, sb.loss_tokens)
+    );
+    // Other options or another tokenizer are other keys.
+    let (_, s) = load_cached(
+        &data,
+        &tok,
+        &any,
+        &TokenizeOptions {
+            max_len: Some(5),
+            ..opts.clone()
+        },
+        Some(&cache),
+    )
+    .unwrap();
+    assert!(!s.from_cache && s.truncated > 0);
+    let other = Tokenizer::from_dir(&fixture("qwen2"), None).unwrap();
+    assert!(
+        !load_cached(&data, &other, &any, &opts, Some(&cache))
+            .unwrap()
+            .1
+            .from_cache
+    );
+    // A changed file misses the cache, and a bad line is still reported.
+    std::fs::write(&data, "{\"text\": \"new\"}\n{\"text\": 5}\n").unwrap();
+    let e = load_cached(&data, &tok, &any, &opts, Some(&cache))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("train.jsonl:2"), "{e}");
+}
+
+#[test]
+fn custom_template_data_is_cached_too_and_keyed_by_its_template() {
+    use mlxtune_engine::data::{load_cached, CustomTemplate, DataSpec};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("qa.jsonl");
+    std::fs::write(
+        &data,
+        "{\"q\": \"Two and two?\", \"a\": \"Four.\"}\n{\"q\": \"Sky?\", \"a\": \"Blue.\"}\n",
+    )
+    .unwrap();
+    let cache = tmp.path().join("cache");
+    let tok = Tokenizer::from_dir(&fixture("llama"), None).unwrap();
+    let opts = TokenizeOptions::default();
+    let custom = |prompt: &str| {
+        DataSpec::Custom(CustomTemplate {
+            prompt: prompt.into(),
+            completion: " {a}".into(),
+        })
+    };
+    let (a, first) = load_cached(&data, &tok, &custom("Q: {q}\nA:"), &opts, Some(&cache)).unwrap();
+    let (b, again) = load_cached(&data, &tok, &custom("Q: {q}\nA:"), &opts, Some(&cache)).unwrap();
+    assert!(!first.from_cache && again.from_cache);
+    assert_eq!(a, b);
+    let (c, other) = load_cached(&data, &tok, &custom("{q}"), &opts, Some(&cache)).unwrap();
+    assert!(!other.from_cache, "another template is another key");
+    assert_ne!(a, c);
+    // A record lacking a field is reported with its line, cached or not.
+    std::fs::write(&data, "{\"q\": \"x\", \"a\": \"y\"}\n{\"q\": \"x\"}\n").unwrap();
+    let e = load_cached(&data, &tok, &custom("{q}"), &opts, Some(&cache)).unwrap_err();
+    assert!(e.to_string().contains("qa.jsonl:2: missing `a`"), "{e}");
+}

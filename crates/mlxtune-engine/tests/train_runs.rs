@@ -1,0 +1,343 @@
+//! Training runs end to end on the tiny fixtures: the loss falls for every fine-tune type and
+//! architecture, adapters start at the base model and fuse exactly, a paused run resumes to the
+//! same losses, failures keep the last good checkpoint, checkpoints are pruned, batches too
+//! large run as micro-batches, and the trainer's step is the benchmark's step.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+
+use common::train::*;
+use common::*;
+use mlxtune_engine::eval::{self};
+use mlxtune_engine::mlx_rs::{Array, Dtype};
+use mlxtune_engine::models::forward::{self, ForwardCtx, Params};
+use mlxtune_engine::train::{self, lora, Control, Event, Outcome};
+use mlxtune_engine::{LoadOptions, Model};
+use serde_json::{json, Value};
+#[test]
+fn loss_falls_for_every_fine_tune_type_and_architecture() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text_data(tmp.path());
+    for model in ARCHS {
+        let (base, ex) = examples(model);
+        let before = eval::evaluate(&base.spec, &base.params(), &ex, 8)
+            .unwrap()
+            .loss;
+        for (kind, lr) in [
+            ("lora", 0.005),
+            ("dora", 0.005),
+            ("qlora", 0.005),
+            ("full", 0.002),
+        ] {
+            let out = tmp.path().join(format!("{model}-{kind}"));
+            let extra = json!({ "fineTuneType": kind, "parameters": { "learningRate": lr }, "quantization": { "bits": 8, "groupSize": 32 } });
+            let s = spec(config(model, &data, extra));
+            let r = run(&s, &out);
+            assert_eq!(r.outcome, Outcome::Completed);
+            let after = if kind == "full" {
+                let m = Model::load(&out.join("model"), &LoadOptions::default()).unwrap();
+                eval::evaluate(&m.spec, &m.params(), &ex, 8).unwrap().loss
+            } else {
+                let quantize = (kind == "qlora").then_some(s.quantization);
+                let m = Model::load(
+                    &fixture(model),
+                    &LoadOptions {
+                        dtype: Some(Dtype::Float32),
+                        quantize,
+                    },
+                )
+                .unwrap();
+                let (ad, scale) = lora::load_adapters(&out).unwrap();
+                let p = Params {
+                    over: Some(&ad),
+                    lora_scale: scale,
+                    ..Params::new(&m.weights)
+                };
+                eval::evaluate(&m.spec, &p, &ex, 8).unwrap().loss
+            };
+            assert!(
+                after < 0.5 * before,
+                "{model} {kind}: loss {before:.3} -> {after:.3}"
+            );
+            let l = losses(&out);
+            assert!(
+                l.last().unwrap() < &l[0],
+                "{model} {kind}: step losses {l:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn adapters_start_at_exactly_the_base_models_loss() {
+    for model in ARCHS {
+        let (m, ex) = examples(model);
+        let base = eval::evaluate(&m.spec, &m.params(), &ex, 8).unwrap();
+        for kind in ["lora", "dora"] {
+            let s = spec(config(
+                model,
+                Path::new("unused.jsonl"),
+                json!({ "fineTuneType": kind }),
+            ));
+            let modules = lora::target_modules(&m.spec, &s.targets, None);
+            let ad = lora::init_adapters(&m, &modules, &s).unwrap();
+            let p = Params {
+                over: Some(&ad),
+                lora_scale: s.lora_scale(),
+                ..Params::new(&m.weights)
+            };
+            let with = eval::evaluate(&m.spec, &p, &ex, 8).unwrap();
+            assert_eq!(with.loss, base.loss, "{model} {kind}");
+        }
+    }
+}
+
+#[test]
+fn a_fused_model_gives_the_same_logits_as_base_plus_adapter() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text_data(tmp.path());
+    for model in ["lfm2", "qwen3"] {
+        for kind in ["lora", "dora"] {
+            let out = tmp.path().join(format!("{model}-{kind}"));
+            run(
+                &spec(config(
+                    model,
+                    &data,
+                    json!({ "fineTuneType": kind, "maxSteps": 4 }),
+                )),
+                &out,
+            );
+            let (ad, scale) = lora::load_adapters(&out).unwrap();
+            let mut m = Model::load(
+                &fixture(model),
+                &LoadOptions {
+                    dtype: Some(Dtype::Float32),
+                    quantize: None,
+                },
+            )
+            .unwrap();
+            let ids = Array::from_slice(&[1i32, 40, 41, 42, 100, 7, 9, 11], &[1, 8]);
+            let p = Params {
+                over: Some(&ad),
+                lora_scale: scale,
+                ..Params::new(&m.weights)
+            };
+            let adapted = forward::forward(&m.spec, &p, &ids, ForwardCtx::default()).unwrap();
+            let plain = m.forward(&ids, None).unwrap();
+            assert!(
+                max_abs_diff(&adapted, &plain) > 1e-3,
+                "{model} {kind}: training changed nothing"
+            );
+            lora::fuse(&mut m, &ad, scale).unwrap();
+            let fused = m.forward(&ids, None).unwrap();
+            let d = max_abs_diff(&adapted, &fused);
+            assert!(d < 1e-4, "{model} {kind}: fused differs by {d}");
+        }
+    }
+}
+
+#[test]
+fn a_paused_and_resumed_run_gives_the_same_losses_as_an_uninterrupted_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text_data(tmp.path());
+    let extra = json!({
+        "parameters": { "batchSize": 2, "epochs": 3 },
+        "gradientAccumulationSteps": 2,
+        "lora": { "dropout": 0.1 },
+        "schedule": { "type": "cosine", "warmupSteps": 2 },
+        "maxGradNorm": 1.0
+    });
+    let s = spec(config("lfm2", &data, extra));
+    let straight = tmp.path().join("straight");
+    let r = run(&s, &straight);
+    assert_eq!(r.step, 6);
+    let resumed = tmp.path().join("resumed");
+    let r = train::train(&s, &resumed, false, &mut |e| match e {
+        Event::Step(m) if m.step == 3 => Control::Pause,
+        _ => Control::Continue,
+    })
+    .unwrap();
+    assert_eq!((r.outcome, r.step), (Outcome::Paused, 3));
+    assert_eq!(losses(&resumed).len(), 3);
+    let r = train::train(&s, &resumed, true, &mut |_| Control::Continue).unwrap();
+    assert_eq!((r.outcome, r.step), (Outcome::Completed, 6));
+    assert_eq!(
+        losses(&resumed),
+        losses(&straight),
+        "per-step losses must be identical"
+    );
+    let a = mlxtune_engine::weights::load_file(&straight.join("adapters.safetensors")).unwrap();
+    let b = mlxtune_engine::weights::load_file(&resumed.join("adapters.safetensors")).unwrap();
+    for (k, v) in &a {
+        assert_eq!(max_abs_diff(v, &b[k]), 0.0, "{k}");
+    }
+}
+
+#[test]
+fn a_bad_record_fails_the_run_with_its_line_number() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("bad.jsonl");
+    std::fs::write(
+        &data,
+        "{\"text\": \"ok\"}\n{\"text\": \"fine\"}\n{\"txt\": \"oops\"}\n",
+    )
+    .unwrap();
+    let e = train::train(
+        &spec(config("llama", &data, json!({}))),
+        &tmp.path().join("o"),
+        false,
+        &mut |_| Control::Continue,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("bad.jsonl:3") && e.contains("missing `text`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_diverging_run_stops_and_keeps_the_last_good_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text_data(tmp.path());
+    let s = spec(config(
+        "llama",
+        &data,
+        json!({ "fineTuneType": "full", "optimizer": { "name": "sgd" }, "parameters": { "learningRate": 1e30 }, "checkpoint": { "everySteps": 1 } }),
+    ));
+    let out = tmp.path().join("o");
+    let e = train::train(&s, &out, false, &mut |_| Control::Continue)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("stopping") && e.contains("last good checkpoint"),
+        "{e}"
+    );
+    let state = train::checkpoint::load_latest(&out).unwrap().unwrap().state;
+    assert!(state.step >= 1 && state.last_loss.unwrap().is_finite());
+}
+
+#[test]
+fn checkpoints_keep_the_last_n_and_the_best() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text_data(tmp.path());
+    let s = spec(config(
+        "qwen2",
+        &data,
+        json!({
+            "dataset": { "validationData": data.to_str().unwrap() },
+            "maxSteps": 8,
+            "checkpoint": { "everySteps": 1, "keepLast": 2 },
+            "eval": { "everySteps": 2 },
+            "earlyStopping": { "patience": 50 }
+        }),
+    ));
+    let out = tmp.path().join("o");
+    let r = run(&s, &out);
+    let mut names: Vec<String> = std::fs::read_dir(out.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("step-"))
+        .collect();
+    names.sort();
+    let best = std::fs::read_to_string(out.join("checkpoints/best")).unwrap();
+    assert!(names.contains(&best), "{names:?} {best}");
+    assert!(
+        names.contains(&"step-00000008".to_string())
+            && names.contains(&"step-00000007".to_string())
+    );
+    assert!(names.len() <= 3, "{names:?}");
+    assert!(r.best_val_loss.is_some());
+    // PEFT layout: A is [r, in], B is [out, r].
+    let peft =
+        mlxtune_engine::weights::load_file(&out.join("peft/adapter_model.safetensors")).unwrap();
+    let a = &peft["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"];
+    assert_eq!(a.shape(), &[8, 64]);
+    let cfg: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("peft/adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(cfg["peft_type"], "LORA");
+    assert_eq!(cfg["r"], 8);
+}
+
+#[test]
+fn a_batch_that_does_not_fit_runs_as_smaller_micro_batches_with_the_same_losses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text_data(tmp.path());
+    let base = json!({ "parameters": { "batchSize": 4, "epochs": 3 } });
+    let whole = spec(config("qwen3", &data, base.clone()));
+    let mut limited = base.clone();
+    // Weights fit, one row of activations fits, four rows do not.
+    merge(&mut limited, &json!({ "memoryLimitBytes": 2_700_000 }));
+    let limited = spec(config("qwen3", &data, limited));
+    let a = tmp.path().join("whole");
+    let b = tmp.path().join("limited");
+    let mut micro = 0;
+    train::train(&whole, &a, false, &mut |_| Control::Continue).unwrap();
+    train::train(&limited, &b, false, &mut |e| {
+        if let Event::Started(s) = e {
+            micro = s.micro_batch_size;
+        }
+        Control::Continue
+    })
+    .unwrap();
+    assert!(
+        micro < 4,
+        "the memory limit must force smaller micro-batches, got {micro}"
+    );
+    let (la, lb) = (losses(&a), losses(&b));
+    assert_eq!(la.len(), lb.len());
+    for (x, y) in la.iter().zip(&lb) {
+        assert!((x - y).abs() < 1e-4 * x.abs().max(1.0), "{la:?} vs {lb:?}");
+    }
+}
+
+#[test]
+fn the_stepper_that_benchmarks_use_is_the_trainers_step() {
+    use mlxtune_engine::train::optim::{learning_rate, Optimizer};
+    use mlxtune_engine::train::prepare::prepare;
+    use mlxtune_engine::train::stepper::{MicroBatch, StepOutcome, Stepper};
+    use mlxtune_engine::train::trainer::step_options;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text_data(tmp.path());
+    let s = spec(config("llama", &data, json!({ "maxSteps": 1 })));
+    let out = tmp.path().join("run");
+    run(&s, &out);
+    let trained = losses(&out)[0];
+
+    // The same first step, built by hand from the prepared pieces.
+    let mut p = prepare(&s).unwrap();
+    let mut names: Vec<String> = p.trainable.keys().cloned().collect();
+    names.sort();
+    let base = p.model.weights.clone();
+    let mut stepper = Stepper::new(&p.model.spec, base, names, step_options(&s), false).unwrap();
+    let first = p.plan.epoch_order(s.seed, 0)[0];
+    let micro = MicroBatch {
+        batch: p.plan.make_part(&p.train.examples, first, 0, 1),
+        dropout_seed: 0,
+    };
+    let mut opt = Optimizer::new(&s);
+    let lr = learning_rate(&s, 0, p.total_steps) as f32;
+    let outcome = stepper
+        .step(
+            &mut p.trainable,
+            &mut opt,
+            &[micro],
+            1.0,
+            lr,
+            s.max_grad_norm,
+        )
+        .unwrap();
+    let StepOutcome::Updated(stats) = outcome else {
+        panic!("the step did not update: {outcome:?}");
+    };
+    assert_eq!(stats.loss, trained, "the same loss, bit for bit");
+    let saved = train::checkpoint::load_latest(&out).unwrap().unwrap();
+    for (name, a) in &p.trainable {
+        assert_eq!(max_abs_diff(a, &saved.trainable[name]), 0.0, "{name}");
+    }
+}

@@ -1,0 +1,312 @@
+//! The training step's parts against references: gradient checkpointing, the chunked loss, the
+//! compiled step, the fused cross-entropy, one AdamW step against the formula.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+
+use common::train::*;
+use common::*;
+use mlxtune_engine::eval::{self, cross_entropy};
+use mlxtune_engine::mlx_rs::{Array, Dtype};
+use mlxtune_engine::models::forward::{self, ForwardCtx, Params};
+use mlxtune_engine::train::config::from_value;
+use mlxtune_engine::train::{lora, TrainSpec};
+use serde_json::json;
+#[test]
+fn gradient_checkpointing_gives_the_same_gradients() {
+    use mlxtune_engine::mlx_rs::transforms::value_and_grad_with_argnums;
+    for model in ["lfm2", "llama"] {
+        let (m, ex) = examples(model);
+        let s = spec(config(model, Path::new("unused.jsonl"), json!({})));
+        let modules = lora::target_modules(&m.spec, &s.targets, None);
+        let mut ad = lora::init_adapters(&m, &modules, &s).unwrap();
+        // Non-zero B so that every adapter receives a gradient.
+        for (k, v) in ad.iter_mut() {
+            if k.ends_with("lora_b") {
+                *v = mlxtune_engine::mlx_rs::random::normal::<f32>(v.shape(), None, 0.1f32, None)
+                    .unwrap();
+            }
+        }
+        let mut names: Vec<String> = ad.keys().cloned().collect();
+        names.sort();
+        let b = unpacked_batch(&ex);
+        let grads = |checkpoint: bool| -> (f32, Vec<Array>) {
+            let (names2, base, spec2) = (names.clone(), m.weights.clone(), m.spec.clone());
+            let (inputs, targets, mask) = (b.inputs.clone(), b.targets.clone(), b.mask.clone());
+            let f = move |args: &[Array]| -> Result<Vec<Array>, mlxtune_engine::mlx_rs::error::Exception> {
+                let over: mlxtune_engine::weights::Weights = names2.iter().cloned().zip(args.iter().cloned()).collect();
+                let p = Params { over: Some(&over), lora_scale: 2.0, ..Params::new(&base) };
+                let logits = forward::forward(&spec2, &p, &inputs, ForwardCtx { cache: None, segments: None, checkpoint }).unwrap();
+                Ok(vec![cross_entropy(&logits, &targets).unwrap().multiply(&mask)?.sum(None)?])
+            };
+            let argnums: Vec<i32> = (0..names.len() as i32).collect();
+            let args: Vec<Array> = names.iter().map(|n| ad[n].clone()).collect();
+            let (v, g) = value_and_grad_with_argnums(f, argnums.as_slice())(&args).unwrap();
+            v[0].eval().unwrap();
+            (v[0].item_cast::<f32>(), g)
+        };
+        let (l1, g1) = grads(false);
+        let (l2, g2) = grads(true);
+        assert_eq!(l1, l2, "{model}: loss");
+        for (i, (a, c)) in g1.iter().zip(&g2).enumerate() {
+            let d = max_abs_diff(a, c);
+            assert!(
+                d <= 1e-5 * max_abs(a).max(1.0),
+                "{model} {}: gradient differs by {d}",
+                names[i]
+            );
+            assert!(max_abs(a) > 0.0, "{model} {}: zero gradient", names[i]);
+        }
+    }
+}
+
+#[test]
+fn the_chunked_checkpointed_loss_equals_the_full_loss_with_the_same_gradients() {
+    use mlxtune_engine::mlx_rs::transforms::value_and_grad_with_argnums;
+    use mlxtune_engine::train::step::chunked_loss_sum;
+    for model in ["lfm2", "llama"] {
+        let (m, ex) = examples(model);
+        let b = unpacked_batch(&ex);
+        // Full fine-tuning of the output layer and last norm, so the head gets gradients.
+        let head = output_layer_weight(&m);
+        let norm = format!("{}.weight", m.spec.names.final_norm);
+        let names = vec![head.to_string(), norm.clone()];
+        let run = |chunked: bool| -> (f32, Vec<Array>) {
+            let (names2, base, spec2) = (names.clone(), m.weights.clone(), m.spec.clone());
+            let (inputs, targets, mask) = (b.inputs.clone(), b.targets.clone(), b.mask.clone());
+            let f = move |args: &[Array]| -> Result<Vec<Array>, mlxtune_engine::mlx_rs::error::Exception> {
+                let over: mlxtune_engine::weights::Weights = names2.iter().cloned().zip(args.iter().cloned()).collect();
+                let p = Params { over: Some(&over), ..Params::new(&base) };
+                let ctx = ForwardCtx { cache: None, segments: None, checkpoint: false };
+                let loss = if chunked {
+                    let h = forward::forward_hidden(&spec2, &p, &inputs, ctx).unwrap();
+                    chunked_loss_sum(&spec2, &p, &h, &targets, &mask, 7).unwrap()
+                } else {
+                    let logits = forward::forward(&spec2, &p, &inputs, ctx).unwrap();
+                    cross_entropy(&logits, &targets).unwrap().multiply(&mask)?.sum(None)?
+                };
+                Ok(vec![loss])
+            };
+            let args: Vec<Array> = names.iter().map(|n| m.weights[n].clone()).collect();
+            let (v, g) = value_and_grad_with_argnums(f, &[0, 1][..])(&args).unwrap();
+            v[0].eval().unwrap();
+            (v[0].item_cast::<f32>(), g)
+        };
+        let (l1, g1) = run(false);
+        let (l2, g2) = run(true);
+        assert!((l1 - l2).abs() <= 1e-4 * l1.abs(), "{model}: {l1} vs {l2}");
+        for (i, (a, c)) in g1.iter().zip(&g2).enumerate() {
+            let d = max_abs_diff(a, c);
+            assert!(
+                d <= 1e-4 * max_abs(a).max(1e-3),
+                "{model} {}: gradient differs by {d}",
+                names[i]
+            );
+        }
+    }
+}
+
+#[test]
+fn a_compiled_training_step_gives_the_same_losses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text_data(tmp.path());
+    for (model, kind) in [("lfm2", "lora"), ("qwen3", "full")] {
+        let eager = spec(config(
+            model,
+            &data,
+            json!({ "fineTuneType": kind, "maxSteps": 5 }),
+        ));
+        let compiled = spec(config(
+            model,
+            &data,
+            json!({ "fineTuneType": kind, "maxSteps": 5, "optimization": { "compile": true } }),
+        ));
+        let (a, b) = (
+            tmp.path().join(format!("{model}-eager")),
+            tmp.path().join(format!("{model}-compiled")),
+        );
+        run(&eager, &a);
+        run(&compiled, &b);
+        let (la, lb) = (losses(&a), losses(&b));
+        for (x, y) in la.iter().zip(&lb) {
+            assert!(
+                (x - y).abs() < 1e-4 * x.abs().max(1.0),
+                "{model} {kind}: {la:?} vs {lb:?}"
+            );
+        }
+    }
+    let mut c = config(
+        "llama",
+        &data,
+        json!({ "optimization": { "compile": true }, "lora": { "dropout": 0.1 } }),
+    );
+    c["seed"] = json!(1);
+    assert_eq!(
+        from_value(c)
+            .and_then(|c| TrainSpec::from_config(&c))
+            .unwrap_err()
+            .param,
+        "optimization.compile"
+    );
+}
+
+#[test]
+fn the_fused_cross_entropy_matches_the_reference_in_value_and_gradient() {
+    use mlxtune_engine::mlx_rs::transforms::value_and_grad;
+    // On the CPU MLX computes the fused op through its own fallback; on CUDA through the
+    // kernel the trainer uses there. Both must agree with the upcast reference.
+    let logits = mlxtune_engine::mlx_rs::random::normal::<f32>(&[2, 5, 97], None, None, None)
+        .unwrap()
+        .multiply(Array::from_f32(4.0))
+        .unwrap();
+    let targets = Array::from_slice(&[3i32, 96, 0, 50, 7, 1, 2, 90, 45, 45], &[2, 5]);
+    for dtype in [Dtype::Float32, Dtype::Bfloat16] {
+        let x = logits.as_dtype(dtype).unwrap();
+        let t = targets.clone();
+        let f = |fused: bool| {
+            let t = t.clone();
+            let mut vg = value_and_grad(move |a: &[Array]| -> Result<Vec<Array>, _> {
+                let ce = if fused {
+                    eval::cross_entropy_fused(&a[0], &t)
+                } else {
+                    eval::cross_entropy_reference(&a[0], &t)
+                }
+                .map_err(|e| mlxtune_engine::mlx_rs::error::Exception::custom(e.to_string()))?;
+                Ok(vec![ce.multiply(Array::from_f32(0.5))?.sum(None)?])
+            });
+            let (v, g) = vg(std::slice::from_ref(&x)).unwrap();
+            (
+                v[0].item_cast::<f32>(),
+                g[0].as_dtype(Dtype::Float32)
+                    .unwrap()
+                    .as_slice::<f32>()
+                    .to_vec(),
+            )
+        };
+        let ((vf, gf), (vr, gr)) = (f(true), f(false));
+        let tol = if dtype == Dtype::Float32 { 1e-4 } else { 2e-2 };
+        assert!(
+            (vf - vr).abs() <= tol * vr.abs().max(1.0),
+            "{dtype:?}: loss {vf} vs {vr}"
+        );
+        let worst = gf
+            .iter()
+            .zip(&gr)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst <= tol, "{dtype:?}: gradient differs by {worst}");
+        assert!(
+            gr.iter().any(|g| g.abs() > 1e-3),
+            "the gradient is not trivial"
+        );
+    }
+}
+
+#[test]
+fn one_adamw_step_matches_the_formula() {
+    use mlxtune_engine::train::optim::Optimizer;
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(
+        "llama",
+        &write_text_data(dir.path()),
+        json!({ "optimizer": { "name": "adamw", "weightDecay": 0.1, "beta1": 0.9, "beta2": 0.99, "eps": 1e-8 } }),
+    );
+    let mut opt = Optimizer::new(&spec(c));
+    let p0 = [0.5f32, -1.0, 2.0, 0.0];
+    let grads_seq = [[0.1f32, -0.2, 0.3, 0.0], [0.05, 0.4, -0.1, 1.0]];
+    let mut params: mlxtune_engine::weights::Weights =
+        [("w".to_string(), Array::from_slice(&p0, &[2, 2]))].into();
+    let (mut p, mut m, mut v) = (p0.map(f64::from), [0.0f64; 4], [0.0f64; 4]);
+    for (t, g) in grads_seq.iter().enumerate() {
+        let lr = 0.01f64;
+        let grads: mlxtune_engine::weights::Weights =
+            [("w".to_string(), Array::from_slice(g, &[2, 2]))].into();
+        opt.step(&mut params, &grads, lr as f32).unwrap();
+        let t = (t + 1) as i32;
+        for i in 0..4 {
+            let gi = f64::from(g[i]);
+            m[i] = 0.9 * m[i] + 0.1 * gi;
+            v[i] = 0.99 * v[i] + 0.01 * gi * gi;
+            let update =
+                (m[i] / (1.0 - 0.9f64.powi(t))) / ((v[i] / (1.0 - 0.99f64.powi(t))).sqrt() + 1e-8);
+            p[i] = p[i] * (1.0 - lr * 0.1) - lr * update;
+        }
+        let got = params["w"].as_slice::<f32>().to_vec();
+        for i in 0..4 {
+            assert!(
+                (f64::from(got[i]) - p[i]).abs() < 1e-6,
+                "step {t}, element {i}: {} vs {}",
+                got[i],
+                p[i]
+            );
+        }
+    }
+}
+
+#[test]
+fn the_training_step_with_checkpointing_and_chunked_loss_gives_the_same_loss_and_gradients() {
+    use mlxtune_engine::train::step::{loss_and_grad, StepOptions};
+    use std::cell::Cell;
+    use std::rc::Rc;
+    for model in ["lfm2", "qwen3"] {
+        let (m, ex) = examples(model);
+        let b = unpacked_batch(&ex);
+        // The output layer (through the chunked loss) and a projection of the first
+        // layer (through a checkpointed block) get gradients.
+        let names = vec![
+            output_layer_weight(&m).to_string(),
+            format!(
+                "model.layers.0.{}.{}.weight",
+                m.spec.names.mlp, m.spec.names.down
+            ),
+        ];
+        let mut base = m.weights.clone();
+        for n in &names {
+            base.remove(n);
+        }
+        let argnums: Vec<i32> = (0..names.len() as i32).collect();
+        let run = |ck: bool| -> (f32, Vec<Array>) {
+            let opts = StepOptions {
+                lora_scale: 1.0,
+                dropout: 0.0,
+                compute: Dtype::Float32,
+                checkpoint: ck,
+                chunked_loss: ck,
+            };
+            let mut f = loss_and_grad(
+                &m.spec,
+                base.clone(),
+                names.clone(),
+                opts,
+                Rc::new(Cell::new(0)),
+                &argnums,
+            );
+            let mut args: Vec<Array> = names.iter().map(|n| m.weights[n].clone()).collect();
+            args.extend([
+                b.inputs.clone(),
+                b.targets.clone(),
+                b.mask.clone(),
+                Array::from_f32(0.5),
+            ]);
+            let (v, g) = f(&args).unwrap();
+            v[0].eval().unwrap();
+            (v[0].item_cast::<f32>(), g)
+        };
+        let ((l1, g1), (l2, g2)) = (run(false), run(true));
+        assert!(
+            l1 > 0.0 && (l1 - l2).abs() <= 1e-4 * l1,
+            "{model}: {l1} vs {l2}"
+        );
+        for (i, (a, c)) in g1.iter().zip(&g2).enumerate() {
+            let d = max_abs_diff(a, c);
+            assert!(
+                d <= 1e-4 * max_abs(a).max(1e-3),
+                "{model} {}: gradient differs by {d}",
+                names[i]
+            );
+        }
+    }
+}

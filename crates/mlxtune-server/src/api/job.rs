@@ -1,0 +1,155 @@
+//! The job object (`fine_tuning.job`) and its status.
+
+use mlxtune_engine::train::{FineTuneConfig, StepMetrics};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::ErrorDetail;
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Paused,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 6] = [
+        JobStatus::Queued,
+        JobStatus::Running,
+        JobStatus::Paused,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
+
+    /// The name stored in the database and sent in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Paused => "paused",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// A final state: the job will not run again.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+}
+
+impl std::str::FromStr for JobStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobStatus::ALL
+            .into_iter()
+            .find(|j| j.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = JobStatus::ALL.iter().map(|j| j.as_str()).collect();
+                format!("`{s}` is not one of {}", names.join(", "))
+            })
+    }
+}
+
+impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How far a job has come.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Progress {
+    pub step: i64,
+    pub total_steps: Option<i64>,
+    pub completion_percentage: f64,
+}
+
+/// A fine-tuning job as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Job {
+    pub id: String,
+    /// Always `fine_tuning.job`.
+    pub object: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub status: JobStatus,
+    pub name: Option<String>,
+    /// The base model as the request named it.
+    pub model: String,
+    /// The output directory, once succeeded.
+    pub fine_tuned_model: Option<String>,
+    pub trained_tokens: i64,
+    pub progress: Progress,
+    /// The last optimizer step's figures.
+    pub latest_metrics: Option<StepMetrics>,
+    /// Unix time the job should finish at, while running.
+    pub estimated_finish: Option<i64>,
+    pub error: Option<ErrorDetail>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub output_dir: String,
+    /// The configuration as submitted (remote dataset URIs kept).
+    pub config: FineTuneConfig,
+}
+
+/// A page of jobs, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobList {
+    /// Always `list`.
+    pub object: String,
+    pub data: Vec<Job>,
+    pub has_more: bool,
+}
+
+/// The answer to a deletion.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Deleted {
+    pub id: String,
+    pub object: String,
+    pub deleted: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_status_reads_back_from_its_name() {
+        for s in JobStatus::ALL {
+            assert_eq!(s.as_str().parse::<JobStatus>(), Ok(s));
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(json, format!("\"{}\"", s.as_str()));
+        }
+        let e = "validating".parse::<JobStatus>().unwrap_err();
+        assert!(e.contains("queued, running"), "{e}");
+    }
+
+    #[test]
+    fn only_succeeded_failed_and_cancelled_are_final() {
+        let finals: Vec<_> = JobStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .collect();
+        assert_eq!(
+            finals,
+            vec![
+                JobStatus::Succeeded,
+                JobStatus::Failed,
+                JobStatus::Cancelled
+            ]
+        );
+    }
+}

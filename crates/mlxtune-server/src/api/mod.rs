@@ -1,0 +1,27 @@
+//! The API's JSON shapes, typed: what handlers take and return, what the stream sends, and
+//! what the OpenAPI document is generated from (one definition each). Rows of the database
+//! become these in one place each (`From<JobRow>`, `From<EventRow>`).
+
+pub mod checkpoint;
+pub mod error;
+pub mod event;
+pub mod job;
+
+pub use checkpoint::{Checkpoint, CheckpointList, CheckpointMetrics};
+pub use error::{ErrorBody, ErrorDetail};
+pub use event::{
+    CheckpointSaved, EventData, EventKind, EventList, JobEvent, MetricsList, Snapshot,
+    StatusChange, TrainingUpdate,
+};
+pub use job::{Deleted, Job, JobList, JobStatus, Progress};
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Liveness.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    /// The MLX backend of this build: cpu, cuda or metal.
+    pub backend: String,
+}

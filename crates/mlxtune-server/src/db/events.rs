@@ -1,0 +1,107 @@
+//! The `events` table: what happened to a job, in order; listed, replayed and streamed.
+
+use mlxtune_engine::train::Level;
+use sqlx::SqlitePool;
+
+use super::{decode_error, now};
+use crate::api::{EventData, EventKind, JobEvent};
+
+/// An event row as sqlx reads it.
+struct RawEvent {
+    id: i64,
+    job_id: String,
+    created_at: i64,
+    level: String,
+    kind: String,
+    message: String,
+    data: Option<String>,
+}
+
+fn level(s: &str) -> Option<Level> {
+    [Level::Info, Level::Warn, Level::Error]
+        .into_iter()
+        .find(|l| l.as_str() == s)
+}
+
+impl TryFrom<RawEvent> for JobEvent {
+    type Error = sqlx::Error;
+
+    fn try_from(r: RawEvent) -> Result<JobEvent, sqlx::Error> {
+        let data = match r.data.as_deref() {
+            Some(d) => Some(
+                serde_json::from_str::<EventData>(d).map_err(|e| decode_error("events.data", e))?,
+            ),
+            None => None,
+        };
+        Ok(JobEvent {
+            id: r.id,
+            object: "fine_tuning.job.event".into(),
+            job_id: r.job_id,
+            created_at: r.created_at,
+            level: level(&r.level).ok_or_else(|| decode_error("events.level", &r.level))?,
+            kind: EventKind::parse(&r.kind).ok_or_else(|| decode_error("events.type", &r.kind))?,
+            message: r.message,
+            data,
+        })
+    }
+}
+
+/// Stores an event; returns it as the API shows it.
+pub async fn add_event(
+    pool: &SqlitePool,
+    job: &str,
+    level: Level,
+    kind: EventKind,
+    message: &str,
+    data: Option<EventData>,
+) -> sqlx::Result<JobEvent> {
+    let t = now();
+    let text = match &data {
+        Some(d) => Some(serde_json::to_string(d).map_err(|e| decode_error("event data", e))?),
+        None => None,
+    };
+    let (level_name, kind_name) = (level.as_str(), kind.as_str());
+    let r = sqlx::query!(
+        "INSERT INTO events (job_id, created_at, level, type, message, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        job,
+        t,
+        level_name,
+        kind_name,
+        message,
+        text
+    )
+    .execute(pool)
+    .await?;
+    Ok(JobEvent {
+        id: r.last_insert_rowid(),
+        object: "fine_tuning.job.event".into(),
+        job_id: job.to_string(),
+        created_at: t,
+        level,
+        kind,
+        message: message.to_string(),
+        data,
+    })
+}
+
+/// A job's events after event id `after`, oldest first.
+pub async fn events(
+    pool: &SqlitePool,
+    job: &str,
+    after: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<JobEvent>> {
+    sqlx::query_as!(
+        RawEvent,
+        r#"SELECT id AS "id!", job_id, created_at, level, type AS kind, message, data
+         FROM events WHERE job_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3"#,
+        job,
+        after,
+        limit
+    )
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(JobEvent::try_from)
+    .collect()
+}

@@ -1,0 +1,49 @@
+//! The `metrics` table: one row per optimizer step of a job.
+
+use mlxtune_engine::train::StepMetrics;
+use sqlx::SqlitePool;
+
+use super::{decode_error, now};
+
+/// Records one step's metrics and the job's progress.
+pub async fn record_step(pool: &SqlitePool, job: &str, m: &StepMetrics) -> sqlx::Result<()> {
+    let text = serde_json::to_string(m).map_err(|e| decode_error("step metrics", e))?;
+    let (step, total, trained_tokens) =
+        (m.step as i64, m.total_steps as i64, m.trained_tokens as i64);
+    let mut tx = pool.begin().await?;
+    sqlx::query!(
+        "INSERT OR REPLACE INTO metrics (job_id, step, data) VALUES (?1, ?2, ?3)",
+        job,
+        step,
+        text
+    )
+    .execute(&mut *tx)
+    .await?;
+    let t = now();
+    sqlx::query!(
+        "UPDATE jobs SET step = ?1, total_steps = ?2, trained_tokens = ?3, latest_metrics = ?4,
+                heartbeat_at = ?5, updated_at = ?5 WHERE id = ?6",
+        step,
+        total,
+        trained_tokens,
+        text,
+        t,
+        job
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+/// A job's per-step figures, in step order.
+pub async fn metrics(pool: &SqlitePool, job: &str) -> sqlx::Result<Vec<StepMetrics>> {
+    let rows = sqlx::query_scalar!(
+        "SELECT data FROM metrics WHERE job_id = ?1 ORDER BY step",
+        job
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|d| serde_json::from_str(&d).map_err(|e| decode_error("metrics.data", e)))
+        .collect()
+}

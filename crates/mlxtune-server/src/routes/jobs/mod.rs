@@ -1,0 +1,156 @@
+//! `/v1/fine_tuning/jobs`: submit, list, read and delete jobs; control and history in
+//! their own files.
+
+pub mod control;
+pub mod history;
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use mlxtune_engine::train::{Level, TrainSpec};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::body::ConfigBody;
+use crate::api::{Deleted, ErrorBody, EventKind, Job, JobList, JobStatus};
+use crate::db;
+use crate::error::{ApiError, ApiResult};
+use crate::remote;
+use crate::state::AppState;
+use crate::validate::validate;
+
+pub(crate) async fn job_or_404(state: &AppState, id: &str) -> ApiResult<db::JobRow> {
+    db::get_job(&state.db, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(&format!("job {id}")))
+}
+
+/// POST /v1/fine_tuning/jobs
+#[tracing::instrument(skip_all)]
+#[utoipa::path(post, path = "/v1/fine_tuning/jobs", request_body = mlxtune_engine::train::FineTuneConfig,
+    responses((status = 200, body = Job), (status = 400, body = ErrorBody),
+              (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create(
+    State(state): State<AppState>,
+    ConfigBody(config): ConfigBody,
+) -> ApiResult<Json<Job>> {
+    let spec = validated_spec(&state, &config).await?;
+    let id = format!("ftjob-{}", uuid::Uuid::new_v4().simple());
+    let output = state.settings.storage.data_dir.join("jobs").join(&id);
+    let spec_text = serde_json::to_string(&spec).map_err(|e| ApiError::internal("spec", e))?;
+    let config_text =
+        serde_json::to_string(&config).map_err(|e| ApiError::internal("config", e))?;
+    db::insert_job(
+        &state.db,
+        &id,
+        config.name.as_deref(),
+        &config_text,
+        &spec_text,
+        &output.display().to_string(),
+    )
+    .await?;
+    db::add_event(
+        &state.db,
+        &id,
+        Level::Info,
+        EventKind::Message,
+        "job validated and queued",
+        None,
+    )
+    .await?;
+    tracing::info!(job_id = %id, "job queued");
+    state.wake.notify_waiters();
+    Ok(Json(job_or_404(&state, &id).await?.into()))
+}
+
+/// Remote datasets are fetched into the cache first (the job keeps its URIs), then the
+/// whole pre-flight runs off the async runtime.
+async fn validated_spec(
+    state: &AppState,
+    config: &mlxtune_engine::train::FineTuneConfig,
+) -> ApiResult<TrainSpec> {
+    let mut local = config.clone();
+    let d = &mut local.dataset;
+    if remote::is_remote(&d.training_data) {
+        let path = remote::fetch(&d.training_data, &state.settings, "dataset.trainingData").await?;
+        d.training_data = path.display().to_string();
+    }
+    if let Some(v) = d.validation_data.as_mut().filter(|v| remote::is_remote(v)) {
+        let path = remote::fetch(v, &state.settings, "dataset.validationData").await?;
+        *v = path.display().to_string();
+    }
+    let models = state.settings.paths.model_roots.clone();
+    let mut datasets = state.settings.paths.dataset_roots.clone();
+    datasets.push(remote::cache_dir(&state.settings));
+    tokio::task::spawn_blocking(move || validate(&local, &models, &datasets))
+        .await
+        .map_err(|e| ApiError::internal("validation task", e))?
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// A job id: the page continues after it.
+    after: Option<String>,
+    /// 1..100, default 20.
+    limit: Option<i64>,
+    /// Only jobs in this state (queued, running, paused, succeeded, failed, cancelled).
+    status: Option<String>,
+}
+
+/// GET /v1/fine_tuning/jobs
+#[utoipa::path(get, path = "/v1/fine_tuning/jobs", params(ListQuery),
+    responses((status = 200, body = JobList), (status = 422, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<JobList>> {
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be between 1 and 100"));
+    }
+    let status = q
+        .status
+        .as_deref()
+        .map(str::parse::<JobStatus>)
+        .transpose()
+        .map_err(|e| ApiError::invalid("status", e))?;
+    let rows = db::list_jobs(&state.db, q.after.as_deref(), limit + 1, status).await?;
+    let has_more = rows.len() as i64 > limit;
+    Ok(Json(JobList {
+        object: "list".into(),
+        data: rows
+            .into_iter()
+            .take(limit as usize)
+            .map(Job::from)
+            .collect(),
+        has_more,
+    }))
+}
+
+/// GET /v1/fine_tuning/jobs/{id}
+#[utoipa::path(get, path = "/v1/fine_tuning/jobs/{id}", params(("id" = String, Path, description = "job id")),
+    responses((status = 200, body = Job), (status = 404, body = ErrorBody)))]
+pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Job>> {
+    Ok(Json(job_or_404(&state, &id).await?.into()))
+}
+
+/// DELETE /v1/fine_tuning/jobs/{id}
+#[utoipa::path(delete, path = "/v1/fine_tuning/jobs/{id}", params(("id" = String, Path, description = "job id")),
+    responses((status = 200, body = Deleted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Deleted>> {
+    let row = job_or_404(&state, &id).await?;
+    if !db::delete_job(&state.db, &id).await? {
+        return Err(ApiError::conflict(format!(
+            "a {} job cannot be deleted; cancel it first",
+            row.status
+        )));
+    }
+    let _ = std::fs::remove_dir_all(&row.output_dir);
+    Ok(Json(Deleted {
+        id,
+        object: "fine_tuning.job".into(),
+        deleted: true,
+    }))
+}

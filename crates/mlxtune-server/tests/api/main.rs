@@ -1,0 +1,11 @@
+//! The service as a client sees it: a real server on port 0, a fresh SQLite database per
+//! test, real training on the tiny fixtures. Every response a test receives is checked
+//! against the server's own OpenAPI document (`openapi_check`).
+#![allow(clippy::unwrap_used)]
+
+mod datasets;
+mod helpers;
+mod jobs;
+mod openapi_check;
+mod requests;
+mod stream;
