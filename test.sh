@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 ./scripts/setup.sh
+# Python packages the tests run (the GGUF reader): scripts/pytools.sh.
+./scripts/pytools.sh
 # The S3 tests talk to a real S3-compatible server: moto, from PyPI, in a project-local folder.
 tools="$PWD/.native/pytools"
 if [ ! -f "$tools/.moto-ok" ]; then

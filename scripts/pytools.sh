@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Python packages the tests run (from PyPI), each in its own project-local folder under
+# .native/pytools, installed once:
+#   gguf-site/  llama.cpp's `gguf` package: reads and dequantizes the GGUF files we write.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+tools="$PWD/.native/pytools"
+if [ ! -f "$tools/.gguf-ok" ]; then
+  python3 -m pip install -q --disable-pip-version-check --target "$tools/gguf-site" 'gguf==0.19.0' >/dev/null
+  touch "$tools/.gguf-ok"
+fi
