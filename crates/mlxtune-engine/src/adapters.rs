@@ -13,8 +13,8 @@ use mlx_rs::{Array, Dtype};
 use serde_json::Value;
 
 use crate::error::{EngineError, Result};
+use crate::models::adapted;
 use crate::models::{Model, ModelSpec};
-use crate::train::lora;
 use crate::weights::{self, Weights};
 
 /// Which file layout an adapter was read from.
@@ -185,7 +185,7 @@ impl Adapter {
     /// updated and quantized again with their own geometry).
     pub fn fuse_into(&self, model: &mut Model) -> Result<()> {
         self.check(&model.spec)?;
-        lora::fuse(model, &self.weights, 1.0)
+        adapted::fuse(model, &self.weights, 1.0)
     }
 }
 
@@ -369,7 +369,7 @@ impl Adapter {
         targets.dedup();
         let mut layers: Vec<usize> = modules
             .iter()
-            .filter_map(|m| lora::layer_index(m))
+            .filter_map(|m| adapted::layer_index(m))
             .collect();
         layers.sort();
         layers.dedup();

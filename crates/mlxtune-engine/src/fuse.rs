@@ -5,9 +5,9 @@ use std::path::Path;
 
 use crate::adapters::Adapter;
 use crate::error::Result;
+use crate::models::adapted::dense_weight;
 use crate::models::spec::Role;
 use crate::models::Model;
-use crate::train::lora::dense_weight;
 
 /// Replaces every MLX-quantized matrix by its dense float weights (in the model's dtype);
 /// returns how many were dequantized.

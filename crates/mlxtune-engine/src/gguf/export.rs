@@ -17,8 +17,8 @@ use super::names::{tensor_names, TensorName};
 use super::quant::{tensor_type, type_name, GgufQuant, TensorRole};
 use super::vocab::tokenizer_metadata;
 use crate::error::{EngineError, Result};
+use crate::models::adapted::dense_weight;
 use crate::models::{LayerKind, Model, ModelSpec};
-use crate::train::lora::dense_weight;
 
 /// What an export wrote.
 #[derive(Debug, Clone)]

@@ -1,6 +1,7 @@
 //! Models: one file per architecture, named after `model_type`, each turning its
 //! `config.json` into a [`ModelSpec`]; one shared forward pass; strict loading.
 
+pub mod adapted;
 pub mod cache;
 pub mod config;
 pub mod forward;

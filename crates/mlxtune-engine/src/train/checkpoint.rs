@@ -75,7 +75,7 @@ pub fn list(output: &Path) -> Vec<CheckpointInfo> {
             })
         })
         .collect();
-    found.sort_by(|a, b| b.step.cmp(&a.step));
+    found.sort_by_key(|c| std::cmp::Reverse(c.step));
     found
 }
 
