@@ -34,6 +34,11 @@ enum Command {
     Eval(cmd::eval::Args),
     /// Quantize a model (MLX affine, 4 or 8 bits) and save it.
     Quantize(cmd::quantize::Args),
+    /// Fold an adapter into its base model and write a Hugging Face directory.
+    Fuse(cmd::fuse::Args),
+    /// Write a model (with an adapter fused) as GGUF, a Hugging Face directory or a PEFT
+    /// adapter.
+    Export(cmd::export::Args),
     /// Run the job service (REST + WebSocket API and workers).
     Serve(cmd::serve::Args),
     /// Fine-tune a model (LoRA, DoRA, QLoRA or full) from a config file.
@@ -65,6 +70,8 @@ fn main() -> ExitCode {
             Command::Generate(a) => cmd::generate::run(a),
             Command::Eval(a) => cmd::eval::run(a),
             Command::Quantize(a) => cmd::quantize::run(a),
+            Command::Fuse(a) => cmd::fuse::run(a),
+            Command::Export(a) => cmd::export::run(a),
             Command::Train(a) => cmd::train::run(a),
             Command::Serve(a) => cmd::serve::run(a),
             Command::Bench(b) => cmd::bench::run(b),

@@ -101,7 +101,7 @@ mod helpers {
             let x = Array::from_slice(&ids, &[1, ids.len() as i32]);
             let logits = model.forward(&x, None).unwrap();
             let last = logits
-                .take_axis(&Array::from_int(ids.len() as i32 - 1), 1)
+                .take_axis(Array::from_int(ids.len() as i32 - 1), 1)
                 .unwrap();
             let next =
                 mlxtune_engine::mlx_rs::ops::indexing::argmax_axis(&last, -1, false).unwrap();

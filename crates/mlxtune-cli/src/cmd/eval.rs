@@ -9,6 +9,10 @@ use super::ModelArgs;
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
+    /// A LoRA / DoRA adapter to run over the model (mlx-lm or PEFT layout, or a training
+    /// job's output directory).
+    #[arg(long)]
+    adapter: Option<std::path::PathBuf>,
     /// A JSONL file of records.
     #[arg(long)]
     data: PathBuf,
@@ -30,7 +34,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let format: Option<DataFormat> = a.format.as_deref().map(str::parse).transpose()?;
-    let (model, tok) = a.model.load()?;
+    let (model, tok) = super::source::load_with_adapter(&a.model, a.adapter.as_deref())?;
     let opts = TokenizeOptions {
         train_on_inputs: a.train_on_inputs,
         max_len: Some(

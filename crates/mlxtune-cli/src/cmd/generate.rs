@@ -8,6 +8,10 @@ use super::ModelArgs;
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
+    /// A LoRA / DoRA adapter to run over the model (mlx-lm or PEFT layout, or a training
+    /// job's output directory).
+    #[arg(long)]
+    adapter: Option<std::path::PathBuf>,
     /// The prompt.
     #[arg(long)]
     prompt: String,
@@ -42,7 +46,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let (model, tok) = a.model.load()?;
+    let (model, tok) = super::source::load_with_adapter(&a.model, a.adapter.as_deref())?;
     let prompt_ids = if a.chat {
         let mut messages = Vec::new();
         if let Some(s) = &a.system {

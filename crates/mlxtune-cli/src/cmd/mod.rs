@@ -1,9 +1,12 @@
 pub mod bench;
 pub mod eval;
+pub mod export;
+pub mod fuse;
 pub mod generate;
 pub mod info;
 pub mod quantize;
 pub mod serve;
+pub mod source;
 pub mod train;
 
 use std::path::PathBuf;
@@ -42,10 +45,9 @@ impl ModelArgs {
         Ok(LoadOptions { dtype, quantize })
     }
 
+    /// Loads the model (a directory or a `.gguf` file) and its tokenizer.
     pub fn load(&self) -> anyhow::Result<(Model, Tokenizer)> {
-        let model = Model::load(&self.model, &self.load_options()?)?;
-        let tok = Tokenizer::from_dir(&self.model, Some(&model.spec.tokens()))?;
-        Ok((model, tok))
+        source::load_model(self)
     }
 }
 

@@ -1,0 +1,101 @@
+//! `mlxtune export`: a model (with an adapter fused, if given) as a GGUF file, a Hugging
+//! Face directory, or the adapter alone in PEFT's layout.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use mlxtune_engine::adapters::Adapter;
+use mlxtune_engine::fuse::fuse_and_save;
+use mlxtune_engine::gguf::{export_gguf, GgufQuant};
+
+use super::ModelArgs;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// An adapter to fuse first (mlx-lm or PEFT layout, or a training job's output).
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// gguf (one llama.cpp file), hf (a fused model directory) or peft (the adapter alone).
+    #[arg(long, default_value = "gguf")]
+    format: String,
+    /// GGUF type: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K_M or Q6_K.
+    #[arg(long, default_value = "F16")]
+    quant: String,
+    /// The file (gguf) or directory (hf, peft) to write.
+    #[arg(long)]
+    output: PathBuf,
+}
+
+fn progress_bar(total: u64) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} tensors {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+fn gguf(a: &Args) -> anyhow::Result<()> {
+    let quant: GgufQuant = a.quant.parse()?;
+    let (mut model, _) = a.model.load()?;
+    if let Some(dir) = &a.adapter {
+        Adapter::load(dir)?.fuse_into(&mut model)?;
+    }
+    let bar = progress_bar(0);
+    let summary = export_gguf(&model, &a.output, quant, &mut |p| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.done as u64);
+        bar.set_message(p.tensor.to_string());
+    })?;
+    bar.finish_and_clear();
+    let types: Vec<String> = summary
+        .types
+        .iter()
+        .map(|(t, n)| format!("{n} {t}"))
+        .collect();
+    println!(
+        "wrote {} ({} bytes; {} tensors: {}; {} metadata keys)",
+        a.output.display(),
+        summary.bytes,
+        summary.tensors,
+        types.join(", "),
+        summary.metadata_keys
+    );
+    Ok(())
+}
+
+fn peft(a: &Args) -> anyhow::Result<()> {
+    let dir = a
+        .adapter
+        .as_ref()
+        .context("--format peft needs --adapter")?;
+    let adapter = Adapter::load(dir)?;
+    let (model, _) = a.model.load()?;
+    adapter.check(&model.spec)?;
+    let base = std::fs::canonicalize(&a.model.model).unwrap_or_else(|_| a.model.model.clone());
+    adapter.save_peft(&a.output, &base.to_string_lossy())?;
+    println!(
+        "wrote {} (PEFT adapter over {})",
+        a.output.display(),
+        base.display()
+    );
+    Ok(())
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    match a.format.as_str() {
+        "gguf" => gguf(&a),
+        "hf" => {
+            let (mut model, _) = a.model.load()?;
+            let adapter = a.adapter.as_deref().map(Adapter::load).transpose()?;
+            fuse_and_save(&mut model, adapter.as_ref(), false, &a.output)?;
+            println!("wrote {}", a.output.display());
+            Ok(())
+        }
+        "peft" => peft(&a),
+        other => anyhow::bail!("--format: unknown `{other}` (gguf, hf or peft)"),
+    }
+}
