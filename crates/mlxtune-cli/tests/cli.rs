@@ -208,6 +208,47 @@ fn bench_matmul_reports_gflops() {
 }
 
 #[test]
+fn bench_train_runs_the_trainers_step_and_profiles_memory() {
+    let model = fixture("llama");
+    let args = [
+        "bench",
+        "train",
+        "--model",
+        model.to_str().unwrap(),
+        "--batch",
+        "2",
+        "--seq",
+        "16",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--memory-profile",
+        "--json",
+    ];
+    let v = json(&mlxtune(&args));
+    // Random tokens over a random model: the loss is about ln(vocab) and finite.
+    let loss = v["loss"].as_f64().unwrap();
+    assert!(loss.is_finite() && loss > 1.0, "{v}");
+    assert!(v["tokens_per_second"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["fine_tune_type"], "lora");
+    let m = &v["memory"];
+    assert!(
+        m["loss_and_grad_peak_bytes"].as_u64().unwrap() >= m["weights_bytes"].as_u64().unwrap()
+    );
+    let out = mlxtune(&[
+        "bench",
+        "train",
+        "--type",
+        "lorax",
+        "--model",
+        model.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--type lorax"));
+}
+
+#[test]
 fn bad_input_fails_with_one_clear_line() {
     let out = mlxtune(&["generate", "--model", "/nonexistent/model", "--prompt", "x"]);
     assert_eq!(out.status.code(), Some(1));
