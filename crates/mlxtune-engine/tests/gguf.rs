@@ -421,3 +421,67 @@ fn bad_files_and_types_are_named_in_the_error() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Rewrites `src` without the `tokenizer.huggingface.json` key, as llama.cpp's converter
+/// writes files.
+fn without_hf_tokenizer(src: &Path, dst: &Path) {
+    use candle_core::quantized::gguf_file::{self, Content};
+    let mut f = std::fs::File::open(src).unwrap();
+    let c = Content::read(&mut f).unwrap();
+    let meta: Vec<(&str, &gguf_file::Value)> = c
+        .metadata
+        .iter()
+        .filter(|(k, _)| *k != "tokenizer.huggingface.json")
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    let names: Vec<String> = c.tensor_infos.keys().cloned().collect();
+    let tensors: Vec<_> = names
+        .iter()
+        .map(|n| c.tensor(&mut f, n, &candle_core::Device::Cpu).unwrap())
+        .collect();
+    let refs: Vec<(&str, _)> = names
+        .iter()
+        .map(|n| n.as_str())
+        .zip(tensors.iter())
+        .collect();
+    let mut out = std::fs::File::create(dst).unwrap();
+    gguf_file::write(&mut out, &meta, &refs).unwrap();
+}
+
+#[test]
+fn a_file_without_the_original_tokenizer_gets_one_rebuilt_from_its_vocabulary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let texts = [
+        "The quick brown fox jumps over the lazy dog.",
+        "Hello,   world!\n\nNumbers: 12345 and 3.14; quotes 'don't' \"x\".",
+        "Ünïcödé — ça marche? 東京 🙂",
+        "<|im_start|>user\nhi<|im_end|>",
+    ];
+    for arch in ARCHS {
+        let model = load(&fixture(arch));
+        let full = tmp.path().join(format!("{arch}.gguf"));
+        export(&model, &full, "F16");
+        let bare = tmp.path().join(format!("{arch}-bare.gguf"));
+        without_hf_tokenizer(&full, &bare);
+        let g = GgufFile::open(&bare).unwrap();
+        assert!(g.get("tokenizer.huggingface.json").is_none());
+        let dir = tmp.path().join(format!("{arch}-bare"));
+        import_gguf(&bare, &dir).unwrap();
+        let back = load(&dir);
+        let tok = Tokenizer::from_dir(&dir, Some(&back.spec.tokens())).unwrap();
+        let orig = Tokenizer::from_dir(&model.dir, Some(&model.spec.tokens())).unwrap();
+        for text in texts {
+            for special in [true, false] {
+                let ids = orig.encode(text, special).unwrap();
+                assert_eq!(tok.encode(text, special).unwrap(), ids, "{arch}: {text:?}");
+                assert_eq!(
+                    tok.decode(&ids, false).unwrap(),
+                    orig.decode(&ids, false).unwrap(),
+                    "{arch}: decode {text:?}"
+                );
+            }
+        }
+        assert_eq!(tok.eos_ids, orig.eos_ids, "{arch}");
+        assert_eq!(tok.bos_id, orig.bos_id, "{arch}");
+    }
+}

@@ -46,7 +46,7 @@ impl GgufFile {
         })
     }
 
-    fn missing(&self, key: &str) -> EngineError {
+    pub(crate) fn missing(&self, key: &str) -> EngineError {
         EngineError::config(
             &self.path,
             key,
@@ -216,17 +216,14 @@ fn write_json(path: &Path, v: &J) -> Result<()> {
     crate::fsutil::write_atomic(path, text.as_bytes())
 }
 
-/// tokenizer.json (kept in the file by our export as `tokenizer.huggingface.json`),
+/// tokenizer.json (kept in the file by our export as `tokenizer.huggingface.json`, else
+/// rebuilt from the `tokenizer.ggml.*` keys),
 /// tokenizer_config.json, chat template and generation config.
 fn write_tokenizer(g: &GgufFile, dir: &Path) -> Result<()> {
-    let hf = g.string("tokenizer.huggingface.json").map_err(|_| {
-        EngineError::config(
-            &g.path,
-            "tokenizer.huggingface.json",
-            "required: rebuilding a tokenizer from tokenizer.ggml.tokens/merges alone is not \
-             supported yet (files written by `mlxtune export` carry it)",
-        )
-    })?;
+    let hf = match g.string("tokenizer.huggingface.json") {
+        Ok(text) => text,
+        Err(_) => super::hf_tokenizer::tokenizer_json(g)?,
+    };
     crate::fsutil::write_atomic(&dir.join("tokenizer.json"), hf.as_bytes())?;
     let tokens = match g.get("tokenizer.ggml.tokens") {
         Some(Value::Array(t)) => t.clone(),

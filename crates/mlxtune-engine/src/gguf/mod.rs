@@ -8,6 +8,7 @@
 
 pub mod arch;
 pub mod export;
+pub mod hf_tokenizer;
 pub mod import;
 pub mod layout;
 pub mod names;

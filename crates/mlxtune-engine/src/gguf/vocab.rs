@@ -16,8 +16,8 @@ use crate::tokenizer::Tokenizer;
 
 /// llama.cpp's token types.
 const NORMAL: i32 = 1;
-const CONTROL: i32 = 3;
-const USER_DEFINED: i32 = 4;
+pub(crate) const CONTROL: i32 = 3;
+pub(crate) const USER_DEFINED: i32 = 4;
 const UNUSED: i32 = 5;
 
 /// Pre-tokenizer regexes llama.cpp knows, by its `tokenizer.ggml.pre` name.
@@ -31,6 +31,11 @@ const KNOWN_PRE: &[(&str, &str)] = &[
         r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
     ),
 ];
+
+/// The Split regex of a pre-tokenizer llama.cpp knows by name.
+pub(crate) fn pre_tokenizer_regex(name: &str) -> Option<&'static str> {
+    KNOWN_PRE.iter().find(|(n, _)| *n == name).map(|(_, r)| *r)
+}
 
 fn read_json(path: &Path) -> Result<Option<Value>> {
     if !path.exists() {
