@@ -4,6 +4,7 @@
 //! resolved) → [`prepare`] (model, tokenizer, data, trainables, batch plan) → [`trainer`]
 //! (the loop, one [`stepper`] step at a time, [`checkpoint`]s, [`events`] to the caller).
 
+pub mod board;
 pub mod checkpoint;
 pub mod config;
 pub mod events;
@@ -15,6 +16,7 @@ pub mod prepare;
 pub mod spec;
 pub mod step;
 pub mod stepper;
+pub mod tensorboard;
 pub mod trainer;
 
 pub use config::{read_config, ConfigError, FineTuneConfig};

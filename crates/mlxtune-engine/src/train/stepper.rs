@@ -63,6 +63,9 @@ pub struct Stepper {
     names: Vec<String>,
     loss_and_grad: LossAndGrad,
     dropout_seed: Rc<Cell<u64>>,
+    /// Keep the last step's (clipped) gradients, for whoever reports them.
+    pub keep_gradients: bool,
+    last_gradients: Option<Weights>,
 }
 
 impl Stepper {
@@ -93,7 +96,14 @@ impl Stepper {
             names,
             loss_and_grad,
             dropout_seed,
+            keep_gradients: false,
+            last_gradients: None,
         })
+    }
+
+    /// The gradients the last updating step applied (with [`Stepper::keep_gradients`]).
+    pub fn last_gradients(&self) -> Option<&Weights> {
+        self.last_gradients.as_ref()
     }
 
     /// The trainable arrays' names, in argument order.
@@ -196,6 +206,9 @@ impl Stepper {
             })
             .collect::<Result<_>>()?;
         optimizer.step(trainable, &grad_map, lr)?;
+        if self.keep_gradients {
+            self.last_gradients = Some(grad_map);
+        }
         Ok(StepOutcome::Updated(StepStats {
             loss,
             grad_norm,

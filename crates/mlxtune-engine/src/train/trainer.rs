@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use mlx_rs::Dtype;
 
+use super::board::Board;
 use super::checkpoint::{self, Resume, TrainState};
 use super::events::{Control, EvalMetrics, Event, Outcome, Started, StepMetrics, TrainResult};
 use super::lora;
@@ -66,6 +67,7 @@ struct Run<'a> {
     trainable: Weights,
     state: TrainState,
     metrics: MetricsLog,
+    board: Board,
     started: Instant,
     start_step: u64,
     on_event: OnEvent<'a>,
@@ -87,13 +89,16 @@ impl<'a> Run<'a> {
     ) -> Result<Run<'a>> {
         let mut names: Vec<String> = p.trainable.keys().cloned().collect();
         names.sort();
-        let stepper = Stepper::new(
+        let parameters = p.trainable.values().map(|a| a.size() as u64).sum();
+        let (board, board_warning) = Board::open(output, parameters);
+        let mut stepper = Stepper::new(
             &p.model.spec,
             p.model.weights.clone(),
             names,
             step_options(spec),
             spec.compile,
         )?;
+        stepper.keep_gradients = board.histograms;
         let state = fresh_state(spec, p.total_steps, p.batching.split);
         let from = if resume {
             Some(latest_matching(output, p.total_steps, stepper.names())?)
@@ -120,10 +125,14 @@ impl<'a> Run<'a> {
             trainable: p.trainable,
             state,
             metrics,
+            board,
             started: Instant::now(),
             start_step: 0,
             on_event,
         };
+        if let Some(w) = board_warning {
+            run.on_event(Event::warn(w));
+        }
         if let Some(r) = from {
             let dir = r.dir.clone();
             run.restore(r)?;
@@ -204,6 +213,9 @@ impl<'a> Run<'a> {
         self.advance(&stats);
         let m = self.step_metrics(&stats, lr, step_start);
         self.metrics.append(&m)?;
+        if let Some(w) = self.board.step(&m) {
+            self.on_event(Event::warn(w));
+        }
         let control = self.on_event(Event::Step(m));
         self.evaluate_and_checkpoint(control)
     }
@@ -368,6 +380,10 @@ impl<'a> Run<'a> {
                 checkpoint::mark_best(self.output, step)?;
             }
             checkpoint::prune(self.output, self.spec.keep_last)?;
+            let grads = self.stepper.last_gradients();
+            if let Some(w) = self.board.checkpoint(step, &self.trainable, grads) {
+                self.on_event(Event::warn(w));
+            }
             if self.on_event(Event::Checkpoint { step, path: dir }) == Control::Cancel {
                 control = Control::Cancel;
             }
@@ -424,6 +440,9 @@ impl<'a> Run<'a> {
             val_tokens: r.tokens,
             is_best: improved,
         };
+        if let Some(w) = self.board.eval(&m) {
+            self.on_event(Event::warn(w));
+        }
         let c = self.on_event(Event::Eval(m.clone()));
         Ok((m, c))
     }
