@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use mlxtune_engine::adapters::{Adapter, AdapterLayout};
 use mlxtune_engine::data::{load_examples, DataFormat, Example, TokenizeOptions};
 use mlxtune_engine::eval;
-use mlxtune_engine::fuse::{dequantize_model, fuse_and_save};
+use mlxtune_engine::fuse::{dequantize_model, fuse_and_save, DEFAULT_MAX_SHARD_BYTES};
 use mlxtune_engine::mlx_rs::{Array, Dtype};
 use mlxtune_engine::train::config::from_value;
 use mlxtune_engine::train::{self, Control, TrainResult, TrainSpec};
@@ -165,6 +165,7 @@ fn fused_equals_base_plus_adapter_for_lora_and_dora_on_every_architecture() {
                 Some(&Adapter::load(&out).unwrap()),
                 false,
                 &fused_dir,
+                DEFAULT_MAX_SHARD_BYTES,
             )
             .unwrap();
             let fused = Model::load(&fused_dir, &LoadOptions::default()).unwrap();
@@ -248,4 +249,47 @@ fn an_adapter_for_another_model_is_refused_with_every_mismatch_listed() {
     let e = Adapter::load(&empty).unwrap_err().to_string();
     assert!(e.contains("adapter_config.json"), "{e}");
     assert!(e.contains(empty.to_str().unwrap()), "{e}");
+}
+
+#[test]
+fn a_fused_model_over_the_shard_size_is_written_as_indexed_shards() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("llama-lora");
+    train_job("llama", "lora", &out);
+    let adapter = Adapter::load(&out).unwrap();
+    let mut m = load("llama", None);
+    let dir = tmp.path().join("fused-sharded");
+    fuse_and_save(&mut m, Some(&adapter), false, &dir, 200_000).unwrap();
+    let index: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("model.safetensors.index.json")).unwrap(),
+    )
+    .unwrap();
+    let map = index["weight_map"].as_object().unwrap();
+    let mut files: Vec<&str> = map.values().map(|v| v.as_str().unwrap()).collect();
+    files.sort();
+    files.dedup();
+    assert!(files.len() >= 3, "{files:?}");
+    assert_eq!(
+        files[0],
+        format!("model-00001-of-{:05}.safetensors", files.len())
+    );
+    assert!(!dir.join("model.safetensors").exists());
+    for f in &files {
+        let size = std::fs::metadata(dir.join(f)).unwrap().len();
+        // A shard holds at most 200 kB of tensors unless one tensor alone is larger.
+        assert!(size < 200_000 + 100_000, "{f}: {size} bytes");
+    }
+    let back = Model::load(&dir, &LoadOptions::default()).unwrap();
+    let mut attached = load("llama", None);
+    adapter.attach(&mut attached).unwrap();
+    let d = max_abs_diff(
+        &back.forward(&ids(), None).unwrap(),
+        &attached.forward(&ids(), None).unwrap(),
+    );
+    assert!(d < 1e-4, "sharded fused model differs by {d}");
+    // The directory is new or nothing is written.
+    let e = fuse_and_save(&mut m, None, false, &dir, 200_000)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("already exists"), "{e}");
 }

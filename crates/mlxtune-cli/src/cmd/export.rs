@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use mlxtune_engine::adapters::Adapter;
-use mlxtune_engine::fuse::fuse_and_save;
+use mlxtune_engine::fuse::{fuse_and_save, DEFAULT_MAX_SHARD_BYTES};
 use mlxtune_engine::gguf::{export_gguf, GgufQuant};
 
 use super::ModelArgs;
@@ -91,7 +91,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "hf" => {
             let (mut model, _) = a.model.load()?;
             let adapter = a.adapter.as_deref().map(Adapter::load).transpose()?;
-            fuse_and_save(&mut model, adapter.as_ref(), false, &a.output)?;
+            fuse_and_save(
+                &mut model,
+                adapter.as_ref(),
+                false,
+                &a.output,
+                DEFAULT_MAX_SHARD_BYTES,
+            )?;
             println!("wrote {}", a.output.display());
             Ok(())
         }

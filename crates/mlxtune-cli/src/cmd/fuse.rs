@@ -8,6 +8,9 @@ use mlxtune_engine::fuse::fuse_and_save;
 
 use super::ModelArgs;
 
+/// Largest weights file written, in megabytes (5000, as transformers' `save_pretrained`).
+const DEFAULT_SHARD_MB: u64 = 5000;
+
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
@@ -15,6 +18,10 @@ pub struct Args {
     /// The adapter: mlx-lm or PEFT layout, or a training job's output directory.
     #[arg(long)]
     adapter: PathBuf,
+    /// Largest weights file, in megabytes; larger models are written as shards with an
+    /// index (model.safetensors.index.json).
+    #[arg(long, default_value_t = DEFAULT_SHARD_MB)]
+    max_shard_mb: u64,
     /// Where to write the fused model (config.json, model.safetensors, tokenizer files).
     #[arg(long)]
     output: PathBuf,
@@ -26,7 +33,13 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     let (mut model, _) = a.model.load()?;
     let adapter = Adapter::load(&a.adapter)?;
-    fuse_and_save(&mut model, Some(&adapter), a.dequantize, &a.output)?;
+    fuse_and_save(
+        &mut model,
+        Some(&adapter),
+        a.dequantize,
+        &a.output,
+        a.max_shard_mb.saturating_mul(1_000_000),
+    )?;
     println!(
         "fused {} adapted layers{} into {}",
         adapter.modules().len(),
