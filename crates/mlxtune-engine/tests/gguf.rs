@@ -339,7 +339,7 @@ fn export_then_import_gives_the_model_back() {
             let file = tmp.path().join(format!("{arch}-{quant}.gguf"));
             export(&model, &file, quant);
             let dir = tmp.path().join(format!("{arch}-{quant}-imported"));
-            import_gguf(&file, &dir).unwrap();
+            import_gguf(&file, &dir, false).unwrap();
             let back = load(&dir);
             let l = loss(&back);
             let rel = ((l - base_loss) / base_loss).abs();
@@ -381,14 +381,14 @@ fn bad_files_and_types_are_named_in_the_error() {
     let bytes = std::fs::read(&file).unwrap();
     let cut = tmp.path().join("cut.gguf");
     std::fs::write(&cut, &bytes[..bytes.len() - 1000]).unwrap();
-    let e = import_gguf(&cut, &tmp.path().join("cut-dir"))
+    let e = import_gguf(&cut, &tmp.path().join("cut-dir"), false)
         .unwrap_err()
         .to_string();
     assert!(e.contains("cut.gguf") && e.contains("tensor `"), "{e}");
     assert!(!tmp.path().join("cut-dir").exists());
     // Truncated inside the header.
     std::fs::write(&cut, &bytes[..100]).unwrap();
-    let e = import_gguf(&cut, &tmp.path().join("cut-dir"))
+    let e = import_gguf(&cut, &tmp.path().join("cut-dir"), false)
         .unwrap_err()
         .to_string();
     assert!(e.contains("not a readable GGUF file"), "{e}");
@@ -398,7 +398,7 @@ fn bad_files_and_types_are_named_in_the_error() {
     patched[at..at + 5].copy_from_slice(b"gpt-2");
     let f = tmp.path().join("other.gguf");
     std::fs::write(&f, &patched).unwrap();
-    let e = import_gguf(&f, &tmp.path().join("other-dir"))
+    let e = import_gguf(&f, &tmp.path().join("other-dir"), false)
         .unwrap_err()
         .to_string();
     assert!(
@@ -466,7 +466,7 @@ fn a_file_without_the_original_tokenizer_gets_one_rebuilt_from_its_vocabulary() 
         let g = GgufFile::open(&bare).unwrap();
         assert!(g.get("tokenizer.huggingface.json").is_none());
         let dir = tmp.path().join(format!("{arch}-bare"));
-        import_gguf(&bare, &dir).unwrap();
+        import_gguf(&bare, &dir, false).unwrap();
         let back = load(&dir);
         let tok = Tokenizer::from_dir(&dir, Some(&back.spec.tokens())).unwrap();
         let orig = Tokenizer::from_dir(&model.dir, Some(&model.spec.tokens())).unwrap();
@@ -483,5 +483,43 @@ fn a_file_without_the_original_tokenizer_gets_one_rebuilt_from_its_vocabulary() 
         }
         assert_eq!(tok.eos_ids, orig.eos_ids, "{arch}");
         assert_eq!(tok.bos_id, orig.bos_id, "{arch}");
+    }
+}
+
+#[test]
+fn q8_0_q4_0_and_q4_1_import_as_mlx_quantized_layers_with_the_same_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    for arch in ARCHS {
+        let model = load(&fixture(arch));
+        for (quant, bits) in [("Q8_0", 8), ("Q4_0", 4), ("Q4_1", 4)] {
+            let file = tmp.path().join(format!("{arch}-{quant}.gguf"));
+            export(&model, &file, quant);
+            let dense_dir = tmp.path().join(format!("{arch}-{quant}-dense"));
+            import_gguf(&file, &dense_dir, false).unwrap();
+            let packed_dir = tmp.path().join(format!("{arch}-{quant}-mlx"));
+            import_gguf(&file, &packed_dir, true).unwrap();
+            let dense = load(&dense_dir);
+            let packed = load(&packed_dir);
+            let q = packed.quantization.expect("kept quantized");
+            assert_eq!((q.bits, q.group_size), (bits, 32), "{arch} {quant}");
+            let prefix = "model.layers.1.mlp.down_proj";
+            let prefix = if *arch == "lfm2" {
+                "model.layers.1.feed_forward.w2"
+            } else {
+                prefix
+            };
+            assert!(
+                packed.weights.contains_key(&format!("{prefix}.scales")),
+                "{arch} {quant}"
+            );
+            let ids = Array::from_slice(&[1i32, 40, 41, 42, 100, 7, 9, 11], &[1, 8]);
+            let a = dense.forward(&ids, None).unwrap();
+            let b = packed.forward(&ids, None).unwrap();
+            let d = max_abs_diff(&a, &b) / max_abs(&a);
+            assert!(
+                d < 1e-4,
+                "{arch} {quant}: MLX-quantized import differs by {d} (relative)"
+            );
+        }
     }
 }

@@ -9,15 +9,13 @@ use std::path::{Path, PathBuf};
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::GgmlDType;
 use candle_core::Device;
-use mlx_rs::{Array, Dtype};
 use serde_json::{json, Map, Value as J};
 
 use super::export::candle_err;
-use super::layout;
-use super::names::tensor_names;
+use super::import_weights::{quantization_entry, read_weights};
 use crate::error::{EngineError, Result};
-use crate::models::{spec_from_config, HfConfig, ModelSpec};
-use crate::weights::{self, Weights};
+use crate::models::{spec_from_config, HfConfig};
+use crate::weights;
 
 const ARCHS: &[&str] = &["lfm2", "llama", "qwen2", "qwen3"];
 
@@ -91,6 +89,17 @@ impl GgufFile {
             ));
         }
         Ok(arch)
+    }
+
+    /// Tensor `name` as stored: raw bytes, row-major shape, type.
+    pub fn tensor_raw(&mut self, name: &str) -> Result<(Vec<u8>, Vec<usize>, GgmlDType)> {
+        let what = format!("{}: tensor `{name}`", self.path.display());
+        let q = self
+            .content
+            .tensor(&mut self.reader, name, &Device::Cpu)
+            .map_err(|e| candle_err(&what, e))?;
+        let raw = q.data().map_err(|e| candle_err(&what, e))?.into_owned();
+        Ok((raw, q.shape().dims().to_vec(), q.dtype()))
     }
 
     /// Tensor `name` dequantized to float32 (F16 / BF16 converted exactly), row-major.
@@ -273,54 +282,11 @@ fn write_tokenizer(g: &GgufFile, dir: &Path) -> Result<()> {
     write_json(&dir.join("generation_config.json"), &gen)
 }
 
-/// Every tensor, dequantized and mapped back to checkpoint names and layouts. Tensors the
-/// architecture has no place for are reported together.
-fn read_weights(g: &mut GgufFile, spec: &ModelSpec) -> Result<Weights> {
-    let names = tensor_names(spec);
-    let mut unexpected: Vec<String> = g
-        .content
-        .tensor_infos
-        .keys()
-        .filter(|k| *k != "rope_freqs.weight" && !names.iter().any(|n| &n.gguf == *k))
-        .cloned()
-        .collect();
-    if g.content.tensor_infos.contains_key("rope_freqs.weight") {
-        unexpected
-            .push("rope_freqs.weight (Llama 3 RoPE scaling is not supported on import)".into());
-    }
-    if !unexpected.is_empty() {
-        unexpected.sort();
-        return Err(EngineError::invalid(
-            &g.path.display().to_string(),
-            format!(
-                "tensors this `{}` model has no place for: {}",
-                spec.model_type,
-                unexpected.join(", ")
-            ),
-        ));
-    }
-    let mut w = Weights::new();
-    for n in names {
-        if !g.content.tensor_infos.contains_key(&n.gguf) {
-            continue; // reported by the strict load, with every other missing tensor
-        }
-        let (values, shape, dtype) = g.tensor_f32(&n.gguf)?;
-        let shape: Vec<i32> = shape.iter().map(|d| *d as i32).collect();
-        let a = layout::from_gguf(spec, &n.gguf, &Array::from_slice(&values, &shape))?;
-        let a = match dtype {
-            GgmlDType::F16 => a.as_dtype(Dtype::Float16)?,
-            GgmlDType::BF16 => a.as_dtype(Dtype::Bfloat16)?,
-            _ => a,
-        };
-        a.eval()?;
-        w.insert(n.hf, a);
-    }
-    Ok(w)
-}
-
 /// Writes the model in the GGUF file `file` into `out` (created; must not exist) as a
-/// Hugging Face directory. The directory is assembled under a temporary name and renamed.
-pub fn import_gguf(file: &Path, out: &Path) -> Result<()> {
+/// Hugging Face directory. With `keep_quantized`, Q8_0 / Q4_0 / Q4_1 matrices become MLX
+/// affine-quantized ones (groups of 32, exact) instead of float. The directory is
+/// assembled under a temporary name and renamed.
+pub fn import_gguf(file: &Path, out: &Path, keep_quantized: bool) -> Result<()> {
     let mut g = GgufFile::open(file)?;
     let arch = g.arch()?;
     let parent = out.parent().unwrap_or(Path::new("."));
@@ -334,7 +300,12 @@ pub fn import_gguf(file: &Path, out: &Path) -> Result<()> {
         )?;
         let spec = spec_from_config(&HfConfig::read(&tmp)?)?;
         write_tokenizer(&g, &tmp)?;
-        let w = read_weights(&mut g, &spec)?;
+        let (w, quantized) = read_weights(&mut g, &spec, keep_quantized)?;
+        if let Some(q) = quantization_entry(&quantized) {
+            let mut cfg = config_json(&g, &arch)?;
+            cfg.insert("quantization".into(), q);
+            write_json(&tmp.join("config.json"), &J::Object(cfg))?;
+        }
         let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
         weights::save_atomic(&tmp.join("model.safetensors"), &w, &meta)?;
         std::fs::rename(&tmp, out).map_err(|e| EngineError::io(out, e))
@@ -364,7 +335,7 @@ pub fn cached_import(file: &Path, cache_root: &Path) -> Result<PathBuf> {
         .collect();
     let dir = cache_root.join(key);
     if !dir.join("model.safetensors").is_file() {
-        import_gguf(file, &dir)?;
+        import_gguf(file, &dir, true)?;
     }
     Ok(dir)
 }

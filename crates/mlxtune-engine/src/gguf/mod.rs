@@ -10,9 +10,11 @@ pub mod arch;
 pub mod export;
 pub mod hf_tokenizer;
 pub mod import;
+pub mod import_weights;
 pub mod layout;
 pub mod names;
 pub mod quant;
+pub mod to_mlx;
 pub mod vocab;
 
 pub use export::{export_gguf, ExportSummary, Progress};
