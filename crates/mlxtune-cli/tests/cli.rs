@@ -331,7 +331,25 @@ fn train_runs_the_product_documents_config_and_resumes() {
     let last: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap()).unwrap();
     assert_eq!(last["result"]["outcome"], "paused");
-    let o = mlxtune(&["train", "--resume", out.to_str().unwrap(), "--json"]);
+    // A picture can only be SVG: refused before anything runs.
+    let o = mlxtune(&[
+        "train",
+        "--resume",
+        out.to_str().unwrap(),
+        "--plot",
+        "loss.png",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("name it *.svg"));
+    let svg = out.join("loss.svg");
+    let o = mlxtune(&[
+        "train",
+        "--resume",
+        out.to_str().unwrap(),
+        "--json",
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
         .unwrap()
@@ -346,6 +364,21 @@ fn train_runs_the_product_documents_config_and_resumes() {
         }
     }
     assert!(lines[7]["loss"].as_f64().unwrap() < lines[0]["loss"].as_f64().unwrap());
+    // The loss curve: one polyline through every step (the resumed run's included), one
+    // point per validation pass, axis titles.
+    let picture = std::fs::read_to_string(&svg).unwrap();
+    assert!(picture.starts_with("<svg"), "{}", &picture[..80]);
+    let longest = picture
+        .split("<polyline")
+        .skip(1)
+        .filter_map(|p| p.split("points=\"").nth(1)?.split('"').next())
+        .map(|points| points.split_whitespace().count())
+        .max();
+    assert_eq!(longest, Some(8), "the training curve has a point per step");
+    assert!(picture.matches("<circle").count() >= 1);
+    for title in ["step", "loss", "training", "validation"] {
+        assert!(picture.contains(&format!("\n{title}\n")), "{title}");
+    }
     for f in [
         "adapters.safetensors",
         "adapter_config.json",

@@ -16,6 +16,7 @@ pub mod remote;
 pub mod routes;
 pub mod settings;
 pub mod state;
+pub mod telemetry;
 pub mod validate;
 pub mod worker;
 
@@ -31,6 +32,7 @@ use api::JobStatus;
 pub use routes::router;
 pub use settings::Settings;
 pub use state::AppState;
+use telemetry::Telemetry;
 
 /// A built server: bound socket, migrated database, recovered jobs.
 pub struct Application {
@@ -60,7 +62,9 @@ impl Application {
             events,
             shutting_down: Arc::new(AtomicBool::new(false)),
             openapi: openapi::document().to_string().into(),
+            telemetry: Arc::new(Telemetry::new()),
         };
+        state.telemetry.workers.set(settings.workers.count as i64);
         for id in db::recover_running(&state.db).await? {
             tracing::warn!(job_id = %id, "recovering a job left running by a stopped server");
             let text = "the server stopped while this job ran; it resumes from its last checkpoint";

@@ -23,6 +23,7 @@ impl Modify for BearerAuth {
         The job streams send a `Snapshot`, then `JobEvent`s."),
     paths(
         crate::routes::healthz,
+        crate::routes::metrics::metrics,
         crate::routes::jobs::create,
         crate::routes::jobs::list,
         crate::routes::jobs::get,

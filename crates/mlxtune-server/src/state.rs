@@ -8,6 +8,7 @@ use sqlx::SqlitePool;
 use tokio::sync::{broadcast, Notify};
 
 use crate::settings::Settings;
+use crate::telemetry::Telemetry;
 
 /// What a running job's trainer is asked to do at its next step.
 pub const RUN: u8 = 0;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub shutting_down: Arc<AtomicBool>,
     /// The OpenAPI document as served at `/openapi.json`.
     pub openapi: Arc<str>,
+    /// Prometheus metrics (`/metrics`).
+    pub telemetry: Arc<Telemetry>,
 }
 
 pub fn sha256_hex(s: &str) -> String {

@@ -184,6 +184,7 @@ async fn run_job(state: &AppState, job: db::JobRow) {
     let output = PathBuf::from(&job.output_dir);
     let resume = job.resume && output.join("checkpoints").join("latest").exists();
     let control = register_control(state, &id);
+    let _busy = crate::telemetry::GaugeGuard::hold(&state.telemetry.workers_busy);
     let msg = if resume {
         "training resumed from the last checkpoint"
     } else {

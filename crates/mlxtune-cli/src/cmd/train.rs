@@ -1,6 +1,8 @@
 use std::path::PathBuf;
 
 use indicatif::{ProgressBar, ProgressStyle};
+
+use super::plot;
 use mlxtune_engine::train::{self, Control, Event, Outcome, TrainSpec};
 
 #[derive(clap::Args)]
@@ -20,6 +22,10 @@ pub struct Args {
     /// Stop (with a checkpoint) after this many steps: for trying a config, or to resume later.
     #[arg(long)]
     stop_after: Option<u64>,
+    /// At the end, draw the loss curve (training and validation loss by step) as an SVG
+    /// picture into this file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -51,6 +57,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         _ => anyhow::bail!("give --config FILE or --resume DIR"),
     };
+    if let Some(file) = &a.plot {
+        plot::check_target(file)?;
+    }
     let bar = ProgressBar::hidden();
     if !a.json {
         bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
@@ -63,7 +72,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     let stop_after = a.stop_after;
     let json = a.json;
+    let mut validation = plot::Points::new();
     let mut on_event = |e: &Event| -> Control {
+        if let Event::Eval(v) = e {
+            validation.push((v.step, v.val_loss));
+        }
         if json {
             if let Ok(line) = serde_json::to_string(e) {
                 println!("{line}");
@@ -110,6 +123,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let r = train::train(&spec, &output, resume, &mut on_event)?;
     bar.finish_and_clear();
+    if let Some(file) = &a.plot {
+        plot::loss_curve(file, &plot::train_losses(&output)?, &validation)?;
+    }
     if json {
         println!("{}", serde_json::json!({ "type": "finished", "result": r }));
     } else {

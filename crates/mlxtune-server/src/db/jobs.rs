@@ -307,3 +307,19 @@ pub async fn delete_job(pool: &SqlitePool, id: &str) -> sqlx::Result<bool> {
     .await?;
     Ok(r.rows_affected() == 1)
 }
+
+/// How many jobs are in each state (states without jobs are absent).
+pub async fn count_by_status(pool: &SqlitePool) -> sqlx::Result<Vec<(JobStatus, i64)>> {
+    let rows = sqlx::query!(r#"SELECT status, COUNT(*) AS "n!: i64" FROM jobs GROUP BY status"#)
+        .fetch_all(pool)
+        .await?;
+    rows.into_iter()
+        .map(|r| {
+            let status = r
+                .status
+                .parse()
+                .map_err(|e| decode_error("jobs.status", e))?;
+            Ok((status, r.n))
+        })
+        .collect()
+}

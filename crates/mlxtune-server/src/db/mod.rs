@@ -15,8 +15,8 @@ use sqlx::SqlitePool;
 
 pub use events::{add_event, events};
 pub use jobs::{
-    claim_next, delete_job, fail, get_job, insert_job, list_jobs, recover_running, transition,
-    JobRow,
+    claim_next, count_by_status, delete_job, fail, get_job, insert_job, list_jobs, recover_running,
+    transition, JobRow,
 };
 pub use metrics::{metrics, record_step};
 

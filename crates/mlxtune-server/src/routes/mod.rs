@@ -1,7 +1,10 @@
 //! The router: routes, authentication, body limit, CORS, request ids and tracing.
 
+mod bearer;
 mod body;
+pub mod dashboard;
 pub mod jobs;
+pub mod metrics;
 pub mod stream;
 
 use axum::extract::{Request, State};
@@ -33,20 +36,17 @@ async fn openapi_json(State(state): State<AppState>) -> Response {
     (json, state.openapi.to_string()).into_response()
 }
 
-/// With API keys configured: no or malformed `Authorization` is 401, an unknown key 403.
+/// With API keys configured: no key (header, or WebSocket subprotocol: `bearer.rs`) is 401,
+/// an unknown key 403.
 async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if state.key_hashes.is_empty()
         || req.uri().path() == "/healthz"
         || req.uri().path() == "/openapi.json"
+        || dashboard::is_public(req.uri().path())
     {
         return next.run(req).await;
     }
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+    let presented = bearer::presented_key(req.headers());
     match presented {
         None | Some("") => {
             let mut r = ApiError::new(
@@ -90,6 +90,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi_json))
+        .route("/metrics", get(metrics::metrics))
         .route("/v1/fine_tuning/jobs", post(jobs::create).get(jobs::list))
         .route(
             "/v1/fine_tuning/jobs/{id}",
@@ -121,7 +122,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/fine_tuning/jobs/{id}/stream", get(stream::job_stream))
         .route("/v1/fine_tuning/stream", get(stream::all_stream))
+        .merge(dashboard::routes())
         .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track_requests,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .layer(cors)
         .layer(PropagateRequestIdLayer::x_request_id())

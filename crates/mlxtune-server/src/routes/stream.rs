@@ -32,13 +32,15 @@ pub async fn job_stream(
     db::get_job(&state.db, &id)
         .await?
         .ok_or_else(|| ApiError::not_found(&format!("job {id}")))?;
+    let ws = ws.protocols([super::bearer::SUBPROTOCOL]);
     Ok(ws.on_upgrade(move |socket| serve(socket, state, Some(id), q.after.unwrap_or(0))))
 }
 
 /// WebSocket: live events of every job.
 #[utoipa::path(get, path = "/v1/fine_tuning/stream", responses((status = 101, description = "switching to the WebSocket protocol")))]
 pub async fn all_stream(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
-    ws.on_upgrade(move |socket| serve(socket, state, None, i64::MAX))
+    ws.protocols([super::bearer::SUBPROTOCOL])
+        .on_upgrade(move |socket| serve(socket, state, None, i64::MAX))
 }
 
 async fn snapshot(state: &AppState, id: &str) -> Option<String> {
@@ -51,6 +53,7 @@ async fn snapshot(state: &AppState, id: &str) -> Option<String> {
 }
 
 async fn serve(mut socket: WebSocket, state: AppState, job: Option<String>, after: i64) {
+    let _open = crate::telemetry::GaugeGuard::hold(&state.telemetry.websocket_clients);
     // Subscribe first so nothing falls between the replay and the live events.
     let mut rx = state.events.subscribe();
     let mut last = after;

@@ -3,9 +3,11 @@
 //! against the server's own OpenAPI document (`openapi_check`).
 #![allow(clippy::unwrap_used)]
 
+mod dashboard;
 mod datasets;
 mod helpers;
 mod jobs;
 mod openapi_check;
 mod requests;
 mod stream;
+mod telemetry;

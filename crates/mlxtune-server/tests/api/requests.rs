@@ -135,6 +135,7 @@ async fn the_openapi_document_covers_every_route() {
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     let routes = [
         ("get", "/healthz"),
+        ("get", "/metrics"),
         ("post", "/v1/fine_tuning/jobs"),
         ("get", "/v1/fine_tuning/jobs"),
         ("get", "/v1/fine_tuning/jobs/{id}"),

@@ -1,0 +1,99 @@
+// A small SVG line chart: series of (x, y) points keyed by x (a step), so a point that
+// arrives twice replaces itself. The element carries `data-points` (points in the first
+// series), `data-first-x` and `data-last-x` for tests and tooling.
+
+import { h, num } from './dom.js';
+
+const NS = 'http://www.w3.org/2000/svg';
+const W = 400, H = 170, L = 46, R = 8, T = 8, B = 20;
+
+function s(tag, attrs = {}) {
+  const el = document.createElementNS(NS, tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
+  return el;
+}
+
+// An axis label with enough digits to tell the ticks of a narrow range apart.
+function tick(y, y0, y1) {
+  const span = Math.abs(y1 - y0);
+  const mag = Math.max(Math.abs(y0), Math.abs(y1));
+  if (!span || !mag) return num(y);
+  const digits = Math.min(8, Math.max(3, Math.ceil(Math.log10(mag / span)) + 2));
+  const a = Math.abs(y);
+  if (a !== 0 && (a < 1e-3 || a >= 1e5)) return y.toExponential(digits - 1);
+  return Number(y.toPrecision(digits)).toString();
+}
+
+export class LineChart {
+  constructor(id, title, series, format = num) {
+    this.series = series.map((x) => ({ ...x, points: new Map() }));
+    this.format = format;
+    this.svg = s('svg', { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: 'none', role: 'img', 'aria-label': title });
+    this.value = h('small', {});
+    this.el = h('figure', { class: 'chart', id: `chart-${id}`, 'data-points': 0 },
+      h('h3', {}, title, this.value),
+      this.svg,
+      series.length > 1 ? h('div', { class: 'legend' }, series.map((x) =>
+        [h('i', { style: `background:${x.color}` }), x.name])) : null);
+    this.pending = false;
+  }
+
+  add(seriesName, x, y) {
+    const ser = this.series.find((z) => z.name === seriesName);
+    if (!ser || !Number.isFinite(x) || !Number.isFinite(y)) return;
+    ser.points.set(x, y);
+    this.schedule();
+  }
+
+  schedule() {
+    if (this.pending) return;
+    this.pending = true;
+    requestAnimationFrame(() => { this.pending = false; this.render(); });
+  }
+
+  render() {
+    const all = this.series.flatMap((z) => [...z.points.entries()]);
+    const first = [...this.series[0].points.keys()];
+    this.el.dataset.points = String(first.length);
+    this.el.dataset.firstX = first.length ? String(Math.min(...first)) : '';
+    this.el.dataset.lastX = first.length ? String(Math.max(...first)) : '';
+    this.svg.replaceChildren();
+    if (!all.length) return;
+    let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
+    for (const [x, y] of all) {
+      x0 = Math.min(x0, x); x1 = Math.max(x1, x); y0 = Math.min(y0, y); y1 = Math.max(y1, y);
+    }
+    if (x1 === x0) x1 = x0 + 1;
+    if (y1 === y0) { y1 += Math.abs(y1) * 0.05 || 1; y0 -= Math.abs(y0) * 0.05 || 1; }
+    const px = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
+    const py = (y) => T + (1 - (y - y0) / (y1 - y0)) * (H - T - B);
+    for (const f of [0, 0.5, 1]) {
+      const y = y0 + f * (y1 - y0);
+      this.svg.append(s('line', { class: 'grid', x1: L, x2: W - R, y1: py(y), y2: py(y) }));
+      const t = s('text', { class: 'axis', x: L - 4, y: py(y) + 3, 'text-anchor': 'end' });
+      t.textContent = this.format === num ? tick(y, y0, y1) : this.format(y);
+      this.svg.append(t);
+    }
+    for (const [x, anchor] of [[x0, 'start'], [x1, 'end']]) {
+      const t = s('text', { class: 'axis', x: px(x), y: H - 5, 'text-anchor': anchor });
+      t.textContent = `step ${Math.round(x)}`;
+      this.svg.append(t);
+    }
+    for (const ser of this.series) {
+      const pts = [...ser.points.entries()].sort((a, b) => a[0] - b[0]);
+      if (!pts.length) continue;
+      const d = pts.map(([x, y]) => `${px(x).toFixed(1)},${py(y).toFixed(1)}`).join(' ');
+      this.svg.append(s('polyline', {
+        points: d, fill: 'none', stroke: ser.color, 'stroke-width': 1.6,
+        'vector-effect': 'non-scaling-stroke', 'data-series': ser.name,
+      }));
+      if (pts.length < 40 || ser.dots) {
+        for (const [x, y] of pts) {
+          this.svg.append(s('circle', { cx: px(x), cy: py(y), r: 2.2, fill: ser.color }));
+        }
+      }
+    }
+    const latest = [...this.series[0].points.entries()].sort((a, b) => a[0] - b[0]).pop();
+    this.value.textContent = latest ? this.format(latest[1]) : '';
+  }
+}
