@@ -392,6 +392,19 @@ fn bad_files_and_types_are_named_in_the_error() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("not a readable GGUF file"), "{e}");
+    // A tensor type the reader does not know (IQ2_XXS, ggml type 16).
+    let mut patched = bytes.clone();
+    let name = b"token_embd.weight";
+    let at = patched.windows(name.len()).position(|w| w == name).unwrap() + name.len();
+    let n_dims = u32::from_le_bytes(patched[at..at + 4].try_into().unwrap()) as usize;
+    let ty = at + 4 + 8 * n_dims;
+    patched[ty..ty + 4].copy_from_slice(&16u32.to_le_bytes());
+    let f = tmp.path().join("iq2.gguf");
+    std::fs::write(&f, &patched).unwrap();
+    let e = import_gguf(&f, &tmp.path().join("iq2-dir"), false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("IQ2_XXS") && e.contains("iq2.gguf"), "{e}");
     // An architecture we do not run.
     let mut patched = bytes.clone();
     let at = bytes.windows(5).position(|w| w == b"qwen2").unwrap();

@@ -38,8 +38,13 @@ pub struct Progress<'a> {
     pub tensor: &'a str,
 }
 
+/// candle's message without the backtrace it appends when `RUST_BACKTRACE` is set.
+pub(crate) fn first_line(e: &candle_core::Error) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_string()
+}
+
 pub(crate) fn candle_err(what: &str, e: candle_core::Error) -> EngineError {
-    EngineError::invalid(what, e.to_string())
+    EngineError::invalid(what, first_line(&e))
 }
 
 /// The float32 values of a checkpoint tensor in llama.cpp's layout (dequantized if the

@@ -11,8 +11,9 @@ use candle_core::quantized::GgmlDType;
 use candle_core::Device;
 use serde_json::{json, Map, Value as J};
 
-use super::export::candle_err;
+use super::export::{candle_err, first_line};
 use super::import_weights::{quantization_entry, read_weights};
+use super::quant::{unreadable_type_name, READABLE};
 use crate::error::{EngineError, Result};
 use crate::models::{spec_from_config, HfConfig};
 use crate::weights;
@@ -26,17 +27,40 @@ pub struct GgufFile {
     reader: BufReader<File>,
 }
 
+/// A header that does not read: an unsupported tensor type is named, anything else is a
+/// truncated or corrupt file.
+fn header_error(path: &Path, e: &candle_core::Error) -> EngineError {
+    let text = first_line(e);
+    let file = path.display().to_string();
+    let number = |s: &str| {
+        let digits: String = s.chars().take_while(char::is_ascii_digit).collect();
+        digits.parse::<u32>().ok()
+    };
+    match text
+        .strip_prefix("unknown dtype for tensor ")
+        .and_then(number)
+    {
+        Some(n) => EngineError::invalid(
+            &file,
+            format!(
+                "a tensor has GGML type {} ({n}), which cannot be imported (readable: {})",
+                unreadable_type_name(n),
+                READABLE
+            ),
+        ),
+        None => EngineError::invalid(
+            &file,
+            format!("not a readable GGUF file (truncated or corrupt?): {text}"),
+        ),
+    }
+}
+
 impl GgufFile {
     /// Opens `path` and reads its header (metadata and tensor infos).
     pub fn open(path: &Path) -> Result<GgufFile> {
         let f = File::open(path).map_err(|e| EngineError::io(path, e))?;
         let mut reader = BufReader::new(f);
-        let content = Content::read(&mut reader).map_err(|e| {
-            EngineError::invalid(
-                &path.display().to_string(),
-                format!("not a readable GGUF file (truncated or corrupt?): {e}"),
-            )
-        })?;
+        let content = Content::read(&mut reader).map_err(|e| header_error(path, &e))?;
         Ok(GgufFile {
             path: path.to_path_buf(),
             content,

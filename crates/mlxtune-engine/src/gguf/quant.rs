@@ -165,3 +165,36 @@ pub fn type_name(t: GgmlDType) -> &'static str {
         GgmlDType::Q8K => "Q8_K",
     }
 }
+
+/// GGML types candle's reader does not know, by number (ggml.h's `ggml_type`).
+const UNREADABLE: &[(u32, &str)] = &[
+    (16, "IQ2_XXS"),
+    (17, "IQ2_XS"),
+    (18, "IQ3_XXS"),
+    (19, "IQ1_S"),
+    (20, "IQ4_NL"),
+    (21, "IQ3_S"),
+    (22, "IQ2_S"),
+    (23, "IQ4_XS"),
+    (24, "I8"),
+    (25, "I16"),
+    (26, "I32"),
+    (27, "I64"),
+    (28, "F64"),
+    (29, "IQ1_M"),
+    (34, "TQ1_0"),
+    (35, "TQ2_0"),
+    (39, "MXFP4"),
+];
+
+/// The types a GGUF file's tensors may have for import.
+pub const READABLE: &str =
+    "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K";
+
+/// llama.cpp's name of GGML type number `n`, for the types that cannot be read.
+pub fn unreadable_type_name(n: u32) -> String {
+    UNREADABLE
+        .iter()
+        .find(|(k, _)| *k == n)
+        .map_or_else(|| format!("type {n}"), |(_, name)| (*name).to_string())
+}
