@@ -143,7 +143,7 @@ pub fn save_model_dir(model: &Model, out: &Path, max_shard_bytes: u64) -> Result
     result
 }
 
-/// Folds `adapter` (if any) into `model`, optionally dequantizes, and saves the model as
+/// Optionally dequantizes `model`, folds `adapter` (if any) into it, and saves the model as
 /// the new directory `out` with its tokenizer files.
 pub fn fuse_and_save(
     model: &mut Model,
@@ -152,11 +152,13 @@ pub fn fuse_and_save(
     out: &Path,
     max_shard_bytes: u64,
 ) -> Result<()> {
-    if let Some(a) = adapter {
-        a.fuse_into(model)?;
-    }
+    // Dequantizing first makes the fused float model exactly what was trained (the
+    // quantized base plus the adapter), with no second rounding.
     if dequantize {
         dequantize_model(model)?;
+    }
+    if let Some(a) = adapter {
+        a.fuse_into(model)?;
     }
     save_model_dir(model, out, max_shard_bytes)
 }

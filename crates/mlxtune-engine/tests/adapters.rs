@@ -201,6 +201,24 @@ fn an_adapter_over_a_quantized_base_fuses_and_dequantizes() {
     assert!(!fused.weights.keys().any(|k| k.ends_with(".scales")));
     let d2 = max_abs_diff(&fused.forward(&ids(), None).unwrap(), &requantized);
     assert!(d2 < 1e-4, "dequantizing changed the outputs by {d2}");
+    // fuse --dequantize: the float model of exactly what was trained.
+    let dir = tmp.path().join("qwen2-qlora-fused-float");
+    let mut base = load("qwen2", Some(spec.quantization));
+    fuse_and_save(
+        &mut base,
+        Some(&adapter),
+        true,
+        &dir,
+        DEFAULT_MAX_SHARD_BYTES,
+    )
+    .unwrap();
+    let float = Model::load(&dir, &LoadOptions::default()).unwrap();
+    assert!(float.quantization.is_none());
+    let d3 = max_abs_diff(&float.forward(&ids(), None).unwrap(), &adapted) / max_abs(&adapted);
+    assert!(
+        d3 < 1e-5,
+        "dequantized fuse differs from base + adapter by {d3} (relative)"
+    );
 }
 
 #[test]
