@@ -184,8 +184,28 @@ impl Adapter {
     /// Folds the adapter into the model's weights (quantized layers are dequantized,
     /// updated and quantized again with their own geometry).
     pub fn fuse_into(&self, model: &mut Model) -> Result<()> {
+        self.fuse_with_progress(model, &mut |_, _| {})
+    }
+
+    /// [`Adapter::fuse_into`], reporting `(modules done, modules)` after each module.
+    pub fn fuse_with_progress(
+        &self,
+        model: &mut Model,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<()> {
         self.check(&model.spec)?;
-        adapted::fuse(model, &self.weights, 1.0)
+        let modules = self.modules();
+        for (i, m) in modules.iter().enumerate() {
+            let one: Weights = self
+                .weights
+                .iter()
+                .filter(|(k, _)| k.rsplit_once('.').is_some_and(|(p, _)| p == m))
+                .map(|(k, a)| (k.clone(), a.clone()))
+                .collect();
+            adapted::fuse(model, &one, 1.0)?;
+            progress(i + 1, modules.len());
+        }
+        Ok(())
     }
 }
 

@@ -152,13 +152,34 @@ pub fn fuse_and_save(
     out: &Path,
     max_shard_bytes: u64,
 ) -> Result<()> {
+    fuse_and_save_with_progress(
+        model,
+        adapter,
+        dequantize,
+        out,
+        max_shard_bytes,
+        &mut |_, _| {},
+    )
+}
+
+/// Optionally dequantizes `model`, folds `adapter` (if any) into it, and saves the model as
+/// the new directory `out` with its tokenizer files; `progress` gets `(modules fused,
+/// modules)`.
+pub fn fuse_and_save_with_progress(
+    model: &mut Model,
+    adapter: Option<&Adapter>,
+    dequantize: bool,
+    out: &Path,
+    max_shard_bytes: u64,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<()> {
     // Dequantizing first makes the fused float model exactly what was trained (the
     // quantized base plus the adapter), with no second rounding.
     if dequantize {
         dequantize_model(model)?;
     }
     if let Some(a) = adapter {
-        a.fuse_into(model)?;
+        a.fuse_with_progress(model, progress)?;
     }
     save_model_dir(model, out, max_shard_bytes)
 }

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use mlxtune_engine::adapters::{Adapter, AdapterLayout};
 use mlxtune_engine::data::{load_examples, DataFormat, Example, TokenizeOptions};
 use mlxtune_engine::eval;
-use mlxtune_engine::fuse::{dequantize_model, fuse_and_save, DEFAULT_MAX_SHARD_BYTES};
+use mlxtune_engine::fuse::{
+    dequantize_model, fuse_and_save, fuse_and_save_with_progress, DEFAULT_MAX_SHARD_BYTES,
+};
 use mlxtune_engine::mlx_rs::{Array, Dtype};
 use mlxtune_engine::train::config::from_value;
 use mlxtune_engine::train::{self, Control, TrainResult, TrainSpec};
@@ -160,14 +162,24 @@ fn fused_equals_base_plus_adapter_for_lora_and_dora_on_every_architecture() {
             // Fused and written as a model directory, then loaded back.
             let fused_dir = tmp.path().join(format!("{model}-{kind}-fused"));
             let mut m = load(model, None);
-            fuse_and_save(
+            let adapter = Adapter::load(&out).unwrap();
+            let mut calls = Vec::new();
+            fuse_and_save_with_progress(
                 &mut m,
-                Some(&Adapter::load(&out).unwrap()),
+                Some(&adapter),
                 false,
                 &fused_dir,
                 DEFAULT_MAX_SHARD_BYTES,
+                &mut |done, total| calls.push((done, total)),
             )
             .unwrap();
+            let n = adapter.modules().len();
+            assert_eq!(
+                calls.len(),
+                n,
+                "{model} {kind}: one progress report per module"
+            );
+            assert_eq!(calls.last(), Some(&(n, n)));
             let fused = Model::load(&fused_dir, &LoadOptions::default()).unwrap();
             let d = max_abs_diff(&fused.forward(&ids(), None).unwrap(), &adapted);
             assert!(d < 1e-4, "{model} {kind}: fused differs by {d}");

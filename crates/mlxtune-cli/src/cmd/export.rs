@@ -4,12 +4,11 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressStyle};
 use mlxtune_engine::adapters::Adapter;
-use mlxtune_engine::fuse::{fuse_and_save, DEFAULT_MAX_SHARD_BYTES};
+use mlxtune_engine::fuse::{fuse_and_save_with_progress, DEFAULT_MAX_SHARD_BYTES};
 use mlxtune_engine::gguf::{export_gguf, GgufQuant};
 
-use super::ModelArgs;
+use super::{progress, ModelArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -29,22 +28,15 @@ pub struct Args {
     output: PathBuf,
 }
 
-fn progress_bar(total: u64) -> ProgressBar {
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} tensors {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar
-}
-
 fn gguf(a: &Args) -> anyhow::Result<()> {
     let quant: GgufQuant = a.quant.parse()?;
     let (mut model, _) = a.model.load()?;
     if let Some(dir) = &a.adapter {
-        Adapter::load(dir)?.fuse_into(&mut model)?;
+        let bar = progress::bar("layers fused");
+        Adapter::load(dir)?.fuse_with_progress(&mut model, &mut progress::reporter(&bar))?;
+        bar.finish_and_clear();
     }
-    let bar = progress_bar(0);
+    let bar = progress::bar("tensors");
     let summary = export_gguf(&model, &a.output, quant, &mut |p| {
         bar.set_length(p.total as u64);
         bar.set_position(p.done as u64);
@@ -91,13 +83,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "hf" => {
             let (mut model, _) = a.model.load()?;
             let adapter = a.adapter.as_deref().map(Adapter::load).transpose()?;
-            fuse_and_save(
+            let bar = progress::bar("layers fused");
+            fuse_and_save_with_progress(
                 &mut model,
                 adapter.as_ref(),
                 false,
                 &a.output,
                 DEFAULT_MAX_SHARD_BYTES,
+                &mut progress::reporter(&bar),
             )?;
+            bar.finish_and_clear();
             println!("wrote {}", a.output.display());
             Ok(())
         }

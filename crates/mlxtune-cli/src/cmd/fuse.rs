@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 
 use mlxtune_engine::adapters::Adapter;
-use mlxtune_engine::fuse::fuse_and_save;
+use mlxtune_engine::fuse::fuse_and_save_with_progress;
 
-use super::ModelArgs;
+use super::{progress, ModelArgs};
 
 /// Largest weights file written, in megabytes (5000, as transformers' `save_pretrained`).
 const DEFAULT_SHARD_MB: u64 = 5000;
@@ -33,13 +33,16 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     let (mut model, _) = a.model.load()?;
     let adapter = Adapter::load(&a.adapter)?;
-    fuse_and_save(
+    let bar = progress::bar("layers fused");
+    fuse_and_save_with_progress(
         &mut model,
         Some(&adapter),
         a.dequantize,
         &a.output,
         a.max_shard_mb.saturating_mul(1_000_000),
+        &mut progress::reporter(&bar),
     )?;
+    bar.finish_and_clear();
     println!(
         "fused {} adapted layers{} into {}",
         adapter.modules().len(),
