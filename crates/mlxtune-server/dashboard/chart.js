@@ -5,7 +5,7 @@
 import { h, num } from './dom.js';
 
 const NS = 'http://www.w3.org/2000/svg';
-const W = 400, H = 170, L = 46, R = 8, T = 8, B = 20;
+const H = 170, L = 66, R = 10, T = 8, B = 20;
 
 function s(tag, attrs = {}) {
   const el = document.createElementNS(NS, tag);
@@ -28,14 +28,16 @@ export class LineChart {
   constructor(id, title, series, format = num) {
     this.series = series.map((x) => ({ ...x, points: new Map() }));
     this.format = format;
-    this.svg = s('svg', { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: 'none', role: 'img', 'aria-label': title });
+    this.svg = s('svg', { role: 'img', 'aria-label': title });
     this.value = h('small', {});
     this.el = h('figure', { class: 'chart', id: `chart-${id}`, 'data-points': 0 },
       h('h3', {}, title, this.value),
       this.svg,
       series.length > 1 ? h('div', { class: 'legend' }, series.map((x) =>
-        [h('i', { style: `background:${x.color}` }), x.name])) : null);
+        [h('i', { style: { background: x.color } }), x.name])) : null);
     this.pending = false;
+    // Drawn in CSS pixels (text undistorted): redraw when the width changes.
+    new ResizeObserver(() => this.schedule()).observe(this.svg);
   }
 
   add(seriesName, x, y) {
@@ -58,6 +60,8 @@ export class LineChart {
     this.el.dataset.firstX = first.length ? String(Math.min(...first)) : '';
     this.el.dataset.lastX = first.length ? String(Math.max(...first)) : '';
     this.svg.replaceChildren();
+    const W = Math.max(200, Math.round(this.svg.clientWidth || 400));
+    this.svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
     if (!all.length) return;
     let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;
     for (const [x, y] of all) {
@@ -85,7 +89,7 @@ export class LineChart {
       const d = pts.map(([x, y]) => `${px(x).toFixed(1)},${py(y).toFixed(1)}`).join(' ');
       this.svg.append(s('polyline', {
         points: d, fill: 'none', stroke: ser.color, 'stroke-width': 1.6,
-        'vector-effect': 'non-scaling-stroke', 'data-series': ser.name,
+        'stroke-linejoin': 'round', 'data-series': ser.name,
       }));
       if (pts.length < 40 || ser.dots) {
         for (const [x, y] of pts) {

@@ -6,6 +6,8 @@ export function h(tag, attrs = {}, ...children) {
     if (v === undefined || v === null || v === false) continue;
     if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
     else if (k === 'class') el.className = v;
+    // Through the CSSOM: the Content-Security-Policy refuses inline style attributes.
+    else if (k === 'style') Object.assign(el.style, v);
     else el.setAttribute(k, v === true ? '' : String(v));
   }
   for (const c of children.flat(Infinity)) {
@@ -22,7 +24,7 @@ export function badge(status) {
 export function progressBar(pct) {
   const p = Math.max(0, Math.min(100, Number(pct) || 0));
   return h('span', { class: 'progress' },
-    h('span', { class: 'bar' }, h('span', { style: `width:${p}%` })),
+    h('span', { class: 'bar' }, h('span', { style: { width: `${p}%` } })),
     h('span', { class: 'pct' }, `${p.toFixed(1)}%`));
 }
 

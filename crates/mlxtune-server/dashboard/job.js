@@ -66,6 +66,7 @@ export function jobPage(view, id) {
     status = s;
     statusEl.replaceChildren(badge(s));
     for (const [a, ok] of Object.entries(ACTIONS)) buttons[a].disabled = !ok.includes(s);
+    if (s !== 'running') etaEl.textContent = '';
   }
 
   function setProgress(step, total, pct, eta) {
@@ -132,7 +133,12 @@ export function jobPage(view, id) {
         refreshCheckpoints();
         break;
       case 'status':
-        if (d.status) { statusChanges++; setStatus(d.status); }
+        if (d.status) {
+          const seen = ++statusChanges;
+          setStatus(d.status);
+          // Step updates are rate-limited: the job's own figures at this change.
+          jobs.get(id).then((job) => { if (statusChanges === seen) showJob(job); }, () => {});
+        }
         break;
       default:
     }

@@ -1,0 +1,6 @@
+export { MLXFineTuningService, type ListOptions, type ServiceOptions } from './service.js';
+export { MLXTuneError } from './errors.js';
+export {
+  UpdateSubscription, type UpdateEvents, type UpdateOptions, type WebSocketFactory, type WebSocketLike,
+} from './updates.js';
+export type * from './types.js';
