@@ -536,3 +536,31 @@ fn q8_0_q4_0_and_q4_1_import_as_mlx_quantized_layers_with_the_same_outputs() {
         }
     }
 }
+
+#[test]
+fn an_mlx_quantized_model_exports_the_weights_it_computes_with() {
+    let tmp = tempfile::tempdir().unwrap();
+    for arch in ["lfm2", "llama"] {
+        let opts = LoadOptions {
+            dtype: Some(Dtype::Float32),
+            quantize: Some(mlxtune_engine::QuantSpec {
+                group_size: 32,
+                bits: 4,
+            }),
+        };
+        let model = Model::load(&fixture(arch), &opts).unwrap();
+        let file = tmp.path().join(format!("{arch}-mlx4.gguf"));
+        export(&model, &file, "F32");
+        let dir = tmp.path().join(format!("{arch}-mlx4"));
+        import_gguf(&file, &dir, false).unwrap();
+        let back = load(&dir);
+        assert!(back.quantization.is_none());
+        let ids = Array::from_slice(&[1i32, 40, 41, 42, 100, 7, 9, 11], &[1, 8]);
+        let a = model.forward(&ids, None).unwrap();
+        let d = max_abs_diff(&a, &back.forward(&ids, None).unwrap()) / max_abs(&a);
+        assert!(
+            d < 1e-4,
+            "{arch}: exported 4-bit model differs by {d} (relative)"
+        );
+    }
+}
