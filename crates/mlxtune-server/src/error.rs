@@ -41,6 +41,14 @@ impl ApiError {
         )
     }
 
+    /// A 404 about a named input (`param`), e.g. an unknown model.
+    pub fn not_found_param(param: &str, what: &str) -> Self {
+        ApiError {
+            param: Some(param.to_string()),
+            ..Self::not_found(what)
+        }
+    }
+
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "invalid_state", message)
     }

@@ -11,7 +11,10 @@
 pub mod api;
 pub mod db;
 pub mod error;
+pub mod hub;
+pub mod inference;
 pub mod openapi;
+pub mod registry;
 pub mod remote;
 pub mod routes;
 pub mod settings;
@@ -53,6 +56,7 @@ impl Application {
             .map(|k| state::sha256_hex(k))
             .collect();
         let (events, _) = broadcast::channel(1024);
+        let telemetry = Arc::new(Telemetry::new());
         let state = AppState {
             db,
             settings: Arc::new(settings.clone()),
@@ -62,7 +66,11 @@ impl Application {
             events,
             shutting_down: Arc::new(AtomicBool::new(false)),
             openapi: openapi::document().to_string().into(),
-            telemetry: Arc::new(Telemetry::new()),
+            telemetry: telemetry.clone(),
+            inference: Arc::new(inference::Inference::start(
+                settings.inference.memory_budget_bytes,
+                telemetry,
+            )?),
         };
         state.telemetry.workers.set(settings.workers.count as i64);
         for id in db::recover_running(&state.db).await? {

@@ -36,8 +36,15 @@ impl Modify for BearerAuth {
         crate::routes::jobs::history::checkpoints,
         crate::routes::stream::job_stream,
         crate::routes::stream::all_stream,
+        crate::routes::models::list,
+        crate::routes::models::get,
+        crate::routes::models::register,
+        crate::routes::models::delete,
+        crate::routes::models::generate,
+        crate::routes::inference::chat,
+        crate::routes::inference::completions,
     ),
-    components(schemas(crate::api::Snapshot, crate::api::JobEvent)),
+    components(schemas(crate::api::Snapshot, crate::api::JobEvent, crate::api::inference::ChatCompletionChunk)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]

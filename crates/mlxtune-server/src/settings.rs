@@ -14,6 +14,61 @@ pub struct Settings {
     pub auth: AuthSettings,
     #[serde(default)]
     pub s3: S3Settings,
+    #[serde(default)]
+    pub models: ModelSettings,
+    #[serde(default)]
+    pub inference: InferenceSettings,
+}
+
+/// The model registry: names for models, and where Hugging Face models come from.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct ModelSettings {
+    /// Short names for registered or Hugging Face models (`lfm2-1.2b = "LiquidAI/LFM2-1.2B"`).
+    #[serde(default)]
+    pub aliases: std::collections::BTreeMap<String, String>,
+    /// Download base models named by a Hugging Face id on first use (`HF_ENDPOINT`,
+    /// `HF_TOKEN`, `HF_HOME` / `HF_HUB_CACHE` as the Hub's own tools read them).
+    #[serde(default = "yes")]
+    pub download: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// What may run inference, and how much memory loaded models may hold.
+#[derive(Debug, Clone, Deserialize)]
+pub struct InferenceSettings {
+    /// Loaded models are evicted (least recently used first) to stay under this many bytes
+    /// of weights.
+    #[serde(default = "default_inference_budget")]
+    pub memory_budget_bytes: u64,
+    /// While a training job runs: `refuse` answers inference with 503 (the default: a
+    /// request never takes the accelerator from training), `share` generates anyway.
+    #[serde(default)]
+    pub during_training: DuringTraining,
+}
+
+impl Default for InferenceSettings {
+    fn default() -> Self {
+        InferenceSettings {
+            memory_budget_bytes: default_inference_budget(),
+            during_training: DuringTraining::default(),
+        }
+    }
+}
+
+fn default_inference_budget() -> u64 {
+    8 << 30
+}
+
+/// Inference while a job trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DuringTraining {
+    #[default]
+    Refuse,
+    Share,
 }
 
 /// S3 access for `s3://` datasets; empty fields fall back to the AWS environment

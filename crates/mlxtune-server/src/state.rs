@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use sqlx::SqlitePool;
 use tokio::sync::{broadcast, Notify};
 
+use crate::inference::Inference;
 use crate::settings::Settings;
 use crate::telemetry::Telemetry;
 
@@ -41,6 +42,8 @@ pub struct AppState {
     pub openapi: Arc<str>,
     /// Prometheus metrics (`/metrics`).
     pub telemetry: Arc<Telemetry>,
+    /// Loaded models and the inference slot.
+    pub inference: Arc<Inference>,
 }
 
 pub fn sha256_hex(s: &str) -> String {

@@ -38,6 +38,8 @@ pub struct Telemetry {
     pub mlx_peak_memory: Gauge,
     pub job_tokens_per_second: Family<Labels, FloatGauge>,
     pub job_loss: Family<Labels, FloatGauge>,
+    pub inference_requests: Family<Labels, Counter>,
+    pub inference_tokens: Counter,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -68,6 +70,8 @@ impl Telemetry {
             mlx_peak_memory: Gauge::default(),
             job_tokens_per_second: Family::default(),
             job_loss: Family::default(),
+            inference_requests: Family::default(),
+            inference_tokens: Counter::default(),
         };
         t.register();
         t
@@ -130,6 +134,16 @@ impl Telemetry {
             "training_loss",
             "Training loss of each running job's last step",
             self.job_loss.clone(),
+        );
+        r.register(
+            "inference_requests",
+            "Inference requests by outcome (stop, length, cancelled: the client left, rejected, failed)",
+            self.inference_requests.clone(),
+        );
+        r.register(
+            "inference_generated_tokens",
+            "Tokens generated for inference requests",
+            self.inference_tokens.clone(),
         );
     }
 

@@ -46,14 +46,14 @@ pub fn confine(uri: &str, roots: &[PathBuf], param: &str) -> ApiResult<PathBuf> 
 /// Field checks, path confinement, then (blocking, on a worker thread) the model and data
 /// pre-flight: the pieces the trainer's own `prepare` uses, without loading weights. The
 /// tokenized data lands in the tokenized-data cache, so the worker reads it back in one go.
+/// `model_dir` is the base model's directory, already resolved (through the registry).
 pub fn validate(
     config: &FineTuneConfig,
-    model_roots: &[PathBuf],
+    model_dir: &Path,
     dataset_roots: &[PathBuf],
 ) -> ApiResult<TrainSpec> {
     let mut spec =
         TrainSpec::from_config(config).map_err(|e| ApiError::invalid(&e.param, e.to_string()))?;
-    let model_dir = confine(&spec.base_model, model_roots, "baseModel")?;
     spec.base_model = model_dir.display().to_string();
     spec.train_data = confine(&spec.train_data, dataset_roots, "dataset.trainingData")?
         .display()

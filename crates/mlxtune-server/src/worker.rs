@@ -7,11 +7,13 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mlxtune_engine::train::spec::FineTuneType;
 use mlxtune_engine::train::{train, Control, Event, Level, Outcome, TrainResult, TrainSpec};
 use mlxtune_engine::EngineError;
 
 use crate::api::{
-    CheckpointSaved, EventData, EventKind, JobEvent, JobStatus, StatusChange, TrainingUpdate,
+    fine_tuned_id, CheckpointSaved, EventData, EventKind, JobEvent, JobStatus, Lineage, ModelKind,
+    ModelObject, StatusChange, TrainingUpdate,
 };
 use crate::db;
 use crate::state::{AppState, Broadcast, CANCEL, PAUSE, RUN};
@@ -181,6 +183,7 @@ async fn run_job(state: &AppState, job: db::JobRow) {
             return;
         }
     };
+    let full = spec.fine_tune_type == FineTuneType::Full;
     let output = PathBuf::from(&job.output_dir);
     let resume = job.resume && output.join("checkpoints").join("latest").exists();
     let control = register_control(state, &id);
@@ -218,7 +221,12 @@ async fn run_job(state: &AppState, job: db::JobRow) {
         .unwrap_or_else(|p| p.into_inner())
         .remove(&id);
     match result {
-        Ok(Ok(r)) => finish(state, &id, &r).await,
+        Ok(Ok(r)) => {
+            if matches!(r.outcome, Outcome::Completed | Outcome::EarlyStopped) {
+                register_model(state, &job, full, &r).await;
+            }
+            finish(state, &id, &r).await
+        }
         Ok(Err(e)) => {
             let (code, param) = error_code(&e);
             let text = e.to_string();
@@ -231,6 +239,34 @@ async fn run_job(state: &AppState, job: db::JobRow) {
             let _ = db::fail(&state.db, &id, "internal_error", message, None).await;
             tracing::error!(error = %e, "training thread");
         }
+    }
+}
+
+/// Registers a succeeded job's model (`ft:<base>:<suffix>:<job id>`) with its lineage.
+async fn register_model(state: &AppState, job: &db::JobRow, full: bool, r: &TrainResult) {
+    let out = r.output_dir.display().to_string();
+    let lineage = Lineage {
+        base_model: job.config.base_model.clone(),
+        job_id: job.id.clone(),
+        checkpoint: r.best_checkpoint.as_ref().map(|p| p.display().to_string()),
+        train_loss: r.final_loss,
+        valid_loss: r.best_val_loss,
+        adapter_path: (!full).then(|| out.clone()),
+        fused_path: full.then(|| r.output_dir.join("model").display().to_string()),
+    };
+    let m = ModelObject {
+        id: fine_tuned_id(&job.config.base_model, job.config.name.as_deref(), &job.id),
+        object: "model".into(),
+        created: db::now(),
+        owned_by: "mlxtune".into(),
+        kind: ModelKind::FineTuned,
+        source: out,
+        path: Some(r.output_dir.display().to_string()),
+        lineage: Some(lineage),
+        loaded: false,
+    };
+    if let Err(e) = db::insert_model(&state.db, &m).await {
+        tracing::error!(job_id = %job.id, error = %e, "registering the fine-tuned model");
     }
 }
 

@@ -5,7 +5,9 @@
 pub mod checkpoint;
 pub mod error;
 pub mod event;
+pub mod inference;
 pub mod job;
+pub mod model;
 
 pub use checkpoint::{Checkpoint, CheckpointList, CheckpointMetrics};
 pub use error::{ErrorBody, ErrorDetail};
@@ -14,6 +16,9 @@ pub use event::{
     StatusChange, TrainingUpdate,
 };
 pub use job::{Deleted, Job, JobList, JobStatus, Progress};
+pub use model::{
+    fine_tuned_id, Lineage, ModelDeleted, ModelKind, ModelList, ModelObject, RegisterModel,
+};
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

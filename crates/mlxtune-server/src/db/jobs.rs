@@ -5,7 +5,7 @@ use mlxtune_engine::train::{FineTuneConfig, StepMetrics};
 use sqlx::SqlitePool;
 
 use super::{decode_error, now};
-use crate::api::{ErrorDetail, Job, JobStatus, Progress};
+use crate::api::{fine_tuned_id, ErrorDetail, Job, JobStatus, Progress};
 
 /// A job row as sqlx reads it.
 struct RawJob {
@@ -128,7 +128,8 @@ impl From<JobRow> for Job {
             status: r.status,
             name: r.name,
             model: r.config.base_model.clone(),
-            fine_tuned_model: (r.status == JobStatus::Succeeded).then(|| r.output_dir.clone()),
+            fine_tuned_model: (r.status == JobStatus::Succeeded)
+                .then(|| fine_tuned_id(&r.config.base_model, r.config.name.as_deref(), &r.id)),
             trained_tokens: r.trained_tokens,
             progress: Progress {
                 step: r.step,

@@ -5,6 +5,7 @@
 pub mod events;
 pub mod jobs;
 pub mod metrics;
+pub mod models;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -19,6 +20,7 @@ pub use jobs::{
     transition, JobRow,
 };
 pub use metrics::{metrics, record_step};
+pub use models::{delete_model, derived_from, get_model, insert_model, list_models, model_in_use};
 
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {

@@ -37,3 +37,28 @@ fn rejection(r: JsonRejection) -> ApiError {
     }
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", r.body_text())
 }
+
+/// Any JSON body type, parsed with the path of the first problem as `param`
+/// (`messages[1].content`).
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let Json(value) = Json::<Value>::from_request(req, state)
+            .await
+            .map_err(rejection)?;
+        serde_path_to_error::deserialize(value)
+            .map(Body)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let param = if path == "." {
+                    "(body)".to_string()
+                } else {
+                    path
+                };
+                ApiError::invalid(&param, e.into_inner().to_string())
+            })
+    }
+}

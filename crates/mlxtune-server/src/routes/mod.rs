@@ -3,8 +3,10 @@
 mod bearer;
 mod body;
 pub mod dashboard;
+pub mod inference;
 pub mod jobs;
 pub mod metrics;
+pub mod models;
 pub mod stream;
 
 use axum::extract::{Request, State};
@@ -122,6 +124,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/fine_tuning/jobs/{id}/stream", get(stream::job_stream))
         .route("/v1/fine_tuning/stream", get(stream::all_stream))
+        .route("/v1/models", get(models::list).post(models::register))
+        .route("/v1/models/{id}", get(models::get).delete(models::delete))
+        .route("/v1/models/{id}/generate", post(models::generate))
+        .route("/v1/chat/completions", post(inference::chat))
+        .route("/v1/completions", post(inference::completions))
         .merge(dashboard::routes())
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(middleware::from_fn_with_state(

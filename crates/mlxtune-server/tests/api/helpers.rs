@@ -17,6 +17,8 @@ use serde_json::{json, Value};
 pub use crate::openapi_check::OpenApiCheck;
 
 pub struct TestApp {
+    /// The test's directory: `models/`, `datasets/`, `data/`.
+    pub root: PathBuf,
     /// Checks every response against the served OpenAPI document.
     pub openapi: Arc<OpenApiCheck>,
     pub base: String,
@@ -56,6 +58,15 @@ pub async fn spawn_app_with(
     s3: mlxtune_server::settings::S3Settings,
     stream_update_interval_ms: u64,
 ) -> TestApp {
+    spawn_app_tuned(api_keys, |s| {
+        s.s3 = s3;
+        s.server.stream_update_interval_ms = stream_update_interval_ms;
+    })
+    .await
+}
+
+/// A server whose settings `tune` adjusts first.
+pub async fn spawn_app_tuned(api_keys: Vec<String>, tune: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let models = dir.path().join("models");
     let datasets = dir.path().join("datasets");
@@ -68,13 +79,13 @@ pub async fn spawn_app_with(
     std::fs::write(datasets.join("chat.jsonl"), chat.join("\n")).unwrap();
     std::fs::write(datasets.join("bad.jsonl"), "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}, {\"role\": \"assistant\", \"content\": \"yo\"}]}\n{\"messages\": 7}\n").unwrap();
     std::fs::write(dir.path().join("secret.jsonl"), "{\"text\": \"outside\"}\n").unwrap();
-    let settings = Settings {
+    let mut settings = Settings {
         server: ServerSettings {
             host: "127.0.0.1".into(),
             port: 0,
             max_body_bytes: 64 * 1024,
             cors_origins: vec!["http://dashboard.test".into()],
-            stream_update_interval_ms,
+            stream_update_interval_ms: 0,
         },
         storage: StorageSettings {
             data_dir: dir.path().join("data"),
@@ -88,8 +99,11 @@ pub async fn spawn_app_with(
         auth: AuthSettings {
             api_keys: api_keys.clone(),
         },
-        s3,
+        s3: Default::default(),
+        models: Default::default(),
+        inference: Default::default(),
     };
+    tune(&mut settings);
     let app = Application::build(settings).await.unwrap();
     let port = app.port();
     tokio::spawn(app.run_until_stopped());
@@ -101,6 +115,7 @@ pub async fn spawn_app_with(
         .await
         .unwrap();
     TestApp {
+        root: dir.path().to_path_buf(),
         openapi: Arc::new(OpenApiCheck::new(doc)),
         base,
         port,

@@ -7,6 +7,7 @@ mod dashboard;
 mod datasets;
 mod helpers;
 mod jobs;
+mod models;
 mod openapi_check;
 mod requests;
 mod stream;

@@ -66,6 +66,12 @@ impl OpenApiCheck {
         self.validate(&schema, message, &format!("stream message ({name})"));
     }
 
+    /// Panics unless `value` validates against the named component schema.
+    pub fn check_schema(&self, name: &str, value: &Value) {
+        let schema = json!({ "$ref": format!("#/components/schemas/{name}") });
+        self.validate(&schema, value, name);
+    }
+
     fn validate(&self, schema: &Value, body: &Value, what: &str) {
         let mut root = schema.as_object().unwrap().clone();
         root.insert("components".into(), self.doc["components"].clone());

@@ -14,6 +14,7 @@ use super::body::ConfigBody;
 use crate::api::{Deleted, ErrorBody, EventKind, Job, JobList, JobStatus};
 use crate::db;
 use crate::error::{ApiError, ApiResult};
+use crate::registry;
 use crate::remote;
 use crate::state::AppState;
 use crate::validate::validate;
@@ -78,12 +79,60 @@ async fn validated_spec(
         let path = remote::fetch(v, &state.settings, "dataset.validationData").await?;
         *v = path.display().to_string();
     }
-    let models = state.settings.paths.model_roots.clone();
+    let model_dir = base_model_dir(state, &config.base_model).await?;
     let mut datasets = state.settings.paths.dataset_roots.clone();
     datasets.push(remote::cache_dir(&state.settings));
-    tokio::task::spawn_blocking(move || validate(&local, &models, &datasets))
+    tokio::task::spawn_blocking(move || validate(&local, &model_dir, &datasets))
         .await
         .map_err(|e| ApiError::internal("validation task", e))?
+}
+
+/// The directory a job trains from: `baseModel` through the registry; a fine-tuned
+/// adapter is fused into its base once (continued training starts from base + adapter).
+async fn base_model_dir(state: &AppState, name: &str) -> ApiResult<std::path::PathBuf> {
+    let r = match registry::resolve(state, name, "baseModel").await {
+        Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => {
+            return Err(ApiError::invalid("baseModel", e.message))
+        }
+        other => other?,
+    };
+    let Some(adapter) = r.adapter else {
+        return Ok(r.dir);
+    };
+    let key = mlxtune_engine::fsutil::hex(&<sha2::Sha256 as sha2::Digest>::digest(r.id.as_bytes()));
+    let out = state
+        .settings
+        .storage
+        .data_dir
+        .join("models")
+        .join("fused")
+        .join(&key[..16]);
+    if out.exists() {
+        return Ok(out);
+    }
+    let (dir, target) = (r.dir.clone(), out.clone());
+    tokio::task::spawn_blocking(move || fuse_for_training(&dir, &adapter, &target))
+        .await
+        .map_err(|e| ApiError::internal("fusing a base model", e))?
+        .map_err(|e| ApiError::invalid("baseModel", e.to_string()))?;
+    Ok(out)
+}
+
+fn fuse_for_training(
+    dir: &std::path::Path,
+    adapter: &std::path::Path,
+    out: &std::path::Path,
+) -> mlxtune_engine::Result<()> {
+    use mlxtune_engine::{adapters::Adapter, fuse, LoadOptions, Model};
+    let mut model = Model::load(dir, &LoadOptions::default())?;
+    let a = Adapter::load(adapter)?;
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| mlxtune_engine::EngineError::Io {
+            path: parent.into(),
+            source: e,
+        })?;
+    }
+    fuse::fuse_and_save(&mut model, Some(&a), true, out, u64::MAX)
 }
 
 #[derive(Deserialize, IntoParams)]
