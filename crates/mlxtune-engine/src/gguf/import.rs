@@ -339,27 +339,3 @@ pub fn import_gguf(file: &Path, out: &Path, keep_quantized: bool) -> Result<()> 
     }
     result
 }
-
-/// Imports `file` once into `cache_root` (keyed by its path, size and modification time)
-/// and returns the model directory.
-pub fn cached_import(file: &Path, cache_root: &Path) -> Result<PathBuf> {
-    use sha2::{Digest, Sha256};
-    let meta = std::fs::metadata(file).map_err(|e| EngineError::io(file, e))?;
-    let abs = std::fs::canonicalize(file).map_err(|e| EngineError::io(file, e))?;
-    let mtime = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos());
-    let mut h = Sha256::new();
-    h.update(format!("{}|{}|{mtime}", abs.display(), meta.len()).as_bytes());
-    let key: String = h.finalize()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let dir = cache_root.join(key);
-    if !dir.join("model.safetensors").is_file() {
-        import_gguf(file, &dir, true)?;
-    }
-    Ok(dir)
-}

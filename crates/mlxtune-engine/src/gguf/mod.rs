@@ -7,6 +7,7 @@
 //! the mapping of our architectures onto llama.cpp's conventions.
 
 pub mod arch;
+pub mod cache;
 pub mod export;
 pub mod hf_tokenizer;
 pub mod import;
@@ -17,8 +18,9 @@ pub mod quant;
 pub mod to_mlx;
 pub mod vocab;
 
+pub use cache::{cached_import, default_cache_root, resolve_model_path};
 pub use export::{export_gguf, ExportSummary, Progress};
-pub use import::{cached_import, import_gguf, GgufFile};
+pub use import::{import_gguf, GgufFile};
 pub use quant::GgufQuant;
 
 /// Whether `path` names a GGUF file (by its extension).
