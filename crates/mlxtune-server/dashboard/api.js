@@ -48,3 +48,7 @@ export const jobs = {
   control: (id, action) => api('POST', `/v1/fine_tuning/jobs/${encodeURIComponent(id)}/${action}`),
   checkpoints: (id) => api('GET', `/v1/fine_tuning/jobs/${encodeURIComponent(id)}/checkpoints`),
 };
+
+export const models = {
+  generate: (id, body) => api('POST', `/v1/models/${encodeURIComponent(id)}/generate`, body),
+};

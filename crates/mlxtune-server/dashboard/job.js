@@ -5,6 +5,7 @@
 import { jobs } from './api.js';
 import { LineChart } from './chart.js';
 import { badge, bytes, h, num, progressBar, time } from './dom.js';
+import { promptBox } from './generate.js';
 import { openJobStream } from './stream.js';
 
 const LOG_ROWS = 400;
@@ -36,6 +37,7 @@ export function jobPage(view, id) {
   const buttons = Object.fromEntries(Object.keys(ACTIONS).map((a) => [a, h('button', {
     id: `btn-${a}`, type: 'button', disabled: true, onclick: () => control(a),
   }, a[0].toUpperCase() + a.slice(1))]));
+  const genEl = h('section', { id: 'try-model' });
   const logBody = h('tbody', {});
   const ckptBody = h('tbody', {});
   let status = null;
@@ -52,6 +54,7 @@ export function jobPage(view, id) {
       connEl),
     errEl,
     h('section', { class: 'charts' }, Object.values(charts).map((c) => c.el)),
+    genEl,
     h('h2', {}, 'Checkpoints'),
     h('table', { id: 'checkpoints' },
       h('thead', {}, h('tr', {}, h('th', {}, 'Step'), h('th', {}, 'Train loss'), h('th', {}, 'Path'))),
@@ -80,6 +83,9 @@ export function jobPage(view, id) {
     const p = job.progress;
     setProgress(p.step, p.total_steps, p.completion_percentage);
     errEl.textContent = job.error ? `${job.error.code}: ${job.error.message}` : '';
+    if (job.status === 'succeeded' && job.fine_tuned_model && !genEl.firstChild) {
+      genEl.append(h('h2', {}, 'Try the fine-tuned model'), promptBox(job.fine_tuned_model));
+    }
   }
 
   async function control(action) {

@@ -21,7 +21,7 @@ pub struct Settings {
 }
 
 /// The model registry: names for models, and where Hugging Face models come from.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 pub struct ModelSettings {
     /// Short names for registered or Hugging Face models (`lfm2-1.2b = "LiquidAI/LFM2-1.2B"`).
     #[serde(default)]
@@ -34,6 +34,15 @@ pub struct ModelSettings {
 
 fn yes() -> bool {
     true
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        ModelSettings {
+            aliases: Default::default(),
+            download: true,
+        }
+    }
 }
 
 /// What may run inference, and how much memory loaded models may hold.

@@ -25,6 +25,11 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("api.js", JS, include_str!("../../dashboard/api.js")),
     ("chart.js", JS, include_str!("../../dashboard/chart.js")),
     ("dom.js", JS, include_str!("../../dashboard/dom.js")),
+    (
+        "generate.js",
+        JS,
+        include_str!("../../dashboard/generate.js"),
+    ),
     ("jobs.js", JS, include_str!("../../dashboard/jobs.js")),
     ("job.js", JS, include_str!("../../dashboard/job.js")),
     ("stream.js", JS, include_str!("../../dashboard/stream.js")),

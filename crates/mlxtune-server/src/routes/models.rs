@@ -77,7 +77,9 @@ pub async fn register(
         lineage: None,
         loaded: false,
     };
-    if !db::insert_model(&state.db, &m).await? {
+    // A Hugging Face id registers itself (under its own id) when downloaded.
+    let registered_by_download = id == m.source && db::get_model(&state.db, &id).await?.is_some();
+    if !registered_by_download && !db::insert_model(&state.db, &m).await? {
         return Err(ApiError::conflict(format!(
             "a model `{id}` is already registered"
         )));

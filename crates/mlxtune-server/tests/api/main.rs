@@ -6,6 +6,7 @@
 mod dashboard;
 mod datasets;
 mod helpers;
+mod hub;
 mod jobs;
 mod models;
 mod openapi_check;
