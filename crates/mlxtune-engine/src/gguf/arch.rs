@@ -89,3 +89,64 @@ pub fn rope_factors(spec: &ModelSpec) -> Option<Vec<f32>> {
         .collect();
     Some(factors)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::forward::rope_freqs;
+    use crate::models::spec::LLAMA_NAMES;
+
+    fn llama3_spec() -> ModelSpec {
+        ModelSpec {
+            model_type: "llama".into(),
+            hidden_size: 2048,
+            num_heads: 16,
+            num_kv_heads: 8,
+            head_dim: 128,
+            intermediate_size: 8192,
+            vocab_size: 1000,
+            norm_eps: 1e-5,
+            rope_theta: 500_000.0,
+            rope_scaling: RopeScaling::Llama3 {
+                factor: 32.0,
+                low_freq_factor: 1.0,
+                high_freq_factor: 4.0,
+                original_max_position_embeddings: 8192.0,
+            },
+            max_position_embeddings: 131_072,
+            tie_embeddings: true,
+            qkv_bias: false,
+            o_bias: false,
+            mlp_bias: false,
+            qk_norm: false,
+            layers: vec![LayerKind::Attention; 2],
+            conv_l_cache: 0,
+            conv_bias: false,
+            names: LLAMA_NAMES,
+            bos_token_id: None,
+            eos_token_ids: vec![],
+            pad_token_id: None,
+        }
+    }
+
+    /// llama.cpp divides each RoPE frequency by its factor; our forward pass multiplies
+    /// each period by its scaling: the two must be the same numbers.
+    #[test]
+    fn llama3_rope_factors_are_the_forward_passs_period_scaling() {
+        let spec = llama3_spec();
+        let factors = rope_factors(&spec).expect("llama3 scaling");
+        let periods = rope_freqs(&spec).expect("llama3 scaling");
+        periods.eval().expect("eval");
+        let periods = periods.as_slice::<f32>();
+        assert_eq!(factors.len(), 64);
+        let dim = spec.head_dim as f32;
+        for (i, f) in factors.iter().enumerate() {
+            let base = spec.rope_theta.powf(2.0 * i as f32 / dim);
+            let scaling = periods[i] / base;
+            assert!((scaling - f).abs() <= 1e-4 * f, "{i}: {scaling} vs {f}");
+        }
+        assert_eq!(factors[0], 1.0);
+        assert_eq!(factors[63], 32.0);
+        assert!(factors.iter().any(|f| *f > 1.0 && *f < 32.0));
+    }
+}

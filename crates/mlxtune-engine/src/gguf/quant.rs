@@ -198,3 +198,83 @@ pub fn unreadable_type_name(n: u32) -> String {
         .find(|(k, _)| *k == n)
         .map_or_else(|| format!("type {n}"), |(_, name)| (*name).to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ty(
+        quant: GgufQuant,
+        name: &str,
+        shape: &[usize],
+        position: Option<(usize, usize)>,
+    ) -> &'static str {
+        type_name(tensor_type(
+            quant,
+            &TensorRole {
+                name,
+                shape,
+                has_output: false,
+                position,
+            },
+        ))
+    }
+
+    #[test]
+    fn q4_k_m_gives_more_bits_where_llama_cpp_does_and_falls_back_on_narrow_rows() {
+        let q = GgufQuant::Q4KM;
+        let wide = [2048, 2048];
+        // 28 layers: the first and last eighth (0..3, 24..28) and every third from layer 3 + 2.
+        let more: Vec<usize> = (0..28)
+            .filter(|i| ty(q, "blk.0.ffn_down.weight", &wide, Some((*i, 28))) == "Q6_K")
+            .collect();
+        assert_eq!(
+            more,
+            vec![0, 1, 2, 5, 8, 11, 14, 17, 20, 23, 24, 25, 26, 27]
+        );
+        assert_eq!(ty(q, "blk.4.attn_q.weight", &wide, Some((4, 28))), "Q4_K");
+        // Tied embeddings: the embedding is the output layer.
+        assert_eq!(ty(q, "token_embd.weight", &wide, None), "Q6_K");
+        // Rows of 64 do not divide into 256-blocks: Q4_K → Q5_0, Q6_K → Q8_0.
+        assert_eq!(
+            ty(q, "blk.4.attn_q.weight", &[64, 64], Some((4, 28))),
+            "Q5_0"
+        );
+        assert_eq!(
+            ty(GgufQuant::Q6K, "blk.4.attn_q.weight", &[64, 64], None),
+            "Q8_0"
+        );
+        // Rows of 48 do not divide into 32-blocks either: F16.
+        assert_eq!(
+            ty(GgufQuant::Q4_0, "blk.4.attn_q.weight", &[64, 48], None),
+            "F16"
+        );
+        // Norms and the short-convolution kernel stay F32.
+        assert_eq!(
+            ty(GgufQuant::Q8_0, "blk.0.attn_norm.weight", &[2048], None),
+            "F32"
+        );
+        assert_eq!(
+            ty(
+                GgufQuant::F16,
+                "blk.0.shortconv.conv.weight",
+                &[2048, 3],
+                None
+            ),
+            "F32"
+        );
+        assert_eq!(
+            ty(GgufQuant::BF16, "blk.0.ffn_up.weight", &wide, None),
+            "BF16"
+        );
+    }
+
+    #[test]
+    fn quant_names_parse_case_insensitively_and_unknown_ones_are_listed() {
+        assert_eq!("q4_k_m".parse::<GgufQuant>().ok(), Some(GgufQuant::Q4KM));
+        assert_eq!(GgufQuant::Q4KM.name(), "Q4_K_M");
+        assert_eq!(GgufQuant::Q4_1.file_type(), 3);
+        let e = "Q5_K_S".parse::<GgufQuant>().unwrap_err().to_string();
+        assert!(e.contains("Q5_K_S") && e.contains("F32, F16, BF16"), "{e}");
+    }
+}
