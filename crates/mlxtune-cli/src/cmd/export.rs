@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use mlxtune_engine::adapters::Adapter;
-use mlxtune_engine::fuse::{fuse_and_save_with_progress, DEFAULT_MAX_SHARD_BYTES};
+use mlxtune_engine::fuse::{
+    dequantize_model, fuse_and_save_with_progress, DEFAULT_MAX_SHARD_BYTES,
+};
 use mlxtune_engine::gguf::{export_gguf, GgufQuant};
 
 use super::{progress, ModelArgs};
@@ -32,6 +34,9 @@ fn gguf(a: &Args) -> anyhow::Result<()> {
     let quant: GgufQuant = a.quant.parse()?;
     let (mut model, _) = a.model.load()?;
     if let Some(dir) = &a.adapter {
+        // GGUF holds float or its own blocks: add the adapter to the dense base (exactly
+        // base + adapter, as trained) rather than re-quantizing in MLX's format first.
+        dequantize_model(&mut model)?;
         let bar = progress::bar("layers fused");
         Adapter::load(dir)?.fuse_with_progress(&mut model, &mut progress::reporter(&bar))?;
         bar.finish_and_clear();
