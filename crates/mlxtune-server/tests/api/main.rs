@@ -9,6 +9,7 @@ mod helpers;
 mod hub;
 mod jobs;
 mod models;
+mod openai_sdk;
 mod openapi_check;
 mod requests;
 mod stream;
