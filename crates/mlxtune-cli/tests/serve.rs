@@ -179,4 +179,50 @@ fn a_server_killed_mid_training_finishes_the_job_after_restart() {
     );
     server.kill().unwrap();
     server.wait().unwrap();
+
+    // `mlxtune generate` / `eval --model <fine-tuned id>` resolve through the service's
+    // registry: the same tokens and loss as the base with the job's adapter.
+    let ft = job["fine_tuned_model"].as_str().unwrap();
+    let run = |args: &[&str]| -> Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_mlxtune"))
+            .args(args)
+            .env("MLXTUNE_CONFIG_DIR", d.join("config"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let base = d.join("models/llama-tiny");
+    let base = base.to_str().unwrap();
+    let adapter = job["output_dir"].as_str().unwrap();
+    let gen = [
+        "generate",
+        "--prompt",
+        "The quick",
+        "--max-tokens",
+        "6",
+        "--temperature",
+        "0",
+        "--json",
+    ];
+    let by_id = run(&[&gen[..], &["--model", ft]].concat());
+    let by_hand = run(&[&gen[..], &["--model", base, "--adapter", adapter]].concat());
+    assert_eq!(by_id["token_ids"], by_hand["token_ids"]);
+    let data = d.join("datasets/t.jsonl");
+    let eval = ["eval", "--data", data.to_str().unwrap(), "--json"];
+    let loss = |more: &[&str]| run(&[&eval[..], more].concat())["loss"].as_f64().unwrap();
+    let (with_id, with_adapter, plain) = (
+        loss(&["--model", ft]),
+        loss(&["--model", base, "--adapter", adapter]),
+        loss(&["--model", base]),
+    );
+    assert_eq!(with_id, with_adapter);
+    assert!(
+        with_id < plain,
+        "the adapter was trained on this data: {with_id} vs {plain}"
+    );
 }

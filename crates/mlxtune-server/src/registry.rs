@@ -9,6 +9,7 @@ use crate::api::{Lineage, ModelKind, ModelObject};
 use crate::db;
 use crate::error::{ApiError, ApiResult};
 use crate::hub;
+use crate::settings::Settings;
 use crate::state::AppState;
 use crate::validate::confine;
 
@@ -21,20 +22,45 @@ pub struct Resolved {
     pub adapter: Option<PathBuf>,
 }
 
+/// The registry: the database's `models` and the settings (aliases, roots, downloads).
+#[derive(Clone, Copy)]
+pub struct Registry<'a> {
+    pub db: &'a sqlx::SqlitePool,
+    pub settings: &'a Settings,
+}
+
+impl<'a> Registry<'a> {
+    pub fn of(state: &'a AppState) -> Registry<'a> {
+        Registry {
+            db: &state.db,
+            settings: &state.settings,
+        }
+    }
+}
+
+/// Resolves `name` for the server; errors name `param`.
+pub async fn resolve(state: &AppState, name: &str, param: &str) -> ApiResult<Resolved> {
+    resolve_in(Registry::of(state), name, param).await
+}
+
 /// The name after the settings' aliases.
 pub fn canonical<'a>(state: &'a AppState, name: &'a str) -> &'a str {
-    state
-        .settings
+    aliased(state.settings.as_ref(), name)
+}
+
+fn aliased<'a>(settings: &'a Settings, name: &'a str) -> &'a str {
+    settings
         .models
         .aliases
         .get(name)
         .map_or(name, String::as_str)
 }
 
-/// Resolves `name`; errors name `param`.
-pub async fn resolve(state: &AppState, name: &str, param: &str) -> ApiResult<Resolved> {
-    let name = canonical(state, name);
-    if let Some(m) = db::get_model(&state.db, name).await? {
+/// Resolves `name` in `reg`; errors name `param`.
+pub async fn resolve_in(reg: Registry<'_>, name: &str, param: &str) -> ApiResult<Resolved> {
+    let state = reg;
+    let name = aliased(state.settings, name);
+    if let Some(m) = db::get_model(state.db, name).await? {
         return Box::pin(resolve_registered(state, m, param)).await;
     }
     if let Ok(dir) = confine(name, &state.settings.paths.model_roots, param) {
@@ -60,7 +86,11 @@ pub async fn resolve(state: &AppState, name: &str, param: &str) -> ApiResult<Res
     ))
 }
 
-async fn resolve_registered(state: &AppState, m: ModelObject, param: &str) -> ApiResult<Resolved> {
+async fn resolve_registered(
+    state: Registry<'_>,
+    m: ModelObject,
+    param: &str,
+) -> ApiResult<Resolved> {
     match (m.kind, &m.lineage) {
         (ModelKind::FineTuned, Some(l)) => fine_tuned(state, &m.id, l, param).await,
         _ => {
@@ -77,7 +107,12 @@ async fn resolve_registered(state: &AppState, m: ModelObject, param: &str) -> Ap
     }
 }
 
-async fn fine_tuned(state: &AppState, id: &str, l: &Lineage, param: &str) -> ApiResult<Resolved> {
+async fn fine_tuned(
+    state: Registry<'_>,
+    id: &str,
+    l: &Lineage,
+    param: &str,
+) -> ApiResult<Resolved> {
     if let Some(model) = &l.fused_path {
         return Ok(Resolved {
             id: id.to_string(),
@@ -85,7 +120,7 @@ async fn fine_tuned(state: &AppState, id: &str, l: &Lineage, param: &str) -> Api
             adapter: None,
         });
     }
-    let base = Box::pin(resolve(state, &l.base_model, param)).await?;
+    let base = Box::pin(resolve_in(state, &l.base_model, param)).await?;
     if base.adapter.is_some() {
         return Err(ApiError::invalid(
             param,
@@ -100,7 +135,7 @@ async fn fine_tuned(state: &AppState, id: &str, l: &Lineage, param: &str) -> Api
 }
 
 /// A directory, or a `.gguf` file imported once into the data directory's cache.
-async fn local_model_dir(state: &AppState, path: &Path, param: &str) -> ApiResult<PathBuf> {
+async fn local_model_dir(state: Registry<'_>, path: &Path, param: &str) -> ApiResult<PathBuf> {
     if !mlxtune_engine::gguf::is_gguf(path) {
         return Ok(path.to_path_buf());
     }
@@ -113,7 +148,7 @@ async fn local_model_dir(state: &AppState, path: &Path, param: &str) -> ApiResul
 }
 
 /// Downloads a Hugging Face model into the Hub cache and registers it as a base model.
-async fn download_base(state: &AppState, repo: &str, param: &str) -> ApiResult<PathBuf> {
+async fn download_base(state: Registry<'_>, repo: &str, param: &str) -> ApiResult<PathBuf> {
     let dir = hub::download(repo, &hub::HubConfig::from_env(), None)
         .await
         .map_err(|e| ApiError::invalid(param, e.to_string()))?;
@@ -128,6 +163,6 @@ async fn download_base(state: &AppState, repo: &str, param: &str) -> ApiResult<P
         lineage: None,
         loaded: false,
     };
-    db::insert_model(&state.db, &m).await?;
+    db::insert_model(state.db, &m).await?;
     Ok(dir)
 }

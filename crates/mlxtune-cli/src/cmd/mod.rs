@@ -7,6 +7,7 @@ pub mod info;
 pub mod plot;
 pub mod progress;
 pub mod quantize;
+pub mod registry;
 pub mod serve;
 pub mod source;
 pub mod train;

@@ -8,9 +8,10 @@ use mlxtune_engine::{gguf, Model, Tokenizer};
 
 use super::ModelArgs;
 
-/// Loads the model (directory or GGUF) and its tokenizer.
+/// Loads the model (directory, GGUF, or a name in the model registry) and its tokenizer.
 pub fn load_model(args: &ModelArgs) -> anyhow::Result<(Model, Tokenizer)> {
-    let dir = gguf::resolve_model_path(&args.model)?;
+    let (dir, _) = super::registry::model_and_adapter(&args.model)?;
+    let dir = gguf::resolve_model_path(&dir)?;
     let model = Model::load(&dir, &args.load_options()?)?;
     let tok = Tokenizer::from_dir(&dir, Some(&model.spec.tokens()))?;
     Ok((model, tok))
@@ -23,7 +24,12 @@ pub fn load_with_adapter(
     adapter: Option<&Path>,
 ) -> anyhow::Result<(Model, Tokenizer)> {
     let (mut model, tok) = args.load()?;
-    if let Some(dir) = adapter {
+    // A fine-tuned registry id brings its adapter; `--adapter` overrides it.
+    let from_registry = match adapter {
+        Some(_) => None,
+        None => super::registry::model_and_adapter(&args.model)?.1,
+    };
+    if let Some(dir) = adapter.or(from_registry.as_deref()) {
         let a = Adapter::load(dir)?;
         a.attach(&mut model)?;
         tracing::info!(
