@@ -10,7 +10,6 @@ use crate::db;
 use crate::error::{ApiError, ApiResult};
 use crate::hub;
 use crate::settings::Settings;
-use crate::state::AppState;
 use crate::validate::confine;
 
 /// A model ready to load: its directory and, for a fine-tuned adapter, the adapter.
@@ -29,26 +28,8 @@ pub struct Registry<'a> {
     pub settings: &'a Settings,
 }
 
-impl<'a> Registry<'a> {
-    pub fn of(state: &'a AppState) -> Registry<'a> {
-        Registry {
-            db: &state.db,
-            settings: &state.settings,
-        }
-    }
-}
-
-/// Resolves `name` for the server; errors name `param`.
-pub async fn resolve(state: &AppState, name: &str, param: &str) -> ApiResult<Resolved> {
-    resolve_in(Registry::of(state), name, param).await
-}
-
 /// The name after the settings' aliases.
-pub fn canonical<'a>(state: &'a AppState, name: &'a str) -> &'a str {
-    aliased(state.settings.as_ref(), name)
-}
-
-fn aliased<'a>(settings: &'a Settings, name: &'a str) -> &'a str {
+pub fn aliased<'a>(settings: &'a Settings, name: &'a str) -> &'a str {
     settings
         .models
         .aliases

@@ -12,6 +12,7 @@ use futures_util::stream::{self, Stream, StreamExt};
 use mlxtune_engine::generate::Generation;
 
 use super::body::Body;
+use super::generation::{prepare, Prompt};
 use crate::api::inference::{
     AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatRequest, ChunkChoice,
     Completion, CompletionChoice, CompletionRequest, Delta, Role, Usage,
@@ -19,8 +20,8 @@ use crate::api::inference::{
 use crate::api::ErrorBody;
 use crate::db::now;
 use crate::error::ApiResult;
+use crate::inference::complete;
 use crate::inference::run::Piece;
-use crate::inference::{complete, prepare, Prompt};
 use crate::state::AppState;
 
 pub(crate) fn usage(g: &Generation) -> Usage {

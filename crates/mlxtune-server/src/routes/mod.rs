@@ -3,10 +3,12 @@
 mod bearer;
 mod body;
 pub mod dashboard;
+mod generation;
 pub mod inference;
 pub mod jobs;
 pub mod metrics;
 pub mod models;
+mod names;
 pub mod stream;
 
 use axum::extract::{Request, State};

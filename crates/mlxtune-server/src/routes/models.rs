@@ -5,13 +5,14 @@ use axum::extract::{Path, State};
 use axum::Json;
 
 use super::body::Body;
+use super::generation::{prepare, Prompt};
 use super::inference::usage;
+use super::names;
 use crate::api::inference::{ChatMessage, GenerateRequest, GenerateResponse, Role, Sampling};
 use crate::api::{ErrorBody, ModelDeleted, ModelKind, ModelList, ModelObject, RegisterModel};
 use crate::db;
 use crate::error::{ApiError, ApiResult};
-use crate::inference::{complete, prepare, Prompt};
-use crate::registry;
+use crate::inference::complete;
 use crate::state::AppState;
 
 /// GET /v1/models
@@ -29,7 +30,7 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<ModelList>> {
 }
 
 async fn model_or_404(state: &AppState, id: &str) -> ApiResult<ModelObject> {
-    let id = registry::canonical(state, id);
+    let id = names::canonical(state, id);
     db::get_model(&state.db, id)
         .await?
         .ok_or_else(|| ApiError::not_found_param("model", &format!("model `{id}`")))
@@ -65,7 +66,7 @@ pub async fn register(
             "a model `{id}` is already registered"
         )));
     }
-    let resolved = registry::resolve(&state, &req.source, "source").await?;
+    let resolved = names::resolve(&state, &req.source, "source").await?;
     let m = ModelObject {
         id: id.clone(),
         object: "model".into(),

@@ -14,7 +14,7 @@ use super::body::ConfigBody;
 use crate::api::{Deleted, ErrorBody, EventKind, Job, JobList, JobStatus};
 use crate::db;
 use crate::error::{ApiError, ApiResult};
-use crate::registry;
+use crate::routes::names;
 use crate::remote;
 use crate::state::AppState;
 use crate::validate::validate;
@@ -90,7 +90,7 @@ async fn validated_spec(
 /// The directory a job trains from: `baseModel` through the registry; a fine-tuned
 /// adapter is fused into its base once (continued training starts from base + adapter).
 async fn base_model_dir(state: &AppState, name: &str) -> ApiResult<std::path::PathBuf> {
-    let r = match registry::resolve(state, name, "baseModel").await {
+    let r = match names::resolve(state, name, "baseModel").await {
         Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => {
             return Err(ApiError::invalid("baseModel", e.message))
         }
