@@ -342,3 +342,36 @@ async fn a_small_memory_budget_keeps_only_the_last_model_loaded() {
     }
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gguf_file_under_the_model_roots_trains_and_serves() {
+    use mlxtune_engine::gguf::{export_gguf, GgufQuant};
+    let app = spawn_app(vec![]).await;
+    let opts = LoadOptions {
+        dtype: Some(Dtype::Float32),
+        quantize: None,
+    };
+    let model = Model::load(&fixture("lfm2"), &opts).unwrap();
+    let file = app.root.join("models/lfm2-tiny.gguf");
+    export_gguf(
+        &model,
+        &file,
+        "F32".parse::<GgufQuant>().unwrap(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let mut cfg = product_config();
+    cfg["baseModel"] = json!("lfm2-tiny.gguf");
+    cfg["maxSteps"] = json!(2);
+    let (s, job) = app.post("/v1/fine_tuning/jobs", &cfg).await;
+    assert_eq!(s, 200, "{job}");
+    let job = app
+        .wait_status(job["id"].as_str().unwrap(), &["succeeded"])
+        .await;
+    let ft = job["fine_tuned_model"].as_str().unwrap();
+    for model in ["lfm2-tiny.gguf", ft] {
+        let body = json!({"model": model, "prompt": "Hello", "max_tokens": 3, "temperature": 0});
+        let (s, v) = app.post("/v1/completions", &body).await;
+        assert_eq!(s, 200, "{model}: {v}");
+    }
+}

@@ -148,6 +148,13 @@ async fn the_openapi_document_covers_every_route() {
         ("get", "/v1/fine_tuning/jobs/{id}/checkpoints"),
         ("get", "/v1/fine_tuning/jobs/{id}/stream"),
         ("get", "/v1/fine_tuning/stream"),
+        ("get", "/v1/models"),
+        ("post", "/v1/models"),
+        ("get", "/v1/models/{id}"),
+        ("delete", "/v1/models/{id}"),
+        ("post", "/v1/models/{id}/generate"),
+        ("post", "/v1/chat/completions"),
+        ("post", "/v1/completions"),
     ];
     for (m, p) in routes {
         assert!(doc["paths"][p][m].is_object(), "{m} {p} missing");
