@@ -51,7 +51,8 @@ export async function startServer({ apiKeys = [], streamIntervalMs = 100 } = {})
     '[storage]', `data_dir = ${toml(join(dir, 'data'))}`, 'database_path = ""',
     '[workers]', 'count = 1',
     '[paths]', `model_roots = [${toml(join(dir, 'models'))}]`, `dataset_roots = [${toml(join(dir, 'datasets'))}]`,
-    '[auth]', `api_keys = [${apiKeys.map(toml).join(', ')}]`, '',
+    '[auth]', `api_keys = [${apiKeys.map(toml).join(', ')}]`,
+    '[models]', 'download = false', '',
   ].join('\n'));
   const bin = process.env.MLXTUNE_BIN || join(root, 'target/debug/mlxtune');
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('MLXTUNE__')));

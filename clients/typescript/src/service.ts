@@ -4,6 +4,7 @@ import type {
   CheckpointList, Deleted, EventList, FineTuneJob, JobList, JobStatus, MetricsList,
   MLXFineTuneConfig, TrainingUpdate,
 } from './types.js';
+import { loadModel, type FineTunedModel, type ModelRef } from './models.js';
 import { UpdateSubscription, type UpdateOptions, type WebSocketFactory } from './updates.js';
 
 export interface ServiceOptions {
@@ -91,6 +92,15 @@ export class MLXFineTuningService {
 
   checkpoints(id: string): Promise<CheckpointList> {
     return this.request('GET', `/v1/fine_tuning/jobs/${enc(id)}/checkpoints`);
+  }
+
+  /**
+   * A model to generate with: `{modelId}` (a succeeded job's `fine_tuned_model`, or any
+   * registered id) or `{modelPath}` (registered first). `.generate({prompt, maxTokens,
+   * temperature})` answers `{text, finishReason, usage}`.
+   */
+  loadFineTunedModel(ref: ModelRef): Promise<FineTunedModel> {
+    return loadModel((m, p, b) => this.request(m, p, b), ref);
   }
 
   /**

@@ -20,3 +20,7 @@ export type ErrorBody = S['ErrorBody'];
 export type Deleted = S['Deleted'];
 /** The training config (the product document's `MLXFineTuneConfig` plus extensions). */
 export type MLXFineTuneConfig = S['FineTuneConfig'];
+export type ModelObject = S['ModelObject'];
+export type ModelList = S['ModelList'];
+export type GenerateRequest = S['GenerateRequest'];
+export type GenerateResponse = S['GenerateResponse'];

@@ -46,6 +46,16 @@ test('startFineTuning queues a job; getJobStatus reports completion_percentage u
   assert.deepEqual(page.data.map((e) => e.id), events.data.slice(1, 3).map((e) => e.id));
   assert.equal(page.has_more, true);
 
+  const model = await svc.loadFineTunedModel({ modelId: done.fine_tuned_model });
+  assert.equal(model.id, done.fine_tuned_model);
+  assert.equal(model.info.lineage.job_id, job.id);
+  const out = await model.generate({ prompt: 'Say it.', maxTokens: 4, temperature: 0, chat: true });
+  assert.equal(typeof out.text, 'string');
+  assert.ok(out.usage.completion_tokens >= 1 && out.usage.completion_tokens <= 4, JSON.stringify(out));
+  assert.ok(['stop', 'length'].includes(out.finishReason));
+  const again = await model.generate({ prompt: 'Say it.', maxTokens: 4, temperature: 0, chat: true });
+  assert.equal(again.text, out.text, 'greedy generation repeats itself');
+
   const list = await svc.listJobs({ status: 'succeeded', limit: 10 });
   assert.ok(list.data.some((j) => j.id === job.id));
   assert.equal((await svc.listJobs({ status: 'queued' })).data.length, 0);
@@ -97,4 +107,17 @@ test('pause, resume and cancel move the job; an illegal change is a 409', async 
   const err = await svc.resume(job.id).then(() => null, (e) => e);
   assert.ok(err instanceof MLXTuneError);
   assert.equal(err.status, 409);
+});
+
+test('loadFineTunedModel by path registers the model once; an unknown id is a 404', async () => {
+  const a = await svc.loadFineTunedModel({ modelPath: 'lfm2-tiny', id: 'tiny-base' });
+  assert.equal(a.id, 'tiny-base');
+  assert.equal(a.info.kind, 'base');
+  const b = await svc.loadFineTunedModel({ modelPath: 'lfm2-tiny', id: 'tiny-base' });
+  assert.equal(b.id, 'tiny-base', 'the second load finds the registered model');
+  const out = await b.generate({ prompt: 'The quick', maxTokens: 3, temperature: 0 });
+  assert.ok(out.usage.completion_tokens >= 1 && out.usage.prompt_tokens >= 1, JSON.stringify(out));
+  const err = await svc.loadFineTunedModel({ modelId: 'ft:nope:x:ftjob-0' }).then(() => null, (e) => e);
+  assert.ok(err instanceof MLXTuneError);
+  assert.equal(err.status, 404);
 });

@@ -47,6 +47,7 @@ export const jobs = {
   create: (config) => api('POST', '/v1/fine_tuning/jobs', config),
   control: (id, action) => api('POST', `/v1/fine_tuning/jobs/${encodeURIComponent(id)}/${action}`),
   checkpoints: (id) => api('GET', `/v1/fine_tuning/jobs/${encodeURIComponent(id)}/checkpoints`),
+  metrics: (id) => api('GET', `/v1/fine_tuning/jobs/${encodeURIComponent(id)}/metrics`),
 };
 
 export const models = {

@@ -120,16 +120,30 @@ export function jobPage(view, id) {
     while (logBody.childElementCount > LOG_ROWS) logBody.lastElementChild.remove();
   }
 
+  function addStep(d) {
+    charts.loss.add('train', d.step, d.current_loss ?? d.loss);
+    charts.lr.add('lr', d.step, d.learning_rate);
+    charts.tps.add('tokens/s', d.step, d.tokens_per_second);
+    charts.memory.add('active', d.step, d.active_memory_bytes);
+    charts.memory.add('peak', d.step, d.peak_memory_bytes);
+  }
+
+  // Live step updates are rate-limited by the server; when the job stops (paused or
+  // finished) the steps skipped live are filled in from the stored metrics.
+  async function backfill() {
+    try {
+      for (const m of (await jobs.metrics(id)).data) addStep(m);
+    } catch {
+      // the live points stay; a reload replays everything
+    }
+  }
+
   function onMessage(m) {
     if (m.type === 'snapshot') return showJob(m.job);
     const d = m.data || {};
     switch (m.type) {
       case 'mlx_training_update':
-        charts.loss.add('train', d.step, d.current_loss ?? d.loss);
-        charts.lr.add('lr', d.step, d.learning_rate);
-        charts.tps.add('tokens/s', d.step, d.tokens_per_second);
-        charts.memory.add('active', d.step, d.active_memory_bytes);
-        charts.memory.add('peak', d.step, d.peak_memory_bytes);
+        addStep(d);
         setProgress(d.step, d.total_steps, d.completion_percentage, d.eta_seconds);
         return;
       case 'metrics':
@@ -142,6 +156,7 @@ export function jobPage(view, id) {
         if (d.status) {
           const seen = ++statusChanges;
           setStatus(d.status);
+          if (d.status !== 'running' && d.status !== 'queued') backfill();
           // Step updates are rate-limited: the job's own figures at this change.
           jobs.get(id).then((job) => { if (statusChanges === seen) showJob(job); }, () => {});
         }
