@@ -71,12 +71,16 @@ export async function startServer({ apiKeys = [], streamIntervalMs = 100 } = {})
     child.on('exit', (code) => { clearTimeout(timer); fail(new Error(`mlxtune serve exited ${code}:\n${stderr}`)); });
   });
   const exited = new Promise((ok) => child.on('exit', ok));
+  // Never leave a server behind, even when the test process dies early.
+  const reap = () => child.kill('SIGKILL');
+  process.on('exit', reap);
   return {
     base: `http://127.0.0.1:${port}`,
     port,
     dir,
     log: () => stderr,
     async stop() {
+      process.off('exit', reap);
       child.kill('SIGTERM');
       await Promise.race([exited, new Promise((ok) => setTimeout(ok, 10_000))]);
       if (child.exitCode === null) { child.kill('SIGKILL'); await exited; }

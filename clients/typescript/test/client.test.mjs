@@ -95,9 +95,11 @@ test('pause, resume and cancel move the job; an illegal change is a 409', async 
   await svc.resume(job.id);
   const resumed = await until(job.id, ['running']);
   const later = await (async () => {
+    const end = Date.now() + 60_000;
     for (;;) {
       const j = await svc.getJobStatus(job.id);
       if (j.progress.step > resumed.progress.step) return j;
+      assert.ok(Date.now() < end, 'no step after resuming');
       await new Promise((ok) => setTimeout(ok, 50));
     }
   })();
