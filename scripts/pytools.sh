@@ -8,19 +8,14 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 tools="$PWD/.native/pytools"
-if [ ! -f "$tools/.gguf-ok" ]; then
-  python3 -m pip install -q --disable-pip-version-check --target "$tools/gguf-site" 'gguf==0.19.0' >/dev/null
-  touch "$tools/.gguf-ok"
-fi
-if [ ! -f "$tools/.tensorboard-ok" ]; then
-  python3 -m pip install -q --disable-pip-version-check --target "$tools/tensorboard-site" 'tensorboard==2.20.0' >/dev/null
-  touch "$tools/.tensorboard-ok"
-fi
-if [ ! -f "$tools/.prometheus-ok" ]; then
-  python3 -m pip install -q --disable-pip-version-check --target "$tools/prometheus-site" 'prometheus_client==0.23.1' >/dev/null
-  touch "$tools/.prometheus-ok"
-fi
-if [ ! -f "$tools/.openai-ok" ]; then
-  python3 -m pip install -q --disable-pip-version-check --target "$tools/openai-site" 'openai==2.8.1' >/dev/null
-  touch "$tools/.openai-ok"
-fi
+# install NAME SPEC: SPEC into $tools/NAME-site, once (a stamp file marks it done).
+install() {
+  if [ ! -f "$tools/.$1-ok" ]; then
+    python3 -m pip install -q --disable-pip-version-check --target "$tools/$1-site" "$2" >/dev/null
+    touch "$tools/.$1-ok"
+  fi
+}
+install gguf 'gguf==0.19.0'
+install tensorboard 'tensorboard==2.20.0'
+install prometheus 'prometheus_client==0.23.1'
+install openai 'openai==2.8.1'
