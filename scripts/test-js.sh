@@ -50,6 +50,7 @@ say "TypeScript client"
 cd "$root/clients/typescript"
 rm -rf dist
 step node_modules/.bin/tsc -p .
+step node_modules/.bin/tsc -p tsconfig.examples.json   # docs/clients.md's usage, type-checked
 step node scripts/openapi.mjs --check
 step node --test --test-concurrency=1 test/
 say "dashboard in Chromium (screenshots: $ARTIFACTS)"
