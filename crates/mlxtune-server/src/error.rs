@@ -1,7 +1,7 @@
-//! The API's error type: a status and `{"error": {"code", "message", "param"}}`. Server
+//! The API's error type: a status and `{"error": {"type", "code", "message", "param"}}`. Server
 //! errors hide their cause from the client; it is logged where it happens.
 
-use crate::api::{ErrorBody, ErrorDetail};
+use crate::api::{ErrorBody, ErrorType, RequestError};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -72,7 +72,8 @@ impl From<sqlx::Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
-            error: ErrorDetail {
+            error: RequestError {
+                kind: ErrorType::of_status(self.status.as_u16()),
                 code: self.code.into(),
                 message: self.message,
                 param: self.param,

@@ -7,7 +7,7 @@ use serde_json::Value;
 /// The `custom` format: a prompt and a completion template over a record's fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CustomTemplate {
     pub prompt: String,
     pub completion: String,

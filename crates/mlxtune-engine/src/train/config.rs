@@ -46,7 +46,7 @@ pub enum AutoWord {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DatasetConfig {
     /// Path, `local://` URI (and, through the service, `s3://` / `http(s)://`).
     pub training_data: String,
@@ -64,7 +64,7 @@ pub use crate::data::CustomTemplate;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Parameters {
     pub learning_rate: f64,
     pub batch_size: BatchSize,
@@ -78,7 +78,7 @@ pub struct Parameters {
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Optimization {
     #[serde(default)]
     pub gradient_checkpointing: bool,
@@ -96,7 +96,7 @@ pub struct Optimization {
 /// LoRA / DoRA settings beyond `parameters.loraRank` / `loraAlpha`.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LoraConfig {
     #[serde(default)]
     pub dropout: Option<f64>,
@@ -110,7 +110,7 @@ pub struct LoraConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct QuantizationConfig {
     #[serde(default)]
     pub bits: Option<i32>,
@@ -120,7 +120,7 @@ pub struct QuantizationConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OptimizerConfig {
     /// adamw (default) | adam | sgd | adafactor
     #[serde(default)]
@@ -139,7 +139,7 @@ pub struct OptimizerConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ScheduleConfig {
     /// constant | linear | cosine (default) | cosine_with_restarts
     #[serde(default, rename = "type")]
@@ -156,7 +156,7 @@ pub struct ScheduleConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EvalConfig {
     #[serde(default)]
     pub every_steps: Option<u64>,
@@ -166,7 +166,7 @@ pub struct EvalConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EarlyStoppingConfig {
     #[serde(default)]
     pub patience: Option<u32>,
@@ -176,7 +176,7 @@ pub struct EarlyStoppingConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CheckpointConfig {
     #[serde(default)]
     pub every_steps: Option<u64>,
@@ -187,7 +187,7 @@ pub struct CheckpointConfig {
 /// The whole file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FineTuneConfig {
     pub base_model: String,
     pub dataset: DatasetConfig,
@@ -241,6 +241,11 @@ pub struct FineTuneConfig {
 /// Parses a JSON or TOML config (by extension; JSON when unknown), naming the field of a
 /// type error.
 pub fn parse_config(text: &str, toml_syntax: bool) -> Result<FineTuneConfig, ConfigError> {
+    from_value(parse_document(text, toml_syntax)?)
+}
+
+/// A config file as a JSON document (TOML converted), before any field is checked.
+pub fn parse_document(text: &str, toml_syntax: bool) -> Result<Value, ConfigError> {
     let value: Value = if toml_syntax {
         let t: toml::Value =
             toml::from_str(text).map_err(|e| err("(file)", format!("is not valid TOML: {e}")))?;
@@ -248,7 +253,7 @@ pub fn parse_config(text: &str, toml_syntax: bool) -> Result<FineTuneConfig, Con
     } else {
         serde_json::from_str(text).map_err(|e| err("(file)", format!("is not valid JSON: {e}")))?
     };
-    from_value(value)
+    Ok(value)
 }
 
 /// Deserializes a config from JSON, naming the field path of the first problem.
@@ -266,6 +271,9 @@ pub fn from_value(value: Value) -> Result<FineTuneConfig, ConfigError> {
             };
             return err(&full, "is required");
         }
+        if let Some((param, message)) = super::strict::unknown_field(&path, &inner) {
+            return err(&param, message);
+        }
         let message = inner
             .split(" at line ")
             .next()
@@ -277,7 +285,61 @@ pub fn from_value(value: Value) -> Result<FineTuneConfig, ConfigError> {
 
 /// Reads a config file (`.toml` as TOML, anything else as JSON).
 pub fn read_config(path: &Path) -> Result<FineTuneConfig, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| err("(file)", format!("{}: {e}", path.display())))?;
-    parse_config(&text, path.extension().is_some_and(|x| x == "toml"))
+    read_config_with(path, &[])
+}
+
+/// Reads a config file and applies `--set PATH=VALUE` overrides (in order) before checking
+/// it, so an override is validated exactly like the file (a misspelled path is refused).
+pub fn read_config_with(path: &Path, overrides: &[String]) -> Result<FineTuneConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| err("(file)", e.to_string()))?;
+    let mut value = parse_document(&text, path.extension().is_some_and(|x| x == "toml"))?;
+    for o in overrides {
+        super::strict::set_path(&mut value, o).map_err(|m| err("--set", m))?;
+    }
+    from_value(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn minimal() -> Value {
+        json!({
+            "baseModel": "m",
+            "dataset": {"trainingData": "t.jsonl"},
+            "parameters": {"learningRate": 1e-4, "batchSize": 2, "epochs": 1, "sequenceLength": 64},
+            "optimization": {"appleSliliconOptimized": true}
+        })
+    }
+
+    fn with(path: &str) -> ConfigError {
+        let mut v = minimal();
+        super::super::strict::set_path(&mut v, path).unwrap();
+        from_value(v).unwrap_err()
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_naming_the_path_and_the_closest_name() {
+        let e = with("lora.dropuot=0.1");
+        assert_eq!(e.param, "lora.dropuot");
+        assert_eq!(
+            e.to_string(),
+            "lora.dropuot is an unknown field; did you mean lora.dropout?"
+        );
+        assert_eq!(with("lora.numLayerz=2").param, "lora.numLayerz");
+        assert!(with("lora.numLayerz=2").message.contains("lora.numLayers"));
+        let e = with("learningRate=0.1");
+        assert_eq!(e.param, "learningRate");
+        let e = with("parameters.learning_rate=0.1");
+        assert!(e.message.ends_with("parameters.learningRate?"), "{e}");
+        let e = with("dataset.template={\"prompt\": \"a\", \"completion\": \"b\", \"x\": 1}");
+        assert_eq!(e.param, "dataset.template.x");
+    }
+
+    #[test]
+    fn the_product_documents_spelling_and_the_extensions_are_accepted() {
+        let c = from_value(minimal()).unwrap();
+        assert_eq!(c.optimization.apple_silicon_optimized, Some(true));
+    }
 }

@@ -16,6 +16,7 @@ pub mod prepare;
 pub mod spec;
 pub mod step;
 pub mod stepper;
+pub mod strict;
 pub mod tensorboard;
 pub mod trainer;
 

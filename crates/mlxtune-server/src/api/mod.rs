@@ -10,7 +10,7 @@ pub mod job;
 pub mod model;
 
 pub use checkpoint::{Checkpoint, CheckpointList, CheckpointMetrics};
-pub use error::{ErrorBody, ErrorDetail};
+pub use error::{ErrorBody, ErrorDetail, ErrorType, RequestError};
 pub use event::{
     CheckpointSaved, EventData, EventKind, EventList, JobEvent, MetricsList, Snapshot,
     StatusChange, TrainingUpdate,

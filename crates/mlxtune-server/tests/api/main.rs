@@ -5,6 +5,7 @@
 
 mod dashboard;
 mod datasets;
+mod first_hour;
 mod helpers;
 mod hub;
 mod jobs;

@@ -3,6 +3,7 @@
 
 pub mod control;
 pub mod history;
+pub mod openai;
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
@@ -14,8 +15,8 @@ use super::body::ConfigBody;
 use crate::api::{Deleted, ErrorBody, EventKind, Job, JobList, JobStatus};
 use crate::db;
 use crate::error::{ApiError, ApiResult};
-use crate::routes::names;
 use crate::remote;
+use crate::routes::names;
 use crate::state::AppState;
 use crate::validate::validate;
 
@@ -30,11 +31,15 @@ pub(crate) async fn job_or_404(state: &AppState, id: &str) -> ApiResult<db::JobR
 #[utoipa::path(post, path = "/v1/fine_tuning/jobs", request_body = mlxtune_engine::train::FineTuneConfig,
     responses((status = 200, body = Job), (status = 400, body = ErrorBody),
               (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn create(
-    State(state): State<AppState>,
-    ConfigBody(config): ConfigBody,
-) -> ApiResult<Json<Job>> {
-    let spec = validated_spec(&state, &config).await?;
+pub async fn create(State(state): State<AppState>, body: ConfigBody) -> ApiResult<Json<Job>> {
+    if body.metadata.is_some() {
+        return Err(ApiError::invalid(
+            "metadata",
+            "is not stored yet; leave it out",
+        ));
+    }
+    let config = body.config;
+    let spec = validated_spec(&state, &config, body.default_sequence_length).await?;
     let id = format!("ftjob-{}", uuid::Uuid::new_v4().simple());
     let output = state.settings.storage.data_dir.join("jobs").join(&id);
     let spec_text = serde_json::to_string(&spec).map_err(|e| ApiError::internal("spec", e))?;
@@ -68,6 +73,7 @@ pub async fn create(
 async fn validated_spec(
     state: &AppState,
     config: &mlxtune_engine::train::FineTuneConfig,
+    cap_sequence_length: bool,
 ) -> ApiResult<TrainSpec> {
     let mut local = config.clone();
     let d = &mut local.dataset;
@@ -82,9 +88,28 @@ async fn validated_spec(
     let model_dir = base_model_dir(state, &config.base_model).await?;
     let mut datasets = state.settings.paths.dataset_roots.clone();
     datasets.push(remote::cache_dir(&state.settings));
-    tokio::task::spawn_blocking(move || validate(&local, &model_dir, &datasets))
-        .await
-        .map_err(|e| ApiError::internal("validation task", e))?
+    tokio::task::spawn_blocking(move || {
+        if cap_sequence_length {
+            cap_at_context(&mut local, &model_dir)?;
+        }
+        validate(&local, &model_dir, &datasets)
+    })
+    .await
+    .map_err(|e| ApiError::internal("validation task", e))?
+}
+
+/// An OpenAI body's default sequence length, lowered to the model's context length.
+fn cap_at_context(
+    config: &mut mlxtune_engine::train::FineTuneConfig,
+    model_dir: &std::path::Path,
+) -> ApiResult<()> {
+    use mlxtune_engine::models::{spec_from_config, HfConfig};
+    let spec = HfConfig::read(model_dir)
+        .and_then(|c| spec_from_config(&c))
+        .map_err(|e| ApiError::invalid("model", e.to_string()))?;
+    let p = &mut config.parameters;
+    p.sequence_length = p.sequence_length.min(spec.max_position_embeddings as u32);
+    Ok(())
 }
 
 /// The directory a job trains from: `baseModel` through the registry; a fine-tuned

@@ -1,0 +1,89 @@
+//! Walls a new user hit (issue 17), each proven gone: misspelled fields are 422s naming the
+//! path and the closest name, OpenAI's job body is understood, errors carry OpenAI's `type`.
+
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misspelled_config_field_is_a_422_naming_it_and_the_closest_name() {
+    let app = spawn_app(vec![]).await;
+    let mut c = product_config();
+    c["lora"] = json!({"dropuot": 0.1});
+    let (s, v) = app.post("/v1/fine_tuning/jobs", &c).await;
+    assert_eq!(s, 422, "{v}");
+    assert_eq!(v["error"]["param"], "lora.dropuot");
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(m.contains("did you mean lora.dropout?"), "{m}");
+    let mut c = product_config();
+    c["lora"] = json!({"numLayerz": 2});
+    let (_, v) = app.post("/v1/fine_tuning/jobs", &c).await;
+    assert_eq!(v["error"]["param"], "lora.numLayerz");
+    let mut c = product_config();
+    c["learningRate"] = json!(1e-3);
+    let (s, v) = app.post("/v1/fine_tuning/jobs", &c).await;
+    assert_eq!(
+        (s, v["error"]["param"].as_str()),
+        (422, Some("learningRate"))
+    );
+    let (s, v) = app.get("/v1/fine_tuning/jobs/ftjob-none").await;
+    assert_eq!(
+        (s, v["error"]["type"].as_str()),
+        (404, Some("not_found_error"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openai_job_body_is_mapped_onto_the_config_and_trains() {
+    let app = spawn_app(vec![]).await;
+    let body = json!({
+        "model": "lfm2-tiny", "training_file": "local://chat.jsonl", "suffix": "first-hour",
+        "seed": 7,
+        "method": {"type": "supervised", "supervised": {"hyperparameters":
+            {"n_epochs": 1, "batch_size": 2, "learning_rate_multiplier": 20}}}
+    });
+    let (s, job) = app.post("/v1/fine_tuning/jobs", &body).await;
+    assert_eq!(s, 200, "{job}");
+    let c = &job["config"];
+    assert_eq!(c["baseModel"], "lfm2-tiny");
+    assert_eq!(c["dataset"]["trainingData"], "local://chat.jsonl");
+    assert_eq!(c["name"], "first-hour");
+    assert_eq!(c["seed"], 7);
+    assert_eq!(c["parameters"]["batchSize"], 2);
+    assert!((c["parameters"]["learningRate"].as_f64().unwrap() - 2e-3).abs() < 1e-12);
+    let done = app
+        .wait_status(job["id"].as_str().unwrap(), &["succeeded", "failed"])
+        .await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+
+    let mut clash = product_config();
+    clash["model"] = json!("another-model");
+    let (s, v) = app.post("/v1/fine_tuning/jobs", &clash).await;
+    assert_eq!(
+        (s, v["error"]["param"].as_str()),
+        (422, Some("model")),
+        "{v}"
+    );
+    let (s, v) = app
+        .post(
+            "/v1/fine_tuning/jobs",
+            &json!({"model": "lfm2-tiny", "training_file": "local://chat.jsonl",
+                    "hyperparameters": {"n_epoch": 2}}),
+        )
+        .await;
+    assert_eq!(s, 422);
+    assert_eq!(v["error"]["param"], "hyperparameters.n_epoch");
+    assert!(v["error"]["message"].as_str().unwrap().contains("n_epochs"));
+    let (s, v) = app
+        .post(
+            "/v1/fine_tuning/jobs",
+            &json!({"model": "lfm2-tiny", "training_file": "local://chat.jsonl",
+                    "method": {"type": "dpo"}}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["param"].as_str()),
+        (422, Some("method.type"))
+    );
+}
