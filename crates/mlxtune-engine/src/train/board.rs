@@ -39,7 +39,8 @@ impl Board {
         }
     }
 
-    fn closed() -> Board {
+    /// A board that writes nothing (ranks other than 0 of a distributed run).
+    pub fn closed() -> Board {
         Board {
             writer: None,
             histograms: false,
@@ -112,7 +113,8 @@ fn host_values(prefix: &str, w: &Weights) -> Result<Vec<(String, Vec<f32>)>> {
     names
         .into_iter()
         .map(|n| {
-            let a = w[n].as_dtype(mlx_rs::Dtype::Float32)?;
+            // Contiguous: gradients summed across ranks are views into one flat bucket.
+            let a = w[n].as_dtype(mlx_rs::Dtype::Float32)?.contiguous()?;
             a.eval()?;
             Ok((format!("{prefix}/{n}"), a.as_slice::<f32>().to_vec()))
         })

@@ -7,6 +7,7 @@
 pub mod board;
 pub mod checkpoint;
 pub mod config;
+pub mod distributed;
 pub mod events;
 pub mod lora;
 pub mod memory;
@@ -23,4 +24,4 @@ pub mod trainer;
 pub use config::{read_config, ConfigError, FineTuneConfig};
 pub use events::{Control, EvalMetrics, Event, Level, Outcome, Started, StepMetrics, TrainResult};
 pub use spec::TrainSpec;
-pub use trainer::train;
+pub use trainer::{train, train_in_group};

@@ -7,6 +7,7 @@ use std::rc::Rc;
 
 use mlx_rs::Array;
 
+use super::distributed::Group;
 use super::optim::Optimizer;
 use super::step::{compiled_loss_and_grad, loss_and_grad, StepOptions};
 use crate::data::batch::TrainBatch;
@@ -66,6 +67,8 @@ pub struct Stepper {
     /// Keep the last step's (clipped) gradients, for whoever reports them.
     pub keep_gradients: bool,
     last_gradients: Option<Weights>,
+    /// Data parallelism: each step's sums are summed over this group before normalizing.
+    group: Option<Rc<Group>>,
 }
 
 impl Stepper {
@@ -98,7 +101,14 @@ impl Stepper {
             dropout_seed,
             keep_gradients: false,
             last_gradients: None,
+            group: None,
         })
+    }
+
+    /// Sums each step's loss, token counts and gradients over `group` (data parallelism):
+    /// the micro-batches given to [`Stepper::step`] are then this rank's share.
+    pub fn set_group(&mut self, group: Rc<Group>) {
+        self.group = Some(group);
     }
 
     /// The gradients the last updating step applied (with [`Stepper::keep_gradients`]).
@@ -176,7 +186,11 @@ impl Stepper {
         lr: f32,
         max_grad_norm: Option<f64>,
     ) -> Result<StepOutcome> {
-        let Some(g) = self.gradients(trainable, micro, loss_scale)? else {
+        let mut g = self.gradients(trainable, micro, loss_scale)?;
+        if let Some(group) = &self.group {
+            g = group.reduce_gradients(g, &self.names, trainable)?;
+        }
+        let Some(g) = g else {
             return Ok(StepOutcome::Empty);
         };
         let loss = g.loss_sum / g.loss_tokens.max(1) as f64;

@@ -2,12 +2,14 @@
 //! time, with validation, early stopping, checkpoints, metrics and the final export.
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::Instant;
 
 use mlx_rs::Dtype;
 
 use super::board::Board;
 use super::checkpoint::{self, Resume, TrainState};
+use super::distributed::Group;
 use super::events::{Control, EvalMetrics, Event, Outcome, Started, StepMetrics, TrainResult};
 use super::lora;
 use super::metrics_log::MetricsLog;
@@ -34,14 +36,31 @@ pub fn train(
     resume: bool,
     on_event: OnEvent,
 ) -> Result<TrainResult> {
+    train_in_group(spec, output, resume, None, on_event)
+}
+
+/// [`train`] as one rank of a data-parallel `group` (`super::distributed`): every rank
+/// takes its share of each micro-batch and applies the same update; rank 0 alone writes
+/// the run's files and reports events, and its answers ([`Control`]) hold for every rank.
+pub fn train_in_group(
+    spec: &TrainSpec,
+    output: &Path,
+    resume: bool,
+    group: Option<Rc<Group>>,
+    on_event: OnEvent,
+) -> Result<TrainResult> {
     runtime::init()?;
-    write_spec(spec, output)?;
+    let root = group.as_ref().is_none_or(|g| g.is_root());
+    if root {
+        write_spec(spec, output)?;
+    }
     let prepared = prepare(spec)?;
-    for w in &prepared.warnings {
+    for w in prepared.warnings.iter().filter(|_| root) {
         on_event(&Event::warn(w.clone()));
     }
-    let mut run = Run::start(spec, output, prepared, resume, on_event)?;
-    if run.on_event(Event::Started(run.started())) == Control::Cancel {
+    let mut run = Run::start(spec, output, prepared, resume, group, on_event)?;
+    let c = run.on_event(Event::Started(run.started()));
+    if run.agree(c)? == Control::Cancel {
         return Ok(run.result(Outcome::Cancelled));
     }
     let outcome = run.run_steps()?;
@@ -66,8 +85,10 @@ struct Run<'a> {
     optimizer: Optimizer,
     trainable: Weights,
     state: TrainState,
-    metrics: MetricsLog,
+    /// Rank 0's (or the single process's) metrics file; other ranks write none.
+    metrics: Option<MetricsLog>,
     board: Board,
+    group: Option<Rc<Group>>,
     started: Instant,
     start_step: u64,
     on_event: OnEvent<'a>,
@@ -85,12 +106,17 @@ impl<'a> Run<'a> {
         output: &'a Path,
         p: Prepared,
         resume: bool,
+        group: Option<Rc<Group>>,
         on_event: OnEvent<'a>,
     ) -> Result<Run<'a>> {
+        let root = group.as_ref().is_none_or(|g| g.is_root());
         let mut names: Vec<String> = p.trainable.keys().cloned().collect();
         names.sort();
         let parameters = p.trainable.values().map(|a| a.size() as u64).sum();
-        let (board, board_warning) = Board::open(output, parameters);
+        let (board, board_warning) = match root {
+            true => Board::open(output, parameters),
+            false => (Board::closed(), None),
+        };
         let mut stepper = Stepper::new(
             &p.model.spec,
             p.model.weights.clone(),
@@ -99,16 +125,22 @@ impl<'a> Run<'a> {
             spec.compile,
         )?;
         stepper.keep_gradients = board.histograms;
+        if let Some(g) = &group {
+            stepper.set_group(g.clone());
+        }
         let state = fresh_state(spec, p.total_steps, p.batching.split);
         let from = if resume {
             Some(latest_matching(output, p.total_steps, stepper.names())?)
         } else {
-            let _ = std::fs::remove_dir_all(checkpoint::checkpoints_dir(output));
+            if root {
+                let _ = std::fs::remove_dir_all(checkpoint::checkpoints_dir(output));
+            }
             None
         };
-        let metrics = match &from {
-            Some(r) => MetricsLog::resume(output, r.state.step)?,
-            None => MetricsLog::create(output)?,
+        let metrics = match (&from, root) {
+            (_, false) => None,
+            (Some(r), true) => Some(MetricsLog::resume(output, r.state.step)?),
+            (None, true) => Some(MetricsLog::create(output)?),
         };
         let mut run = Run {
             spec,
@@ -126,6 +158,7 @@ impl<'a> Run<'a> {
             state,
             metrics,
             board,
+            group,
             started: Instant::now(),
             start_step: 0,
             on_event,
@@ -139,12 +172,41 @@ impl<'a> Run<'a> {
             let text = format!("resumed from {} (step {})", dir.display(), run.state.step);
             run.on_event(Event::info(text));
         }
+        if let Some(g) = &run.group {
+            g.check_same(run.state.step, "the step to start from")?;
+        }
         run.start_step = run.state.step;
         Ok(run)
     }
 
+    /// Whether this process writes the run's files and reports (rank 0, or no group).
+    fn is_root(&self) -> bool {
+        self.group.as_ref().is_none_or(|g| g.is_root())
+    }
+
+    /// Reports `e` (rank 0 only; other ranks answer `Continue`, then [`Run::agree`]).
     fn on_event(&mut self, e: Event) -> Control {
-        (self.on_event)(&e)
+        match self.is_root() {
+            true => (self.on_event)(&e),
+            false => Control::Continue,
+        }
+    }
+
+    /// Rank 0's answer, on every rank (the answer itself without a group).
+    fn agree(&self, c: Control) -> Result<Control> {
+        let Some(g) = &self.group else {
+            return Ok(c);
+        };
+        let code = match c {
+            Control::Continue => 0,
+            Control::Pause => 1,
+            Control::Cancel => 2,
+        };
+        Ok(match g.from_root(code)? {
+            1 => Control::Pause,
+            2 => Control::Cancel,
+            _ => Control::Continue,
+        })
     }
 
     fn started(&self) -> Started {
@@ -166,7 +228,9 @@ impl<'a> Run<'a> {
         self.optimizer.state = r.optimizer;
         self.optimizer.t = r.state.optimizer_t;
         self.state = r.state;
-        self.metrics = MetricsLog::resume(self.output, self.state.step)?;
+        if self.is_root() {
+            self.metrics = Some(MetricsLog::resume(self.output, self.state.step)?);
+        }
         Ok(())
     }
 
@@ -204,28 +268,43 @@ impl<'a> Run<'a> {
                 self.back_off_loss_scale(loss, grad_norm)?;
                 return Ok(Next::Continue);
             }
-            Err(e) if e.is_out_of_memory() && self.can_split_further() => {
+            // With a group, one rank alone cannot change the split: the run fails.
+            Err(e) if e.is_out_of_memory() && self.can_split_further() && self.group.is_none() => {
                 self.recover_from_out_of_memory(&e)?;
                 return Ok(Next::Continue);
             }
             Err(e) => return Err(e),
         };
         self.advance(&stats);
-        let m = self.step_metrics(&stats, lr, step_start);
-        self.metrics.append(&m)?;
-        if let Some(w) = self.board.step(&m) {
-            self.on_event(Event::warn(w));
-        }
-        let control = self.on_event(Event::Step(m));
+        let control = self.report_step(&stats, lr, step_start)?;
         self.evaluate_and_checkpoint(control)
     }
 
-    /// The micro-batches of the next optimizer step, in the run's data order.
+    /// The step's metrics line, TensorBoard scalars and event (rank 0), and the answer.
+    fn report_step(&mut self, stats: &StepStats, lr: f64, step_start: Instant) -> Result<Control> {
+        let mut control = Control::Continue;
+        if self.is_root() {
+            let m = self.step_metrics(stats, lr, step_start);
+            if let Some(log) = &mut self.metrics {
+                log.append(&m)?;
+            }
+            if let Some(w) = self.board.step(&m) {
+                self.on_event(Event::warn(w));
+            }
+            control = self.on_event(Event::Step(m));
+        }
+        self.agree(control)
+    }
+
+    /// The micro-batches of the next optimizer step, in the run's data order; with a group,
+    /// this rank's share of each (its part when every micro-batch is cut in group-size
+    /// parts).
     fn next_micro_batches(&mut self) -> Vec<MicroBatch> {
         let split = self.state.split.max(1) as u64;
         let per_epoch = self.plan.batches.len() as u64 * split;
         let count = self.spec.grad_accum as u64 * split;
         let seed = self.spec.seed;
+        let (rank, ranks) = self.group.as_ref().map_or((0, 1), |g| (g.rank(), g.size()));
         (0..count)
             .map(|_| {
                 let (epoch, within) = (self.state.micro / per_epoch, self.state.micro % per_epoch);
@@ -233,8 +312,8 @@ impl<'a> Run<'a> {
                 let batch = self.plan.make_part(
                     &self.train.examples,
                     b,
-                    (within % split) as usize,
-                    split as usize,
+                    (within % split) as usize * ranks + rank,
+                    split as usize * ranks,
                 );
                 self.state.micro += 1;
                 let dropout_seed =
@@ -365,26 +444,18 @@ impl<'a> Run<'a> {
                 .patience
                 .is_some_and(|p| !m.is_best && self.state.evals_without_improvement >= p);
             save |= m.is_best || stop_early;
+            let c = self.agree(c)?;
             if c != Control::Continue {
                 control = c;
             }
         }
         if save || control == Control::Pause {
-            let dir = checkpoint::save(
-                self.output,
-                &self.state,
-                &self.trainable,
-                &self.optimizer.state,
-            )?;
-            if self.state.best_step == Some(step) {
-                checkpoint::mark_best(self.output, step)?;
-            }
-            checkpoint::prune(self.output, self.spec.keep_last)?;
-            let grads = self.stepper.last_gradients();
-            if let Some(w) = self.board.checkpoint(step, &self.trainable, grads) {
-                self.on_event(Event::warn(w));
-            }
-            if self.on_event(Event::Checkpoint { step, path: dir }) == Control::Cancel {
+            // Rank 0 writes the checkpoint; its caller's answer holds for every rank.
+            let c = match self.is_root() {
+                true => self.save_checkpoint()?,
+                false => Control::Continue,
+            };
+            if self.agree(c)? == Control::Cancel {
                 control = Control::Cancel;
             }
         }
@@ -400,6 +471,27 @@ impl<'a> Run<'a> {
             }
             Control::Continue => Next::Continue,
         })
+    }
+
+    /// Writes a checkpoint of the current step (best mark, pruning, histograms) and
+    /// reports it.
+    fn save_checkpoint(&mut self) -> Result<Control> {
+        let step = self.state.step;
+        let dir = checkpoint::save(
+            self.output,
+            &self.state,
+            &self.trainable,
+            &self.optimizer.state,
+        )?;
+        if self.state.best_step == Some(step) {
+            checkpoint::mark_best(self.output, step)?;
+        }
+        checkpoint::prune(self.output, self.spec.keep_last)?;
+        let grads = self.stepper.last_gradients();
+        if let Some(w) = self.board.checkpoint(step, &self.trainable, grads) {
+            self.on_event(Event::warn(w));
+        }
+        Ok(self.on_event(Event::Checkpoint { step, path: dir }))
     }
 
     /// A validation pass; updates the best loss and the early-stopping count.
@@ -450,6 +542,9 @@ impl<'a> Run<'a> {
     /// Final artefacts, from the best checkpoint when validation chose one, else the last
     /// step: the model directory (full fine-tuning) or the adapters.
     fn finish(&mut self) -> Result<()> {
+        if !self.is_root() {
+            return Ok(());
+        }
         let final_weights = match self.state.best_step {
             Some(best) if best != self.state.step => {
                 let dir =
