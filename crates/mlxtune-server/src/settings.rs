@@ -1,11 +1,16 @@
-//! One typed settings tree, loaded in layers: `config/default.toml`, then
-//! `config/<MLXTUNE_ENV>.toml` if present, then `MLXTUNE__SECTION__KEY` variables.
+//! One typed settings tree, loaded in layers: the defaults compiled into the binary
+//! (`config/default.toml` of the source tree), then `<config dir>/default.toml` (or the
+//! `--config FILE`), then `<config dir>/<MLXTUNE_ENV>.toml` if present, then
+//! `MLXTUNE__SECTION__KEY` variables. Unknown keys are errors naming the key and the closest
+//! known one. Outside a checkout (no `<config dir>/default.toml`), the default relative
+//! directories (`data`, `models`, `datasets`) live under a per-user directory.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
     pub server: ServerSettings,
     pub storage: StorageSettings,
@@ -22,6 +27,7 @@ pub struct Settings {
 
 /// The model registry: names for models, and where Hugging Face models come from.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ModelSettings {
     /// Short names for registered or Hugging Face models (`lfm2-1.2b = "LiquidAI/LFM2-1.2B"`).
     #[serde(default)]
@@ -47,6 +53,7 @@ impl Default for ModelSettings {
 
 /// What may run inference, and how much memory loaded models may hold.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct InferenceSettings {
     /// Loaded models are evicted (least recently used first) to stay under this many bytes
     /// of weights.
@@ -83,6 +90,7 @@ pub enum DuringTraining {
 /// S3 access for `s3://` datasets; empty fields fall back to the AWS environment
 /// (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL).
 #[derive(Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct S3Settings {
     #[serde(default)]
     pub endpoint: String,
@@ -105,6 +113,7 @@ impl std::fmt::Debug for S3Settings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     pub host: String,
     pub port: u16,
@@ -123,6 +132,7 @@ fn default_stream_interval() -> u64 {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StorageSettings {
     pub data_dir: PathBuf,
     /// Empty: `<data_dir>/mlxtune.sqlite3`.
@@ -130,11 +140,13 @@ pub struct StorageSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WorkerSettings {
     pub count: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PathSettings {
     pub model_roots: Vec<PathBuf>,
     pub dataset_roots: Vec<PathBuf>,
@@ -142,6 +154,7 @@ pub struct PathSettings {
 
 /// API keys. Debug never prints them.
 #[derive(Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 pub struct AuthSettings {
     pub api_keys: Vec<String>,
 }
@@ -156,13 +169,53 @@ impl std::fmt::Debug for AuthSettings {
     }
 }
 
+/// The defaults: `config/default.toml` as it was when this binary was built.
+pub const BUILT_IN: &str = include_str!("../../../config/default.toml");
+
+/// Why settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// A file that cannot be read or parsed, or an environment value of the wrong kind.
+    #[error(transparent)]
+    Load(#[from] config::ConfigError),
+    /// A key that is unknown or whose value does not fit.
+    #[error("{param} {message}")]
+    Field { param: String, message: String },
+}
+
+/// Where settings come from, besides the built-in defaults and the environment.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// Holds `default.toml` (optional) and `<MLXTUNE_ENV>.toml` (optional).
+    pub config_dir: PathBuf,
+    /// Read instead of `<config_dir>/default.toml` (it must exist).
+    pub file: Option<PathBuf>,
+}
+
 impl Settings {
-    /// Loads the layers from `config_dir`.
-    pub fn load(config_dir: &Path) -> Result<Settings, config::ConfigError> {
+    /// Loads the layers from `config_dir` (see the module's documentation).
+    pub fn load(config_dir: &Path) -> Result<Settings, SettingsError> {
+        Self::load_from(&Sources {
+            config_dir: config_dir.to_path_buf(),
+            file: None,
+        })
+    }
+
+    /// Loads the layers: built-in, the file, the environment's file, the variables.
+    pub fn load_from(sources: &Sources) -> Result<Settings, SettingsError> {
         let env = std::env::var("MLXTUNE_ENV").unwrap_or_else(|_| "local".into());
-        config::Config::builder()
-            .add_source(config::File::from(config_dir.join("default.toml")))
-            .add_source(config::File::from(config_dir.join(format!("{env}.toml"))).required(false))
+        let dir_default = sources.config_dir.join("default.toml");
+        let in_checkout = sources.file.is_some() || dir_default.is_file();
+        let main = match &sources.file {
+            Some(f) => config::File::from(f.as_path()),
+            None => config::File::from(dir_default).required(false),
+        };
+        let value: serde_json::Value = config::Config::builder()
+            .add_source(config::File::from_str(BUILT_IN, config::FileFormat::Toml))
+            .add_source(main)
+            .add_source(
+                config::File::from(sources.config_dir.join(format!("{env}.toml"))).required(false),
+            )
             .add_source(
                 config::Environment::with_prefix("MLXTUNE")
                     .prefix_separator("__")
@@ -175,7 +228,40 @@ impl Settings {
                     .try_parsing(true),
             )
             .build()?
-            .try_deserialize()
+            .try_deserialize()?;
+        let mut settings = strict(value)?;
+        if !in_checkout {
+            settings.use_per_user_dirs(&per_user_dir());
+        }
+        Ok(settings)
+    }
+
+    /// The built-in relative directories (`data`, `models`, `datasets`), still as built in,
+    /// moved under `base`.
+    fn use_per_user_dirs(&mut self, base: &Path) {
+        let Ok(built_in) = built_in() else { return };
+        let rebase = |p: &mut PathBuf, was: &Path| {
+            if p.as_path() == was && p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        rebase(&mut self.storage.data_dir, &built_in.storage.data_dir);
+        for (r, was) in self
+            .paths
+            .model_roots
+            .iter_mut()
+            .zip(&built_in.paths.model_roots)
+        {
+            rebase(r, was);
+        }
+        for (r, was) in self
+            .paths
+            .dataset_roots
+            .iter_mut()
+            .zip(&built_in.paths.dataset_roots)
+        {
+            rebase(r, was);
+        }
     }
 
     /// The SQLite database file.
@@ -185,5 +271,81 @@ impl Settings {
         } else {
             PathBuf::from(&self.storage.database_path)
         }
+    }
+}
+
+/// The built-in defaults alone.
+pub fn built_in() -> Result<Settings, SettingsError> {
+    let value = config::Config::builder()
+        .add_source(config::File::from_str(BUILT_IN, config::FileFormat::Toml))
+        .build()?
+        .try_deserialize()?;
+    strict(value)
+}
+
+/// Deserializes settings, naming the key of the first problem (and the closest known key).
+fn strict(value: serde_json::Value) -> Result<Settings, SettingsError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        let (param, message) =
+            mlxtune_engine::train::strict::unknown_field(&path, &inner).unwrap_or((path, inner));
+        SettingsError::Field { param, message }
+    })
+}
+
+/// Where mlxtune keeps its data outside a checkout: `$MLXTUNE_HOME`, else
+/// `$XDG_DATA_HOME/mlxtune`, else `~/Library/Application Support/mlxtune` on macOS and
+/// `~/.local/share/mlxtune` elsewhere.
+pub fn per_user_dir() -> PathBuf {
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(h) = var("MLXTUNE_HOME") {
+        return h;
+    }
+    if let Some(x) = var("XDG_DATA_HOME") {
+        return x.join("mlxtune");
+    }
+    let home = var("HOME").unwrap_or_else(|| PathBuf::from("."));
+    if cfg!(target_os = "macos") {
+        home.join("Library/Application Support/mlxtune")
+    } else {
+        home.join(".local/share/mlxtune")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_defaults_load_and_unknown_keys_are_named() {
+        assert_eq!(built_in().unwrap().server.port, 8080);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("default.toml"), "[server]\nprot = 9000\n").unwrap();
+        let e = Settings::load(dir.path()).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "server.prot is an unknown field; did you mean server.port?"
+        );
+    }
+
+    #[test]
+    fn outside_a_checkout_the_default_directories_are_per_user() {
+        let mut s = built_in().unwrap();
+        s.paths.dataset_roots = vec![PathBuf::from("/srv/data")];
+        s.use_per_user_dirs(Path::new("/home/u/.local/share/mlxtune"));
+        assert_eq!(
+            s.storage.data_dir,
+            Path::new("/home/u/.local/share/mlxtune/data")
+        );
+        assert_eq!(
+            s.paths.model_roots,
+            vec![PathBuf::from("/home/u/.local/share/mlxtune/models")]
+        );
+        assert_eq!(s.paths.dataset_roots, vec![PathBuf::from("/srv/data")]);
     }
 }
