@@ -43,6 +43,8 @@ enum Command {
     Serve(cmd::serve::Args),
     /// Fine-tune a model (LoRA, DoRA, QLoRA or full) from a config file.
     Train(cmd::train::Args),
+    /// Start the ranks of a data-parallel run (`launch -n 2 -- train --config job.json`).
+    Launch(cmd::launch::Args),
     /// Micro-benchmarks.
     #[command(subcommand)]
     Bench(cmd::bench::Bench),
@@ -73,6 +75,7 @@ fn main() -> ExitCode {
             Command::Fuse(a) => cmd::fuse::run(a),
             Command::Export(a) => cmd::export::run(a),
             Command::Train(a) => cmd::train::run(a),
+            Command::Launch(a) => cmd::launch::run(a),
             Command::Serve(a) => cmd::serve::run(a),
             Command::Bench(b) => cmd::bench::run(b),
         }

@@ -4,6 +4,7 @@ pub mod export;
 pub mod fuse;
 pub mod generate;
 pub mod info;
+pub mod launch;
 pub mod plot;
 pub mod progress;
 pub mod quantize;

@@ -1,8 +1,10 @@
 use std::path::PathBuf;
+use std::rc::Rc;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::plot;
+use mlxtune_engine::train::distributed::Group;
 use mlxtune_engine::train::{self, Control, Event, Outcome, TrainSpec};
 
 #[derive(clap::Args)]
@@ -60,8 +62,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if let Some(file) = &a.plot {
         plot::check_target(file)?;
     }
+    // Started by `mlxtune launch`: join the group; rank 0 alone prints and writes.
+    let group = Group::from_env()?.map(Rc::new);
+    let rank = group.as_ref().map_or(0, |g| g.rank());
     let bar = ProgressBar::hidden();
-    if !a.json {
+    if !a.json && rank == 0 {
         bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
         bar.set_style(
             ProgressStyle::with_template(
@@ -121,8 +126,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         Control::Continue
     };
-    let r = train::train(&spec, &output, resume, &mut on_event)?;
+    let r = train::train_in_group(&spec, &output, resume, group.clone(), &mut on_event).map_err(
+        |e| match &group {
+            Some(g) => anyhow::anyhow!("rank {} of {}: {e}", g.rank(), g.size()),
+            None => e.into(),
+        },
+    )?;
     bar.finish_and_clear();
+    if rank != 0 {
+        return Ok(());
+    }
     if let Some(file) = &a.plot {
         plot::loss_curve(file, &plot::train_losses(&output)?, &validation)?;
     }
