@@ -70,12 +70,14 @@ test('a bad field is an MLXTuneError with status 422, its code and the field as 
   assert.ok(err instanceof MLXTuneError, String(err));
   assert.equal(err.status, 422);
   assert.equal(err.param, 'parameters.learningRate');
+  assert.equal(err.type, 'invalid_request_error');
   assert.equal(typeof err.code, 'string');
   assert.ok(err.message.length > 0);
 
   const missing = await svc.getJobStatus('ftjob-nope').then(() => null, (e) => e);
   assert.equal(missing.status, 404);
   assert.equal(missing.code, 'not_found');
+  assert.equal(missing.type, 'not_found_error');
   const status = await svc.listJobs({ status: 'bogus' }).then(() => null, (e) => e);
   assert.equal(status.status, 422);
   assert.equal(status.param, 'status');

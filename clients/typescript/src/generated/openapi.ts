@@ -1252,9 +1252,9 @@ export interface components {
         };
         /** @description The body of every error response. */
         ErrorBody: {
-            error: components["schemas"]["ErrorDetail"];
+            error: components["schemas"]["RequestError"];
         };
-        /** @description What went wrong. */
+        /** @description What went wrong with a job. */
         ErrorDetail: {
             /** @description A stable machine-readable code (`invalid_request`, `not_found`, ...). */
             code: string;
@@ -1262,6 +1262,11 @@ export interface components {
             /** @description The field path of the offending input, e.g. `parameters.learningRate`. */
             param?: string | null;
         };
+        /**
+         * @description The class of a failed request, as OpenAI names them.
+         * @enum {string}
+         */
+        ErrorType: "invalid_request_error" | "authentication_error" | "permission_error" | "not_found_error" | "server_error";
         EvalConfig: {
             /** Format: int32 */
             batchSize?: number | null;
@@ -1562,6 +1567,15 @@ export interface components {
              *     (`org/name`, downloaded now).
              */
             source: string;
+        };
+        /** @description What went wrong with a request. */
+        RequestError: {
+            /** @description A stable machine-readable code (`invalid_request`, `not_found`, ...). */
+            code: string;
+            message: string;
+            /** @description The field path of the offending input, e.g. `parameters.learningRate`. */
+            param?: string | null;
+            type: components["schemas"]["ErrorType"];
         };
         /**
          * @description Who speaks in a chat.
