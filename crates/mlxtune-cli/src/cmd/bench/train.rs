@@ -1,6 +1,7 @@
 //! `mlxtune bench train`: fine-tuning throughput on synthetic tokens, through the
 //! trainer's own [`Stepper`] (the step the trainer runs, not a copy of it).
 
+use std::rc::Rc;
 use std::time::Instant;
 
 use mlxtune_engine::data::batch::TrainBatch;
@@ -9,6 +10,7 @@ use mlxtune_engine::mlx_rs::{self, Array, Dtype};
 use mlxtune_engine::models::random::random_model;
 use mlxtune_engine::models::{quantize_weights, LayerKind, Model, QuantSpec};
 use mlxtune_engine::train::config::{BatchSize, DatasetConfig, FineTuneConfig, Parameters};
+use mlxtune_engine::train::distributed::Group;
 use mlxtune_engine::train::optim::Optimizer;
 use mlxtune_engine::train::prepare::initial_trainables;
 use mlxtune_engine::train::spec::FineTuneType;
@@ -89,6 +91,9 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         "--batch must be >= 1 and --seq >= 2"
     );
     let r = measure(&a, fine_tune_type, precision)?;
+    if r.rank != 0 {
+        return Ok(());
+    }
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
@@ -108,6 +113,8 @@ pub struct Setup {
     pub base: Weights,
     pub batch: MicroBatch,
     pub opts: StepOptions,
+    /// Under `mlxtune launch`: data parallelism, each rank stepping its own batch.
+    pub group: Option<Rc<Group>>,
 }
 
 /// The spec a job of this shape would have (the trainer's defaults for everything else).
@@ -155,8 +162,8 @@ fn load_model(a: &TrainArgs, fine_tune_type: FineTuneType, dtype: Dtype) -> anyh
 
 /// Random tokens: `batch` rows of `seq`, every position in the loss; with `segments`,
 /// each row packs that many equal examples (block-diagonal masks, as packing makes).
-fn synthetic_batch(a: &TrainArgs, vocab: i32) -> anyhow::Result<MicroBatch> {
-    let key = mlx_rs::random::key(1)?;
+fn synthetic_batch(a: &TrainArgs, vocab: i32, seed: u64) -> anyhow::Result<MicroBatch> {
+    let key = mlx_rs::random::key(seed)?;
     let tokens = mlx_rs::random::randint::<_, i32>(0, vocab, &[a.batch, a.seq + 1][..], &key)?;
     let inputs = tokens.index((.., 0..a.seq));
     let targets = tokens.index((.., 1..a.seq + 1));
@@ -203,11 +210,16 @@ fn setup(a: &TrainArgs, fine_tune_type: FineTuneType, dtype: Dtype) -> anyhow::R
         checkpoint: a.grad_checkpoint,
         chunked_loss: a.chunked_loss.unwrap_or(a.grad_checkpoint),
     };
-    let stepper = Stepper::new(&model.spec, base.clone(), names, opts, a.compile)?;
+    let mut stepper = Stepper::new(&model.spec, base.clone(), names, opts, a.compile)?;
+    let group = Group::from_env()?.map(Rc::new);
+    if let Some(g) = &group {
+        stepper.set_group(g.clone());
+    }
     let mut optimizer = Optimizer::new(&spec);
     optimizer.compile_update = !a.no_compiled_optimizer;
     mlxtune_engine::eval::set_fused_cross_entropy(!a.no_fused_ce);
-    let batch = synthetic_batch(a, model.spec.vocab_size)?;
+    let rank = group.as_ref().map_or(0, |g| g.rank());
+    let batch = synthetic_batch(a, model.spec.vocab_size, 1 + rank as u64)?;
     Ok(Setup {
         model,
         spec,
@@ -217,6 +229,7 @@ fn setup(a: &TrainArgs, fine_tune_type: FineTuneType, dtype: Dtype) -> anyhow::R
         base,
         batch,
         opts,
+        group,
     })
 }
 
@@ -260,7 +273,9 @@ fn measure(
     } else {
         None
     };
-    let tok_s = (a.batch * a.seq) as f64 / dt;
+    let ranks = s.group.as_ref().map_or(1, |g| g.size());
+    // The whole group's tokens: every rank steps `batch` rows.
+    let tok_s = (a.batch * a.seq) as f64 * ranks as f64 / dt;
     let fpt = flops_per_token(&s.model, fine_tune_type, a.seq);
     let tflops = fpt * tok_s / 1e12;
     Ok(BenchResult {
@@ -271,6 +286,8 @@ fn measure(
         fine_tune_type,
         batch: a.batch,
         seq: a.seq,
+        ranks,
+        rank: s.group.as_ref().map_or(0, |g| g.rank()),
         precision: weights::dtype_name(dtype).into(),
         grad_checkpoint: a.grad_checkpoint,
         chunked_loss: s.opts.chunked_loss,

@@ -31,6 +31,10 @@ pub struct BenchResult {
     pub fine_tune_type: FineTuneType,
     pub batch: i32,
     pub seq: i32,
+    /// Data-parallel ranks (`mlxtune launch`); `batch` is per rank, tokens/s the group's.
+    pub ranks: usize,
+    #[serde(skip)]
+    pub rank: usize,
     pub precision: String,
     pub grad_checkpoint: bool,
     pub chunked_loss: bool,
@@ -72,11 +76,15 @@ impl BenchResult {
             if self.compiled { " +compiled" } else { "" }
         );
         format!(
-            "{} {} batch {} x {} {}{}: {:.0} tok/s, {:.3} s/step, peak {:.2} GiB, {:.1} TFLOP/s{}",
+            "{} {} batch {} x {}{} {}{}: {:.0} tok/s, {:.3} s/step, peak {:.2} GiB, {:.1} TFLOP/s{}",
             self.model,
             self.fine_tune_type.as_str(),
             self.batch,
             self.seq,
+            match self.ranks {
+                1 => String::new(),
+                n => format!(" per rank x {n} ranks"),
+            },
             self.precision,
             flags,
             self.tokens_per_second,
