@@ -5,7 +5,16 @@ mod cmd;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use mlxtune_engine::runtime::DeviceChoice;
+
+/// `--device`.
+#[derive(Clone, Copy, ValueEnum)]
+enum Device {
+    Auto,
+    Cpu,
+    Gpu,
+}
 
 #[derive(Parser)]
 #[command(
@@ -14,9 +23,10 @@ use clap::{Parser, Subcommand};
     about = "Fine-tune, evaluate and run language models with MLX"
 )]
 struct Cli {
-    /// Where to compute: auto (GPU when the build has one), cpu or gpu.
-    #[arg(long, global = true, default_value = "auto")]
-    device: String,
+    /// Where to compute: the GPU when the build has one (auto), the CPU, or the GPU (an
+    /// error on a CPU-only build).
+    #[arg(long, global = true, value_enum, default_value_t = Device::Auto, env = "MLXTUNE_DEVICE")]
+    device: Device,
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]
     log_json: bool,
@@ -65,7 +75,11 @@ fn main() -> ExitCode {
         builder.init();
     }
     let result = (|| -> anyhow::Result<()> {
-        let device: mlxtune_engine::runtime::DeviceChoice = cli.device.parse()?;
+        let device = match cli.device {
+            Device::Auto => DeviceChoice::Auto,
+            Device::Cpu => DeviceChoice::Cpu,
+            Device::Gpu => DeviceChoice::Gpu,
+        };
         mlxtune_engine::runtime::select_device(device)?;
         match cli.command {
             Command::Info(a) => cmd::info::run(a),
@@ -83,8 +97,25 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, each cause once: a message that already contains
+/// its cause (`path: not found` over `not found`) is not followed by it again.
+fn chain(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }

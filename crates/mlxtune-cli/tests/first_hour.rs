@@ -68,3 +68,189 @@ fn a_misspelled_setting_is_named_with_the_closest_key() {
         "{err}"
     );
 }
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/models")
+        .join(name)
+}
+
+/// A LoRA config for the LFM2 fixture over four chat records, written into `dir`.
+fn job(dir: &Path) -> std::path::PathBuf {
+    let data = dir.join("train.jsonl");
+    let recs: Vec<String> = ["The quick brown fox.", "The lazy dog.", "Pack my box.", "Judge my vow."]
+        .iter()
+        .map(|a| serde_json::json!({"messages": [{"role": "user", "content": "Say it."}, {"role": "assistant", "content": a}]}).to_string())
+        .collect();
+    std::fs::write(&data, recs.join("\n")).unwrap();
+    let cfg = serde_json::json!({
+        "baseModel": fixture("lfm2").to_str().unwrap(),
+        "dataset": {"trainingData": data.to_str().unwrap(), "format": "chat"},
+        "parameters": {"learningRate": 3e-3, "batchSize": 2, "epochs": 4, "sequenceLength": 64, "loraRank": 4},
+        "checkpoint": {"everySteps": 1, "keepLast": 10}
+    });
+    let path = dir.join("job.json");
+    std::fs::write(&path, cfg.to_string()).unwrap();
+    path
+}
+
+fn run(dir: &Path, args: &[&str]) -> std::process::Output {
+    mlxtune(dir).args(args).output().unwrap()
+}
+
+fn steps(out: &Path) -> Vec<u64> {
+    let mut s: Vec<u64> = std::fs::read_dir(out.join("checkpoints"))
+        .unwrap()
+        .filter_map(|e| {
+            e.ok()?
+                .file_name()
+                .to_str()?
+                .strip_prefix("step-")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    s.sort();
+    s
+}
+
+#[test]
+fn a_second_run_into_a_used_output_directory_is_refused_unless_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = job(dir.path());
+    let (cfg, out) = (cfg.to_str().unwrap(), dir.path().join("out"));
+    let o = out.to_str().unwrap();
+    let r = run(
+        dir.path(),
+        &["train", "--config", cfg, "--output", o, "--stop-after", "3"],
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(steps(&out), vec![1, 2, 3]);
+    let r = run(
+        dir.path(),
+        &["train", "--config", cfg, "--output", o, "--stop-after", "1"],
+    );
+    assert_eq!(r.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("already holds files") && err.contains("--overwrite"),
+        "{err}"
+    );
+    assert_eq!(steps(&out), vec![1, 2, 3], "the first run is untouched");
+    let r = run(
+        dir.path(),
+        &[
+            "train",
+            "--config",
+            cfg,
+            "--output",
+            o,
+            "--stop-after",
+            "1",
+            "--overwrite",
+        ],
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(steps(&out), vec![1], "nothing of the first run is left");
+}
+
+#[test]
+fn resume_refuses_a_stop_after_the_run_already_passed() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = job(dir.path());
+    let out = dir.path().join("out");
+    let o = out.to_str().unwrap();
+    let r = run(
+        dir.path(),
+        &[
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--output",
+            o,
+            "--stop-after",
+            "4",
+        ],
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let r = run(dir.path(), &["train", "--resume", o, "--stop-after", "3"]);
+    assert_eq!(r.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("already at step 4"), "{err}");
+    assert_eq!(steps(&out), vec![1, 2, 3, 4], "nothing trained");
+}
+
+#[test]
+fn a_closed_stdout_does_not_stop_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = job(dir.path());
+    let out = dir.path().join("out");
+    let mut child = mlxtune(dir.path())
+        .args(["train", "--json", "--config", cfg.to_str().unwrap()])
+        .args(["--set", "parameters.epochs=25", "--output"])
+        .arg(&out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap(); // the reader is dropped here: `| head -1`
+    assert!(first.starts_with('{'), "{first}");
+    let r = child.wait_with_output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(out.join("adapters.safetensors").exists());
+    assert_eq!(steps(&out).last(), Some(&50));
+}
+
+#[test]
+fn set_overrides_config_values_and_is_checked_like_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = job(dir.path());
+    let cfg = cfg.to_str().unwrap();
+    let r = run(
+        dir.path(),
+        &["train", "--config", cfg, "--set", "lora.dropuot=0.1"],
+    );
+    assert_eq!(r.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("lora.dropuot is an unknown field; did you mean lora.dropout?"),
+        "{err}"
+    );
+    let out = dir.path().join("out");
+    let r = run(
+        dir.path(),
+        &[
+            "train",
+            "--config",
+            cfg,
+            "--output",
+            out.to_str().unwrap(),
+            "--set",
+            "maxSteps=2",
+            "--set",
+            "parameters.learningRate=1e-3",
+        ],
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(steps(&out), vec![1, 2]);
+    let spec = std::fs::read_to_string(out.join("train_spec.json")).unwrap();
+    assert!(spec.contains("0.001"), "{spec}");
+}
+
+#[test]
+fn usage_errors_exit_2_and_errors_say_each_thing_once() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(run(dir.path(), &["train"]).status.code(), Some(2));
+    assert_eq!(
+        run(dir.path(), &["--device", "tpu", "info"]).status.code(),
+        Some(2)
+    );
+    let r = run(dir.path(), &["train", "--config", "missing.json"]);
+    assert_eq!(r.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(err.matches("missing.json").count(), 1, "{err}");
+    assert_eq!(err.matches("No such file").count(), 1, "{err}");
+}

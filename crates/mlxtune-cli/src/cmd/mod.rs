@@ -12,6 +12,7 @@ pub mod registry;
 pub mod serve;
 pub mod source;
 pub mod train;
+pub mod train_setup;
 
 use std::path::PathBuf;
 

@@ -4,61 +4,43 @@ use std::rc::Rc;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::plot;
+use super::train_setup::{setup, Stdout};
 use mlxtune_engine::train::distributed::Group;
-use mlxtune_engine::train::{self, Control, Event, Outcome, TrainSpec};
+use mlxtune_engine::train::{self, Control, Event, Outcome};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Fine-tuning config (JSON or TOML): the MLXFineTuneConfig shape plus extensions.
-    #[arg(long, conflicts_with = "resume")]
-    config: Option<PathBuf>,
-    /// Output directory (default: runs/<config file stem>).
+    #[arg(long, conflicts_with = "resume", required_unless_present = "resume")]
+    pub config: Option<PathBuf>,
+    /// Override one config value before it is checked, e.g.
+    /// `--set parameters.learningRate=1e-4` (repeatable; VALUE is JSON, else a string).
+    #[arg(long = "set", value_name = "PATH=VALUE", conflicts_with = "resume")]
+    pub set: Vec<String>,
+    /// Output directory (default: runs/<config file stem>). It must be empty or absent
+    /// unless --overwrite.
     #[arg(long)]
-    output: Option<PathBuf>,
+    pub output: Option<PathBuf>,
+    /// Delete what the output directory holds before training (never mix two runs).
+    #[arg(long, conflicts_with = "resume")]
+    pub overwrite: bool,
     /// Resume the run in this output directory from its latest checkpoint.
     #[arg(long)]
-    resume: Option<PathBuf>,
+    pub resume: Option<PathBuf>,
     /// Print events as JSON lines instead of a progress bar.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
     /// Stop (with a checkpoint) after this many steps: for trying a config, or to resume later.
     #[arg(long)]
-    stop_after: Option<u64>,
+    pub stop_after: Option<u64>,
     /// At the end, draw the loss curve (training and validation loss by step) as an SVG
     /// picture into this file.
     #[arg(long, value_name = "FILE.svg")]
-    plot: Option<PathBuf>,
+    pub plot: Option<PathBuf>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let (spec, output, resume) = match (&a.config, &a.resume) {
-        (Some(cfg), None) => {
-            let c =
-                train::read_config(cfg).map_err(|e| anyhow::anyhow!("{}: {e}", cfg.display()))?;
-            let spec = TrainSpec::from_config(&c)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", cfg.display()))?;
-            let stem = cfg
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "run".into());
-            (
-                spec,
-                a.output
-                    .clone()
-                    .unwrap_or_else(|| PathBuf::from("runs").join(stem)),
-                false,
-            )
-        }
-        (None, Some(dir)) => {
-            let path = dir.join("train_spec.json");
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            let spec: TrainSpec = serde_json::from_str(&text)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            (spec, dir.clone(), true)
-        }
-        _ => anyhow::bail!("give --config FILE or --resume DIR"),
-    };
+    let (spec, output, resume) = setup(&a)?;
     if let Some(file) = &a.plot {
         plot::check_target(file)?;
     }
@@ -77,6 +59,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     let stop_after = a.stop_after;
     let json = a.json;
+    // A closed stdout (`train --json | head -3`) stops the printing, never the run.
+    let out = std::cell::RefCell::new(Stdout::new());
     let mut validation = plot::Points::new();
     let mut on_event = |e: &Event| -> Control {
         if let Event::Eval(v) = e {
@@ -84,7 +68,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         if json {
             if let Ok(line) = serde_json::to_string(e) {
-                println!("{line}");
+                out.borrow_mut().line(&line);
             }
         }
         match e {
@@ -140,7 +124,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         plot::loss_curve(file, &plot::train_losses(&output)?, &validation)?;
     }
     if json {
-        println!("{}", serde_json::json!({ "type": "finished", "result": r }));
+        let done = serde_json::json!({ "type": "finished", "result": r });
+        out.borrow_mut().line(&done.to_string());
     } else {
         let how = match r.outcome {
             Outcome::Completed => "finished",

@@ -1,0 +1,99 @@
+//! What `train` settles before the first step: the spec (config file with `--set`
+//! overrides, or the run to resume), the output directory (never two runs mixed in one),
+//! `--stop-after` against the run's progress; and a stdout that survives its reader leaving.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use mlxtune_engine::train::{self, checkpoint, TrainSpec};
+
+use super::train::Args;
+
+/// The spec, the output directory and whether the run resumes.
+pub fn setup(a: &Args) -> anyhow::Result<(TrainSpec, PathBuf, bool)> {
+    match (&a.config, &a.resume) {
+        (Some(cfg), None) => {
+            let at = |e: train::ConfigError| anyhow::anyhow!("{}: {e}", cfg.display());
+            let c = train::config::read_config_with(cfg, &a.set).map_err(at)?;
+            let spec = TrainSpec::from_config(&c).map_err(at)?;
+            let stem = cfg
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "run".into());
+            let output = a
+                .output
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("runs").join(stem));
+            fresh_output(&output, a.overwrite)?;
+            Ok((spec, output, false))
+        }
+        (None, Some(dir)) => {
+            let path = dir.join("train_spec.json");
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let spec: TrainSpec = serde_json::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            check_stop_after(dir, a.stop_after)?;
+            Ok((spec, dir.clone(), true))
+        }
+        // clap requires exactly one of them.
+        _ => anyhow::bail!("give --config FILE or --resume DIR"),
+    }
+}
+
+/// A new run's output directory must be absent or empty; `--overwrite` empties it.
+fn fresh_output(output: &Path, overwrite: bool) -> anyhow::Result<()> {
+    let non_empty = std::fs::read_dir(output).is_ok_and(|mut d| d.next().is_some());
+    if !non_empty {
+        return Ok(());
+    }
+    if !overwrite {
+        anyhow::bail!(
+            "{} already holds files (a previous run?): give another --output, --resume {0} \
+             to continue it, or --overwrite to replace it",
+            output.display()
+        );
+    }
+    std::fs::remove_dir_all(output).map_err(|e| anyhow::anyhow!("{}: {e}", output.display()))
+}
+
+/// `--stop-after N` on a run that already reached step N would train on; refuse it.
+fn check_stop_after(dir: &Path, stop_after: Option<u64>) -> anyhow::Result<()> {
+    let (Some(stop), Some(done)) = (
+        stop_after,
+        checkpoint::list(dir).iter().map(|c| c.step).max(),
+    ) else {
+        return Ok(());
+    };
+    if stop <= done {
+        anyhow::bail!(
+            "--stop-after {stop}: the run in {} is already at step {done}; give a later step",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Standard output that stops writing once its reader has gone (a broken pipe), instead
+/// of panicking in the middle of a run.
+pub struct Stdout {
+    gone: bool,
+}
+
+impl Stdout {
+    pub fn new() -> Self {
+        Stdout { gone: false }
+    }
+
+    /// Writes one line; after the first failure nothing more is attempted.
+    pub fn line(&mut self, text: &str) {
+        if self.gone {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        if writeln!(out, "{text}").and_then(|()| out.flush()).is_err() {
+            self.gone = true;
+            tracing::warn!("stdout is closed; the run goes on without printing");
+        }
+    }
+}
