@@ -24,6 +24,29 @@ function tick(y, y0, y1) {
   return Number(y.toPrecision(digits)).toString();
 }
 
+// At most the first, lowest, highest and last point of each pixel column: the same picture
+// as every point, at a cost bounded by the width however long the job.
+function thin(pts, px, width) {
+  if (pts.length <= 2 * width) return pts;
+  const out = [];
+  let col = null, bucket = [];
+  const flush = () => {
+    if (!bucket.length) return;
+    let lo = bucket[0], hi = bucket[0];
+    for (const p of bucket) { if (p[1] < lo[1]) lo = p; if (p[1] > hi[1]) hi = p; }
+    const keep = new Set([bucket[0], lo, hi, bucket[bucket.length - 1]]);
+    out.push(...bucket.filter((p) => keep.has(p)));
+    bucket = [];
+  };
+  for (const p of pts) {
+    const c = Math.floor(px(p[0]));
+    if (c !== col) { flush(); col = c; }
+    bucket.push(p);
+  }
+  flush();
+  return out;
+}
+
 export class LineChart {
   constructor(id, title, series, format = num) {
     this.series = series.map((x) => ({ ...x, points: new Map() }));
@@ -56,9 +79,11 @@ export class LineChart {
   render() {
     const all = this.series.flatMap((z) => [...z.points.entries()]);
     const first = [...this.series[0].points.keys()];
+    let fx0 = Infinity, fx1 = -Infinity; // no Math.min(...xs): a long job overflows the stack
+    for (const x of first) { fx0 = Math.min(fx0, x); fx1 = Math.max(fx1, x); }
     this.el.dataset.points = String(first.length);
-    this.el.dataset.firstX = first.length ? String(Math.min(...first)) : '';
-    this.el.dataset.lastX = first.length ? String(Math.max(...first)) : '';
+    this.el.dataset.firstX = first.length ? String(fx0) : '';
+    this.el.dataset.lastX = first.length ? String(fx1) : '';
     this.svg.replaceChildren();
     const W = Math.max(200, Math.round(this.svg.clientWidth || 400));
     this.svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
@@ -86,12 +111,12 @@ export class LineChart {
     for (const ser of this.series) {
       const pts = [...ser.points.entries()].sort((a, b) => a[0] - b[0]);
       if (!pts.length) continue;
-      const d = pts.map(([x, y]) => `${px(x).toFixed(1)},${py(y).toFixed(1)}`).join(' ');
+      const d = thin(pts, px, W).map(([x, y]) => `${px(x).toFixed(1)},${py(y).toFixed(1)}`).join(' ');
       this.svg.append(s('polyline', {
         points: d, fill: 'none', stroke: ser.color, 'stroke-width': 1.6,
         'stroke-linejoin': 'round', 'data-series': ser.name,
       }));
-      if (pts.length < 40 || ser.dots) {
+      if (pts.length < 40 || (ser.dots && pts.length < 400)) {
         for (const [x, y] of pts) {
           this.svg.append(s('circle', { cx: px(x), cy: py(y), r: 2.2, fill: ser.color }));
         }
