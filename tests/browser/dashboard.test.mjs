@@ -71,6 +71,11 @@ test('without a key the page says the server needs one; with it the job list loa
   assert.equal(await page.evaluate(() => sessionStorage.getItem('mlxtune.apiKey')), KEY);
 });
 
+test('an unknown job id says it is not found', async () => {
+  await page.goto(`${server.base}/#/jobs/ftjob-doesnotexist`);
+  await page.waitForSelector('#job-error:text-matches("not found", "i")');
+});
+
 async function fillForm({ model = 'lfm2-tiny', lr = '0.003', extra = '' } = {}) {
   await page.goto(`${server.base}/#/new`);
   await page.fill('#f-name', 'browser test');

@@ -174,5 +174,10 @@ export function jobPage(view, id) {
   const handle = { stream, steps: (chart) => [...charts[chart].series[0].points.keys()] };
   window.mlxtuneJob = handle;
   refreshCheckpoints();
+  const seen = statusChanges;
+  jobs.get(id).then((job) => { if (statusChanges === seen) showJob(job); }, (e) => {
+    errEl.textContent = e.message;
+    if (e.status === 404) stream.close();
+  });
   return () => { stream.close(); if (window.mlxtuneJob === handle) delete window.mlxtuneJob; };
 }
