@@ -15,6 +15,11 @@ const ACTIONS = {
   cancel: ['queued', 'running', 'paused'],
 };
 
+function debounce(fn, ms) {
+  let timer;
+  return () => { clearTimeout(timer); timer = setTimeout(fn, ms); };
+}
+
 export function jobPage(view, id) {
   const charts = {
     loss: new LineChart('loss', 'Loss', [
@@ -138,6 +143,15 @@ export function jobPage(view, id) {
     }
   }
 
+  // After a state change (once per burst: a replay can hold many): the job's own figures
+  // (step updates are rate-limited), and every step once it stopped.
+  const syncSoon = debounce(() => {
+    const seen = statusChanges;
+    jobs.get(id).then((job) => { if (statusChanges === seen) showJob(job); }, () => {});
+    if (status !== 'running' && status !== 'queued') backfill();
+  }, 200);
+  const checkpointsSoon = debounce(refreshCheckpoints, 200);
+
   function onMessage(m) {
     if (m.type === 'snapshot') return showJob(m.job);
     const d = m.data || {};
@@ -150,15 +164,13 @@ export function jobPage(view, id) {
         charts.loss.add('validation', d.step, d.val_loss);
         break;
       case 'checkpoint':
-        refreshCheckpoints();
+        checkpointsSoon();
         break;
       case 'status':
         if (d.status) {
-          const seen = ++statusChanges;
+          statusChanges++;
           setStatus(d.status);
-          if (d.status !== 'running' && d.status !== 'queued') backfill();
-          // Step updates are rate-limited: the job's own figures at this change.
-          jobs.get(id).then((job) => { if (statusChanges === seen) showJob(job); }, () => {});
+          syncSoon();
         }
         break;
       default:
