@@ -58,12 +58,27 @@ enum Command {
     /// Micro-benchmarks.
     #[command(subcommand)]
     Bench(cmd::bench::Bench),
+    /// Print a shell completion script (`mlxtune completions bash > ~/.local/share/bash-completion/completions/mlxtune`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
     // Before any thread starts or MLX runs (MLX reads these once).
     mlxtune_engine::runtime::apply_scheduling_defaults();
     let cli = Cli::parse();
+    if let Command::Completions { shell } = cli.command {
+        use clap::CommandFactory;
+        use std::io::Write;
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "mlxtune", &mut script);
+        // A reader that leaves early (`| head`) is not an error.
+        let _ = std::io::stdout().write_all(&script);
+        return ExitCode::SUCCESS;
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("MLXTUNE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let builder = tracing_subscriber::fmt()
@@ -92,6 +107,7 @@ fn main() -> ExitCode {
             Command::Launch(a) => cmd::launch::run(a),
             Command::Serve(a) => cmd::serve::run(a),
             Command::Bench(b) => cmd::bench::run(b),
+            Command::Completions { .. } => Ok(()),
         }
     })();
     match result {
@@ -118,4 +134,31 @@ fn chain(e: &anyhow::Error) -> String {
         line.push_str(&text);
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every flag of every subcommand, without help text.
+    fn undocumented(c: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for a in c.get_arguments() {
+            let builtin = ["help", "version"].contains(&a.get_id().as_str());
+            if !builtin && a.get_help().is_none() && a.get_long_help().is_none() {
+                out.push(format!("{path} --{}", a.get_id()));
+            }
+        }
+        for s in c.get_subcommands() {
+            undocumented(s, &format!("{path} {}", s.get_name()), out);
+        }
+    }
+
+    #[test]
+    fn every_flag_has_help_text() {
+        let mut missing = Vec::new();
+        undocumented(&Cli::command(), "mlxtune", &mut missing);
+        assert!(missing.is_empty(), "no help: {missing:#?}");
+        Cli::command().debug_assert();
+    }
 }

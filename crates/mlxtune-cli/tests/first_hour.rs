@@ -254,3 +254,129 @@ fn usage_errors_exit_2_and_errors_say_each_thing_once() {
     assert_eq!(err.matches("missing.json").count(), 1, "{err}");
     assert_eq!(err.matches("No such file").count(), 1, "{err}");
 }
+
+#[test]
+fn choices_are_listed_and_checked_by_clap_and_quantize_writes_the_bits_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("llama");
+    let m = model.to_str().unwrap();
+    let help = String::from_utf8(run(dir.path(), &["quantize", "--help"]).stdout).unwrap();
+    assert!(help.contains("[possible values: 4, 8]"), "{help}");
+    for bad in [
+        vec!["quantize", "--model", m, "--output", "q", "--bits", "3"],
+        vec!["export", "--model", m, "--output", "x", "--format", "onnx"],
+        vec!["eval", "--model", m, "--data", "d.jsonl", "--dtype", "f64"],
+        vec![
+            "generate", "--model", m, "--prompt", "hi", "--system", "be brief",
+        ],
+    ] {
+        let r = run(dir.path(), &bad);
+        assert_eq!(r.status.code(), Some(2), "{bad:?}");
+    }
+    let q = dir.path().join("q8");
+    let out = run(
+        dir.path(),
+        &[
+            "quantize",
+            "--model",
+            m,
+            "--bits",
+            "8",
+            "--group-size",
+            "32",
+            "--json",
+            "--output",
+            q.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["bits"], 8);
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(q.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["quantization"]["bits"], 8, "{cfg}");
+    let r = run(
+        dir.path(),
+        &[
+            "quantize",
+            "--model",
+            m,
+            "--bits",
+            "4",
+            "--quantize-bits",
+            "8",
+            "--output",
+            "q",
+        ],
+    );
+    assert_eq!(r.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("disagree"));
+}
+
+#[test]
+fn shell_completions_are_printed_for_bash_zsh_and_fish() {
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish"] {
+        let r = run(dir.path(), &["completions", shell]);
+        assert!(r.status.success(), "{shell}");
+        let script = String::from_utf8(r.stdout).unwrap();
+        assert!(
+            script.contains("mlxtune") && script.contains("quantize"),
+            "{shell}"
+        );
+    }
+    assert_eq!(
+        run(dir.path(), &["completions", "tcsh"]).status.code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn generation_stops_at_the_context_length_and_eval_refuses_a_longer_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("lfm2");
+    let m = model.to_str().unwrap();
+    let r = run(
+        dir.path(),
+        &[
+            "generate",
+            "--model",
+            m,
+            "--prompt",
+            "Once upon",
+            "--max-tokens",
+            "600",
+            "--ignore-eos",
+            "--json",
+        ],
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    let total =
+        v["prompt_tokens"].as_u64().unwrap() + v["token_ids"].as_array().unwrap().len() as u64;
+    assert_eq!(total, 256, "the fixture's context length");
+    assert_eq!(v["finish_reason"], "length");
+    std::fs::write(dir.path().join("d.jsonl"), "{\"text\": \"hello\"}\n").unwrap();
+    let r = run(
+        dir.path(),
+        &[
+            "eval",
+            "--model",
+            m,
+            "--data",
+            "d.jsonl",
+            "--max-seq-len",
+            "100000",
+        ],
+    );
+    assert_eq!(r.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("exceeds the model's context length 256"),
+        "{err}"
+    );
+}

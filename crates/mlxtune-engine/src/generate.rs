@@ -189,6 +189,19 @@ pub fn generate(
             "is empty after tokenization",
         ));
     }
+    // Positions never go past the model's context: the prompt must leave room for one token,
+    // and generation stops there (`length`).
+    let context = model.spec.max_position_embeddings.max(0) as usize;
+    if prompt_ids.len() >= context {
+        return Err(EngineError::invalid(
+            "prompt",
+            format!(
+                "{} tokens leave no room in the model's context length {context}",
+                prompt_ids.len()
+            ),
+        ));
+    }
+    let max_tokens = opts.max_tokens.min(context - prompt_ids.len());
     let seed = opts.sampling.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -209,7 +222,7 @@ pub fn generate(
     let mut generated: Vec<u32> = Vec::new();
     let mut text = String::new();
     let mut finish = "length";
-    while generated.len() < opts.max_tokens {
+    while generated.len() < max_tokens {
         let next = sample(&row, &history, &opts.sampling, &mut rng);
         if opts.stop_at_eos && tok.eos_ids.contains(&next) {
             finish = "stop";
@@ -242,7 +255,7 @@ pub fn generate(
         } else if full.len() > text.len() && !full.starts_with(&text) {
             text = full;
         }
-        if generated.len() >= opts.max_tokens {
+        if generated.len() >= max_tokens {
             break;
         }
         let input = mlx_rs::Array::from_slice(&[next as i32], &[1, 1]);

@@ -16,9 +16,10 @@ pub struct Args {
     /// A JSONL file of records.
     #[arg(long)]
     data: PathBuf,
-    /// text, completion or chat; detected from the first record when absent.
-    #[arg(long)]
-    format: Option<String>,
+    /// The records' format; detected from the first record when absent.
+    #[arg(long, value_enum)]
+    format: Option<super::choices::FormatArg>,
+    /// Records per forward pass.
     #[arg(long, default_value_t = 4)]
     batch_size: usize,
     /// Cut records to this many tokens (default: the model's context length).
@@ -33,14 +34,15 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let format: Option<DataFormat> = a.format.as_deref().map(str::parse).transpose()?;
+    let format: Option<DataFormat> = a.format.map(|f| f.name().parse()).transpose()?;
     let (model, tok) = super::source::load_with_adapter(&a.model, a.adapter.as_deref())?;
+    let context = model.spec.max_position_embeddings as usize;
+    if let Some(n) = a.max_seq_len.filter(|n| *n > context) {
+        anyhow::bail!("--max-seq-len {n} exceeds the model's context length {context}");
+    }
     let opts = TokenizeOptions {
         train_on_inputs: a.train_on_inputs,
-        max_len: Some(
-            a.max_seq_len
-                .unwrap_or(model.spec.max_position_embeddings as usize),
-        ),
+        max_len: Some(a.max_seq_len.unwrap_or(context)),
         append_eos: true,
     };
     let (examples, stats) = load_examples(&a.data, &tok, format, &opts)?;

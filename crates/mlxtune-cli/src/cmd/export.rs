@@ -10,6 +10,7 @@ use mlxtune_engine::fuse::{
 };
 use mlxtune_engine::gguf::{export_gguf, GgufQuant};
 
+use super::choices::{ExportFormat, GgufQuantArg};
 use super::{progress, ModelArgs};
 
 #[derive(clap::Args)]
@@ -19,19 +20,22 @@ pub struct Args {
     /// An adapter to fuse first (mlx-lm or PEFT layout, or a training job's output).
     #[arg(long)]
     adapter: Option<PathBuf>,
-    /// gguf (one llama.cpp file), hf (a fused model directory) or peft (the adapter alone).
-    #[arg(long, default_value = "gguf")]
-    format: String,
-    /// GGUF type: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K_M or Q6_K.
-    #[arg(long, default_value = "F16")]
-    quant: String,
+    /// What to write.
+    #[arg(long, value_enum, default_value_t = ExportFormat::Gguf)]
+    format: ExportFormat,
+    /// GGUF tensor type.
+    #[arg(long, value_enum, default_value_t = GgufQuantArg::F16)]
+    quant: GgufQuantArg,
     /// The file (gguf) or directory (hf, peft) to write.
     #[arg(long)]
     output: PathBuf,
+    /// Print one JSON object (`output`, and for gguf `bytes`, `tensors`).
+    #[arg(long)]
+    json: bool,
 }
 
 fn gguf(a: &Args) -> anyhow::Result<()> {
-    let quant: GgufQuant = a.quant.parse()?;
+    let quant: GgufQuant = a.quant.name().parse()?;
     let (mut model, _) = a.model.load()?;
     if let Some(dir) = &a.adapter {
         // GGUF holds float or its own blocks: add the adapter to the dense base (exactly
@@ -53,13 +57,17 @@ fn gguf(a: &Args) -> anyhow::Result<()> {
         .iter()
         .map(|(t, n)| format!("{n} {t}"))
         .collect();
-    println!(
-        "wrote {} ({} bytes; {} tensors: {}; {} metadata keys)",
-        a.output.display(),
-        summary.bytes,
-        summary.tensors,
-        types.join(", "),
-        summary.metadata_keys
+    super::report(
+        a.json,
+        serde_json::json!({"output": a.output, "bytes": summary.bytes, "tensors": summary.tensors}),
+        format!(
+            "wrote {} ({} bytes; {} tensors: {}; {} metadata keys)",
+            a.output.display(),
+            summary.bytes,
+            summary.tensors,
+            types.join(", "),
+            summary.metadata_keys
+        ),
     );
     Ok(())
 }
@@ -74,18 +82,22 @@ fn peft(a: &Args) -> anyhow::Result<()> {
     adapter.check(&model.spec)?;
     let base = std::fs::canonicalize(&a.model.model).unwrap_or_else(|_| a.model.model.clone());
     adapter.save_peft(&a.output, &base.to_string_lossy())?;
-    println!(
-        "wrote {} (PEFT adapter over {})",
-        a.output.display(),
-        base.display()
+    super::report(
+        a.json,
+        serde_json::json!({"output": a.output, "base": base}),
+        format!(
+            "wrote {} (PEFT adapter over {})",
+            a.output.display(),
+            base.display()
+        ),
     );
     Ok(())
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    match a.format.as_str() {
-        "gguf" => gguf(&a),
-        "hf" => {
+    match a.format {
+        ExportFormat::Gguf => gguf(&a),
+        ExportFormat::Hf => {
             let (mut model, _) = a.model.load()?;
             let adapter = a.adapter.as_deref().map(Adapter::load).transpose()?;
             let bar = progress::bar("layers fused");
@@ -98,10 +110,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 &mut progress::reporter(&bar),
             )?;
             bar.finish_and_clear();
-            println!("wrote {}", a.output.display());
+            super::report(
+                a.json,
+                serde_json::json!({"output": a.output}),
+                format!("wrote {}", a.output.display()),
+            );
             Ok(())
         }
-        "peft" => peft(&a),
-        other => anyhow::bail!("--format: unknown `{other}` (gguf, hf or peft)"),
+        ExportFormat::Peft => peft(&a),
     }
 }

@@ -28,6 +28,9 @@ pub struct Args {
     /// Write dense float weights even when the base model is quantized.
     #[arg(long)]
     dequantize: bool,
+    /// Print one JSON object (`output`, `adapted_layers`, `dora`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -43,11 +46,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         &mut progress::reporter(&bar),
     )?;
     bar.finish_and_clear();
-    println!(
-        "fused {} adapted layers{} into {}",
-        adapter.modules().len(),
-        if adapter.dora { " (DoRA)" } else { "" },
-        a.output.display()
+    super::report(
+        a.json,
+        serde_json::json!({"output": a.output, "adapted_layers": adapter.modules().len(), "dora": adapter.dora}),
+        format!(
+            "fused {} adapted layers{} into {}",
+            adapter.modules().len(),
+            if adapter.dora { " (DoRA)" } else { "" },
+            a.output.display()
+        ),
     );
     Ok(())
 }

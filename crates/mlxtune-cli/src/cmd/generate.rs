@@ -18,20 +18,25 @@ pub struct Args {
     /// Wrap the prompt as a user message and apply the model's chat template.
     #[arg(long)]
     chat: bool,
-    /// A system message (with --chat).
-    #[arg(long)]
+    /// A system message (needs --chat).
+    #[arg(long, requires = "chat")]
     system: Option<String>,
+    /// Generate at most this many tokens (fewer when the model's context ends first).
     #[arg(long, default_value_t = 256)]
     max_tokens: usize,
-    /// 0 is greedy.
+    /// Sampling temperature; 0 is greedy.
     #[arg(long, default_value_t = 0.0)]
     temperature: f32,
+    /// Nucleus sampling: keep the most likely tokens up to this probability mass.
     #[arg(long, default_value_t = 1.0)]
     top_p: f32,
+    /// Drop tokens less likely than this fraction of the most likely one.
     #[arg(long, default_value_t = 0.0)]
     min_p: f32,
+    /// Penalize tokens already in the text (1 = off).
     #[arg(long, default_value_t = 1.0)]
     repetition_penalty: f32,
+    /// Random seed of sampling (default: from the clock).
     #[arg(long)]
     seed: Option<u64>,
     /// Stop when the text contains this (repeatable).

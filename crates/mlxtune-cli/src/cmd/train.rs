@@ -62,6 +62,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     // A closed stdout (`train --json | head -3`) stops the printing, never the run.
     let out = std::cell::RefCell::new(Stdout::new());
     let mut validation = plot::Points::new();
+    // Without a terminal the bar is hidden: its lines go to stderr as they are.
+    let say = |text: String| {
+        if rank != 0 {
+            return;
+        }
+        if bar.is_hidden() {
+            eprintln!("{text}");
+        } else {
+            bar.println(text);
+        }
+    };
     let mut on_event = |e: &Event| -> Control {
         if let Event::Eval(v) = e {
             validation.push((v.step, v.val_loss));
@@ -77,14 +88,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 bar.set_position(s.start_step);
                 if !json {
                     let t = &s.train;
-                    bar.println(format!(
+                    say(format!(
                         "{} records, {} tokens ({} in the loss), {} truncated",
                         t.records, t.tokens, t.loss_tokens, t.truncated
                     ));
                 }
             }
             Event::Step(m) => {
-                bar.set_position(m.step);
+                // The message first: moving the bar draws it (the last frame shows the last
+                // step's loss).
                 bar.set_message(format!(
                     "loss {:.4}  lr {:.2e}  {:.0} tok/s  {:.0} MB",
                     m.loss,
@@ -92,20 +104,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                     m.tokens_per_second,
                     m.peak_memory_bytes as f64 / 1e6
                 ));
+                bar.set_position(m.step);
                 if stop_after.is_some_and(|s| m.step >= s) {
                     return Control::Pause;
                 }
             }
-            Event::Eval(v) if !json => bar.println(format!(
+            Event::Eval(v) if !json => say(format!(
                 "step {}: val loss {:.4} ppl {:.3}{}",
                 v.step,
                 v.val_loss,
                 v.val_perplexity,
                 if v.is_best { " (best)" } else { "" }
             )),
-            Event::Message { level, text } if !json => {
-                bar.println(format!("{}: {text}", level.as_str()))
-            }
+            Event::Message { level, text } if !json => say(format!("{}: {text}", level.as_str())),
             _ => {}
         }
         Control::Continue

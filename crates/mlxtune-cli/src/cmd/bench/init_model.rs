@@ -4,31 +4,33 @@ use mlxtune_engine::models::random::random_model;
 use mlxtune_engine::tokenizer::copy_tokenizer_files;
 use mlxtune_engine::weights;
 
+use crate::cmd::choices::{DtypeArg, Shape};
+
 #[derive(clap::Args)]
 pub struct InitModelArgs {
-    /// lfm2-1.2b, lfm2-20m or llama-20m.
-    #[arg(long, default_value = "lfm2-1.2b")]
-    shape: String,
+    /// The shape.
+    #[arg(long, value_enum, default_value_t = Shape::Lfm2_1_2b)]
+    shape: Shape,
     /// Where to write the model.
-    #[arg(long)]
-    out: std::path::PathBuf,
+    #[arg(long, alias = "out")]
+    output: std::path::PathBuf,
     /// A model directory whose tokenizer files are copied.
     #[arg(long)]
     tokenizer_from: std::path::PathBuf,
-    /// f32, bf16 or f16.
-    #[arg(long, default_value = "bf16")]
-    precision: String,
+    /// Weight dtype.
+    #[arg(long, alias = "precision", value_enum, default_value_t = DtypeArg::Bf16)]
+    dtype: DtypeArg,
 }
 
 pub fn run(a: InitModelArgs) -> anyhow::Result<()> {
-    let dtype = weights::parse_dtype(&a.precision)?;
-    let model = random_model(&a.shape, dtype, 0)?;
-    model.save(&a.out)?;
-    copy_tokenizer_files(&a.tokenizer_from, &a.out)?;
+    let dtype = a.dtype.dtype();
+    let model = random_model(&a.shape.name(), dtype, 0)?;
+    model.save(&a.output)?;
+    copy_tokenizer_files(&a.tokenizer_from, &a.output)?;
     println!(
         "{}: {} with {} random parameters ({})",
-        a.out.display(),
-        a.shape,
+        a.output.display(),
+        a.shape.name(),
         model.spec.num_parameters(),
         weights::dtype_name(dtype)
     );

@@ -5,15 +5,20 @@ use std::time::Instant;
 use mlxtune_engine::mlx_rs::random;
 use mlxtune_engine::{runtime, weights};
 
+use crate::cmd::choices::DtypeArg;
+
 #[derive(clap::Args)]
 pub struct MatmulArgs {
+    /// Rows (= columns) of each matrix.
     #[arg(long, default_value_t = 1024)]
     size: i32,
-    #[arg(long, default_value = "f32")]
-    dtype: String,
+    /// Element type.
+    #[arg(long, value_enum, default_value_t = DtypeArg::F32)]
+    dtype: DtypeArg,
     /// Timed repetitions (after 3 warm-up products).
     #[arg(long, default_value_t = 20)]
     iters: u32,
+    /// Print one JSON object.
     #[arg(long)]
     json: bool,
 }
@@ -23,7 +28,7 @@ pub fn run(a: MatmulArgs) -> anyhow::Result<()> {
         a.size > 0 && a.iters > 0,
         "--size and --iters must be positive"
     );
-    let dtype = weights::parse_dtype(&a.dtype)?;
+    let dtype = a.dtype.dtype();
     let n = a.size;
     let x = random::normal::<f32>(&[n, n][..], None, None, None)?.as_dtype(dtype)?;
     let y = random::normal::<f32>(&[n, n][..], None, None, None)?.as_dtype(dtype)?;

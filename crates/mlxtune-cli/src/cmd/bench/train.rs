@@ -21,25 +21,29 @@ use mlxtune_engine::weights::{self, Weights};
 use mlxtune_engine::{runtime, LoadOptions};
 
 use super::train_report::{memory_profile, BenchResult};
+use crate::cmd::choices::{DtypeArg, FineTuneTypeArg, Shape};
 
 #[derive(clap::Args)]
 pub struct TrainArgs {
     /// A model directory (default: a named shape with random weights).
     #[arg(long)]
     pub model: Option<std::path::PathBuf>,
-    /// lfm2-1.2b, lfm2-20m or llama-20m.
-    #[arg(long, default_value = "lfm2-1.2b")]
-    pub shape: String,
-    /// lora, dora, qlora or full.
-    #[arg(long = "type", default_value = "lora")]
-    pub fine_tune_type: String,
-    #[arg(long, default_value_t = 8)]
+    /// The shape (when no --model is given).
+    #[arg(long, value_enum, default_value_t = Shape::Lfm2_1_2b)]
+    pub shape: Shape,
+    /// The fine-tuning method.
+    #[arg(long = "type", value_enum, default_value_t = FineTuneTypeArg::Lora)]
+    pub fine_tune_type: FineTuneTypeArg,
+    /// Rows per step.
+    #[arg(long = "batch-size", alias = "batch", default_value_t = 8)]
     pub batch: i32,
-    #[arg(long, default_value_t = 2048)]
+    /// Tokens per row.
+    #[arg(long = "seq-len", alias = "seq", default_value_t = 2048)]
     pub seq: i32,
-    /// f32, bf16 or f16 (default: bf16 on a GPU, f32 on the CPU).
-    #[arg(long)]
-    pub precision: Option<String>,
+    /// Compute dtype (default: bf16 on a GPU, f32 on the CPU).
+    #[arg(long = "dtype", alias = "precision", value_enum)]
+    pub precision: Option<DtypeArg>,
+    /// Gradient checkpointing: recompute each decoder layer in the backward pass.
     #[arg(long)]
     pub grad_checkpoint: bool,
     /// Output layer + loss in checkpointed chunks (default: with --grad-checkpoint).
@@ -60,35 +64,38 @@ pub struct TrainArgs {
     /// Packed rows of this many equal examples each (block-diagonal masks); 0: causal rows.
     #[arg(long, default_value_t = 0)]
     pub segments: u32,
+    /// LoRA / DoRA rank.
     #[arg(long, default_value_t = 16)]
     pub rank: u32,
+    /// Timed steps.
     #[arg(long, default_value_t = 6)]
     pub steps: u32,
+    /// Untimed steps first.
     #[arg(long, default_value_t = 3)]
     pub warmup: u32,
     /// Peak dense TFLOP/s of the device, for MFU (H100 SXM bf16: 989).
     #[arg(long)]
     pub peak_tflops: Option<f64>,
+    /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(a: TrainArgs) -> anyhow::Result<()> {
-    let fine_tune_type = match a.fine_tune_type.as_str() {
-        "lora" => FineTuneType::Lora,
-        "dora" => FineTuneType::Dora,
-        "qlora" => FineTuneType::Qlora,
-        "full" => FineTuneType::Full,
-        other => anyhow::bail!("--type {other}: expected lora, dora, qlora or full"),
+    let fine_tune_type = match a.fine_tune_type {
+        FineTuneTypeArg::Lora => FineTuneType::Lora,
+        FineTuneTypeArg::Dora => FineTuneType::Dora,
+        FineTuneTypeArg::Qlora => FineTuneType::Qlora,
+        FineTuneTypeArg::Full => FineTuneType::Full,
     };
-    let precision = match &a.precision {
-        Some(p) => weights::parse_dtype(p)?,
+    let precision = match a.precision {
+        Some(p) => p.dtype(),
         None if runtime::current_device() == "gpu" => Dtype::Bfloat16,
         None => Dtype::Float32,
     };
     anyhow::ensure!(
         a.batch > 0 && a.seq > 1,
-        "--batch must be >= 1 and --seq >= 2"
+        "--batch-size must be >= 1 and --seq-len >= 2"
     );
     let r = measure(&a, fine_tune_type, precision)?;
     if r.rank != 0 {
@@ -148,7 +155,7 @@ fn load_model(a: &TrainArgs, fine_tune_type: FineTuneType, dtype: Dtype) -> anyh
                 quantize: None,
             },
         )?,
-        None => random_model(&a.shape, dtype, 0)?,
+        None => random_model(&a.shape.name(), dtype, 0)?,
     };
     if fine_tune_type == FineTuneType::Qlora {
         let q = QuantSpec {
@@ -282,7 +289,7 @@ fn measure(
         model: a
             .model
             .as_ref()
-            .map_or(a.shape.clone(), |d| d.display().to_string()),
+            .map_or(a.shape.name(), |d| d.display().to_string()),
         fine_tune_type,
         batch: a.batch,
         seq: a.seq,
