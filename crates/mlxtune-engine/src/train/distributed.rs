@@ -170,7 +170,8 @@ impl Group {
     }
 
     /// Σ over ranks of each array, in flattened buckets of one dtype and at most
-    /// [`BUCKET_ELEMENTS`] elements; each bucket is evaluated before the next is built.
+    /// [`BUCKET_ELEMENTS`] elements, all evaluated together (one host sync; MLX orders the
+    /// copies and collective calls on the stream).
     pub fn all_sum_bucketed(&self, arrays: &[Array]) -> Result<Vec<Array>> {
         let mut out = Vec::with_capacity(arrays.len());
         let mut start = 0;
@@ -179,21 +180,19 @@ impl Group {
             out.extend(self.all_sum_bucket(&arrays[start..end])?);
             start = end;
         }
+        mlx_rs::transforms::eval(&out)?;
         Ok(out)
     }
 
     fn all_sum_bucket(&self, arrays: &[Array]) -> Result<Vec<Array>> {
         if let [one] = arrays {
-            let s = self.all_sum(one)?;
-            s.eval()?;
-            return Ok(vec![s]);
+            return Ok(vec![self.all_sum(one)?]);
         }
         let flat: Vec<Array> = arrays
             .iter()
             .map(|a| a.reshape(&[-1]))
             .collect::<std::result::Result<_, _>>()?;
         let summed = self.all_sum(&mlx_rs::ops::concatenate(&flat, 0)?)?;
-        summed.eval()?;
         let mut cuts = Vec::with_capacity(arrays.len());
         let mut at = 0i32;
         for a in &arrays[..arrays.len() - 1] {
