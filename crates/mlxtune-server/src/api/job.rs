@@ -1,5 +1,8 @@
 //! The job object (`fine_tuning.job`) and its status.
 
+use std::collections::BTreeMap;
+
+use mlxtune_engine::train::config::BatchSize;
 use mlxtune_engine::train::{FineTuneConfig, StepMetrics};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -103,6 +106,74 @@ pub struct Job {
     pub output_dir: String,
     /// The configuration as submitted (remote dataset URIs kept).
     pub config: FineTuneConfig,
+    /// OpenAI's names for the same job.
+    #[serde(flatten)]
+    pub openai: OpenAiJobFields,
+}
+
+/// OpenAI's `learning_rate_multiplier` scales this (LoRA's usual rate).
+pub const BASE_LEARNING_RATE: f64 = 1e-4;
+
+/// OpenAI's `hyperparameters` of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Hyperparameters {
+    pub n_epochs: f64,
+    pub batch_size: BatchSize,
+    /// `parameters.learningRate` / 1e-4.
+    pub learning_rate_multiplier: f64,
+}
+
+/// `method.supervised`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SupervisedMethod {
+    pub hyperparameters: Hyperparameters,
+}
+
+/// OpenAI's `method`: always `supervised` here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Method {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub supervised: SupervisedMethod,
+}
+
+/// The fields OpenAI's job object has, taken from the config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OpenAiJobFields {
+    /// `dataset.trainingData` (a path, URI or file id).
+    pub training_file: String,
+    pub validation_file: Option<String>,
+    pub hyperparameters: Hyperparameters,
+    pub method: Method,
+    pub seed: u64,
+    /// Set by an OpenAI body's `metadata`; not stored yet, so always null.
+    pub metadata: Option<BTreeMap<String, String>>,
+    /// Result file ids (the metrics CSV), once the job has results.
+    pub result_files: Vec<String>,
+}
+
+impl OpenAiJobFields {
+    pub fn from_config(c: &FineTuneConfig) -> OpenAiJobFields {
+        let hyperparameters = Hyperparameters {
+            n_epochs: c.parameters.epochs,
+            batch_size: c.parameters.batch_size,
+            learning_rate_multiplier: c.parameters.learning_rate / BASE_LEARNING_RATE,
+        };
+        OpenAiJobFields {
+            training_file: c.dataset.training_data.clone(),
+            validation_file: c.dataset.validation_data.clone(),
+            method: Method {
+                kind: "supervised".into(),
+                supervised: SupervisedMethod {
+                    hyperparameters: hyperparameters.clone(),
+                },
+            },
+            hyperparameters,
+            seed: c.seed.unwrap_or(0),
+            metadata: None,
+            result_files: Vec::new(),
+        }
+    }
 }
 
 /// A page of jobs, newest first.

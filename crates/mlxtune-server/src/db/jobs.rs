@@ -145,6 +145,7 @@ impl From<JobRow> for Job {
             started_at: r.started_at,
             finished_at: r.finished_at,
             output_dir: r.output_dir,
+            openai: crate::api::job::OpenAiJobFields::from_config(&r.config),
             config: r.config,
             id: r.id,
         }

@@ -39,7 +39,8 @@ async fn an_openai_job_body_is_mapped_onto_the_config_and_trains() {
     let app = spawn_app(vec![]).await;
     let body = json!({
         "model": "lfm2-tiny", "training_file": "local://chat.jsonl", "suffix": "first-hour",
-        "seed": 7,
+        "seed": 7, "validation_file": "local://chat.jsonl",
+        "checkpoint": {"everySteps": 1}, "eval": {"everySteps": 1},
         "method": {"type": "supervised", "supervised": {"hyperparameters":
             {"n_epochs": 1, "batch_size": 2, "learning_rate_multiplier": 20}}}
     });
@@ -56,6 +57,58 @@ async fn an_openai_job_body_is_mapped_onto_the_config_and_trains() {
         .wait_status(job["id"].as_str().unwrap(), &["succeeded", "failed"])
         .await;
     assert_eq!(done["status"], "succeeded", "{done}");
+    // The job object carries OpenAI's fields too.
+    assert_eq!(done["training_file"], "local://chat.jsonl");
+    assert_eq!(done["validation_file"], "local://chat.jsonl");
+    assert_eq!(done["seed"], 7);
+    assert_eq!(done["hyperparameters"]["n_epochs"], 1.0);
+    assert_eq!(done["method"]["type"], "supervised");
+    assert!(
+        (done["hyperparameters"]["learning_rate_multiplier"]
+            .as_f64()
+            .unwrap()
+            - 20.0)
+            .abs()
+            < 1e-9
+    );
+    // Checkpoints: ftckpt_ ids, the job id, step, metrics with validation, paging.
+    let id = done["id"].as_str().unwrap();
+    let (s, page) = app
+        .get(&format!("/v1/fine_tuning/jobs/{id}/checkpoints?limit=1"))
+        .await;
+    assert_eq!(s, 200, "{page}");
+    assert_eq!(page["has_more"], true, "{page}");
+    let first = &page["data"][0];
+    assert!(
+        first["id"].as_str().unwrap().starts_with("ftckpt_"),
+        "{first}"
+    );
+    assert_eq!(first["fine_tuning_job_id"], id);
+    assert_eq!(first["step_number"], 2);
+    assert!(first["created_at"].as_i64().unwrap() > 0);
+    assert!(first["metrics"]["train_loss"].is_number(), "{first}");
+    assert!(first["metrics"]["valid_loss"].is_number(), "{first}");
+    let after = first["id"].as_str().unwrap();
+    let (_, rest) = app
+        .get(&format!(
+            "/v1/fine_tuning/jobs/{id}/checkpoints?after={after}&limit=10"
+        ))
+        .await;
+    assert_eq!(rest["data"][0]["step_number"], 1, "{rest}");
+    assert_eq!(rest["has_more"], false);
+    // One rule for every list's limit.
+    for path in [
+        "/v1/fine_tuning/jobs?limit=101".to_string(),
+        format!("/v1/fine_tuning/jobs/{id}/events?limit=1001"),
+        format!("/v1/fine_tuning/jobs/{id}/checkpoints?limit=0"),
+    ] {
+        let (s, v) = app.get(&path).await;
+        assert_eq!(
+            (s, v["error"]["param"].as_str()),
+            (422, Some("limit")),
+            "{path}"
+        );
+    }
 
     let mut clash = product_config();
     clash["model"] = json!("another-model");

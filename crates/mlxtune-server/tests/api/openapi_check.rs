@@ -92,8 +92,7 @@ impl OpenApiCheck {
 #[test]
 fn a_body_that_breaks_the_schema_is_caught() {
     let check = OpenApiCheck::new(mlxtune_server::openapi::document());
-    let good =
-        json!({ "error": { "code": "not_found", "message": "job x not found", "param": null } });
+    let good = json!({ "error": { "type": "not_found_error", "code": "not_found", "message": "job x not found", "param": null } });
     check.check_response("get", "/v1/fine_tuning/jobs/x", 404, &good);
     let bad = json!({ "error": { "code": 404, "message": "job x not found" } });
     let caught = std::panic::catch_unwind(|| {

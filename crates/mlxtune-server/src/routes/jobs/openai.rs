@@ -11,8 +11,7 @@ use serde_json::{json, Map, Value};
 
 use crate::error::{ApiError, ApiResult};
 
-/// `learning_rate_multiplier` scales this (LoRA's usual rate).
-pub const BASE_LEARNING_RATE: f64 = 1e-4;
+pub use crate::api::job::BASE_LEARNING_RATE;
 /// Epochs for `n_epochs: "auto"` (or none given) on an OpenAI body.
 pub const DEFAULT_EPOCHS: f64 = 3.0;
 /// Sequence length for an OpenAI body, capped by the model's context.
