@@ -23,6 +23,29 @@ pub struct Settings {
     pub models: ModelSettings,
     #[serde(default)]
     pub inference: InferenceSettings,
+    #[serde(default)]
+    pub files: FileSettings,
+}
+
+/// Uploads through `POST /v1/files`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettings {
+    /// An upload larger than this is refused with 413 (default 512 MiB).
+    #[serde(default = "default_max_upload")]
+    pub max_upload_bytes: u64,
+}
+
+impl Default for FileSettings {
+    fn default() -> Self {
+        FileSettings {
+            max_upload_bytes: default_max_upload(),
+        }
+    }
+}
+
+fn default_max_upload() -> u64 {
+    512 << 20
 }
 
 /// The model registry: names for models, and where Hugging Face models come from.

@@ -75,6 +75,60 @@ pub fn validate(
     Ok(spec)
 }
 
+/// The upload pre-flight: every line of a JSONL file is a JSON record of one format (chat,
+/// completion or text, from the first record) with that format's fields. The first bad line
+/// is a 422 naming `name:line`; the number of records otherwise. Tokenization is checked when
+/// a job uses the file (the tokenizer is the job's model's).
+pub fn check_jsonl(path: &Path, name: &str) -> ApiResult<usize> {
+    use mlxtune_engine::data::{detect_format, read_jsonl, DataFormat};
+    let at = |line: usize, why: String| ApiError::invalid("file", format!("{name}:{line}: {why}"));
+    let mut format = None;
+    let mut records = 0;
+    let lines = read_jsonl(path).map_err(|e| ApiError::internal("reading an upload", e))?;
+    for item in lines {
+        let (line, record) = item.map_err(|e| match e {
+            EngineError::Data { line, message, .. } => at(line, message),
+            other => ApiError::internal("reading an upload", other),
+        })?;
+        let this = detect_format(&record).ok_or_else(|| {
+            at(
+                line,
+                "expected `messages`, `prompt`+`completion` or `text`".into(),
+            )
+        })?;
+        let first = *format.get_or_insert(this);
+        if this != first {
+            return Err(at(line, format!("a {this:?} record in a {first:?} file")));
+        }
+        let ok = match this {
+            DataFormat::Chat => record["messages"].as_array().is_some_and(|m| {
+                !m.is_empty()
+                    && m.iter()
+                        .all(|m| m["role"].is_string() && m["content"].is_string())
+            }),
+            DataFormat::Completion => {
+                record["prompt"].is_string() && record["completion"].is_string()
+            }
+            DataFormat::Text => record["text"].is_string(),
+        };
+        if !ok {
+            let want = match this {
+                DataFormat::Chat => {
+                    "`messages` must be a non-empty list of {role, content} strings"
+                }
+                DataFormat::Completion => "`prompt` and `completion` must be strings",
+                DataFormat::Text => "`text` must be a string",
+            };
+            return Err(at(line, want.into()));
+        }
+        records += 1;
+    }
+    if records == 0 {
+        return Err(ApiError::invalid("file", format!("{name}: no records")));
+    }
+    Ok(records)
+}
+
 /// A pre-flight error as a 422: a field the engine names itself, else `param`.
 fn named(e: EngineError, param: &str) -> ApiError {
     match e {

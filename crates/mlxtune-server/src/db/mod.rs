@@ -3,6 +3,7 @@
 //! compile time against the offline data in `/.sqlx`; rows become typed values here, once.
 
 pub mod events;
+pub mod files;
 pub mod jobs;
 pub mod metrics;
 pub mod models;

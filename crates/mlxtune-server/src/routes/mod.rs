@@ -3,6 +3,7 @@
 mod bearer;
 mod body;
 pub mod dashboard;
+pub mod files;
 mod generation;
 pub mod inference;
 pub mod jobs;
@@ -131,6 +132,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models/{id}/generate", post(models::generate))
         .route("/v1/chat/completions", post(inference::chat))
         .route("/v1/completions", post(inference::completions))
+        .merge(files::routes(&state))
         .merge(dashboard::routes())
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(middleware::from_fn_with_state(

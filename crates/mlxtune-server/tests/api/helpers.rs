@@ -102,6 +102,7 @@ pub async fn spawn_app_tuned(api_keys: Vec<String>, tune: impl FnOnce(&mut Setti
         s3: Default::default(),
         models: Default::default(),
         inference: Default::default(),
+        files: Default::default(),
     };
     tune(&mut settings);
     let app = Application::build(settings).await.unwrap();

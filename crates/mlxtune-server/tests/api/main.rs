@@ -5,6 +5,7 @@
 
 mod dashboard;
 mod datasets;
+mod files;
 mod first_hour;
 mod helpers;
 mod hub;

@@ -77,6 +77,10 @@ async fn validated_spec(
 ) -> ApiResult<TrainSpec> {
     let mut local = config.clone();
     let d = &mut local.dataset;
+    resolve_file_id(state, &mut d.training_data, "dataset.trainingData").await?;
+    if let Some(v) = d.validation_data.as_mut() {
+        resolve_file_id(state, v, "dataset.validationData").await?;
+    }
     if remote::is_remote(&d.training_data) {
         let path = remote::fetch(&d.training_data, &state.settings, "dataset.trainingData").await?;
         d.training_data = path.display().to_string();
@@ -88,6 +92,7 @@ async fn validated_spec(
     let model_dir = base_model_dir(state, &config.base_model).await?;
     let mut datasets = state.settings.paths.dataset_roots.clone();
     datasets.push(remote::cache_dir(&state.settings));
+    datasets.push(super::files::files_dir(state));
     tokio::task::spawn_blocking(move || {
         if cap_sequence_length {
             cap_at_context(&mut local, &model_dir)?;
@@ -96,6 +101,23 @@ async fn validated_spec(
     })
     .await
     .map_err(|e| ApiError::internal("validation task", e))?
+}
+
+/// A dataset named by an uploaded file's id (`file-…`) becomes that file's path.
+async fn resolve_file_id(state: &AppState, data: &mut String, param: &str) -> ApiResult<()> {
+    if !data.starts_with("file-") {
+        return Ok(());
+    }
+    match db::files::file_path(&state.db, data).await? {
+        Some(path) => {
+            *data = path;
+            Ok(())
+        }
+        None => Err(ApiError::invalid(
+            param,
+            format!("file {data} was not found (upload it with POST /v1/files)"),
+        )),
+    }
 }
 
 /// An OpenAI body's default sequence length, lowered to the model's context length.
