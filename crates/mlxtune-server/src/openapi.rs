@@ -34,6 +34,7 @@ impl Modify for BearerAuth {
         crate::routes::jobs::history::events,
         crate::routes::jobs::history::metrics,
         crate::routes::jobs::history::checkpoints,
+        crate::routes::jobs::artifacts::download,
         crate::routes::files::upload,
         crate::routes::files::list,
         crate::routes::files::get_one,

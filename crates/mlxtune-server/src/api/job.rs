@@ -148,8 +148,25 @@ pub struct OpenAiJobFields {
     pub seed: u64,
     /// Set by an OpenAI body's `metadata`; not stored yet, so always null.
     pub metadata: Option<BTreeMap<String, String>>,
-    /// Result file ids (the metrics CSV), once the job has results.
+    /// Once the job succeeded: the names of its results, each downloadable from
+    /// `/v1/fine_tuning/jobs/{id}/artifacts/{name}` (`metrics.csv`, `adapters.tar.gz`,
+    /// `peft.tar.gz`, `model.tar.gz`).
     pub result_files: Vec<String>,
+}
+
+/// The results a succeeded job's output directory offers, by name.
+pub fn result_files(output_dir: &std::path::Path) -> Vec<String> {
+    let mut names = vec!["metrics.csv".to_string()];
+    for (name, marker) in [
+        ("adapters.tar.gz", "adapters.safetensors"),
+        ("peft.tar.gz", "peft"),
+        ("model.tar.gz", "model"),
+    ] {
+        if output_dir.join(marker).exists() {
+            names.push(name.into());
+        }
+    }
+    names
 }
 
 impl OpenAiJobFields {

@@ -121,6 +121,11 @@ impl From<JobRow> for Job {
             message: r.error_message.unwrap_or_default(),
             param: r.error_param,
         });
+        let result_files = if r.status == JobStatus::Succeeded {
+            crate::api::job::result_files(std::path::Path::new(&r.output_dir))
+        } else {
+            Vec::new()
+        };
         Job {
             object: "fine_tuning.job".into(),
             created_at: r.created_at,
@@ -145,7 +150,10 @@ impl From<JobRow> for Job {
             started_at: r.started_at,
             finished_at: r.finished_at,
             output_dir: r.output_dir,
-            openai: crate::api::job::OpenAiJobFields::from_config(&r.config),
+            openai: crate::api::job::OpenAiJobFields {
+                result_files,
+                ..crate::api::job::OpenAiJobFields::from_config(&r.config)
+            },
             config: r.config,
             id: r.id,
         }

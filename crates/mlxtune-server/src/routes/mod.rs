@@ -133,6 +133,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/chat/completions", post(inference::chat))
         .route("/v1/completions", post(inference::completions))
         .merge(files::routes(&state))
+        .merge(jobs::artifacts::routes())
         .merge(dashboard::routes())
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .layer(middleware::from_fn_with_state(

@@ -11,6 +11,7 @@ mod helpers;
 mod hub;
 mod jobs;
 mod models;
+mod openai_flow;
 mod openai_sdk;
 mod openapi_check;
 mod requests;

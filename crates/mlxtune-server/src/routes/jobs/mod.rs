@@ -1,6 +1,7 @@
 //! `/v1/fine_tuning/jobs`: submit, list, read and delete jobs; control and history in
 //! their own files.
 
+pub mod artifacts;
 pub mod control;
 pub mod history;
 pub mod openai;

@@ -1,0 +1,154 @@
+//! A succeeded job's results, downloadable: `metrics.csv` (per step, like OpenAI's result
+//! file), the adapters as `adapters.tar.gz` (mlx-lm layout: extract and pass the directory to
+//! `mlxtune eval --adapter`) and `peft.tar.gz` (PEFT layout), or a full fine-tune's
+//! `model.tar.gz`. Archives are written while they are sent, never held in memory.
+
+use std::io::Write;
+use std::path::{Path as FsPath, PathBuf};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tokio::sync::mpsc;
+
+use super::job_or_404;
+use crate::api::ErrorBody;
+use crate::api::{EventData, JobStatus};
+use crate::db;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/fine_tuning/jobs/{id}/artifacts/{name}", get(download))
+}
+
+/// What a finished output directory offers, by name.
+fn available(output_dir: &FsPath) -> Vec<String> {
+    crate::api::job::result_files(output_dir)
+}
+
+/// GET /v1/fine_tuning/jobs/{id}/artifacts/{name}
+#[tracing::instrument(skip(state))]
+#[utoipa::path(get, path = "/v1/fine_tuning/jobs/{id}/artifacts/{name}",
+    params(("id" = String, Path, description = "job id"),
+           ("name" = String, Path, description = "metrics.csv, adapters.tar.gz, peft.tar.gz or model.tar.gz")),
+    responses((status = 200, content_type = "application/octet-stream", body = String),
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn download(
+    State(state): State<AppState>,
+    Path((id, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let row = job_or_404(&state, &id).await?;
+    if row.status != JobStatus::Succeeded {
+        return Err(ApiError::conflict(format!(
+            "a {} job has no results yet; they are ready once it succeeded",
+            row.status
+        )));
+    }
+    let out = PathBuf::from(&row.output_dir);
+    if !available(&out).contains(&name) {
+        return Err(ApiError::not_found(&format!(
+            "artifact {name} of {id} (this job has: {})",
+            available(&out).join(", ")
+        )));
+    }
+    if name == "metrics.csv" {
+        let csv = metrics_csv(&state, &id).await?;
+        return Ok(([(header::CONTENT_TYPE, "text/csv")], csv).into_response());
+    }
+    let entries: Vec<(PathBuf, String)> = match name.as_str() {
+        "adapters.tar.gz" => ["adapters.safetensors", "adapter_config.json"]
+            .iter()
+            .map(|f| (out.join(f), f.to_string()))
+            .collect(),
+        "peft.tar.gz" => vec![(out.join("peft"), "peft".into())],
+        _ => vec![(out.join("model"), "model".into())],
+    };
+    let disposition = format!("attachment; filename=\"{id}-{name}\"");
+    let body = stream_tar_gz(entries);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/gzip".to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// `step,train_loss,learning_rate,tokens_per_second,valid_loss,valid_mean_token_accuracy`.
+async fn metrics_csv(state: &AppState, id: &str) -> ApiResult<String> {
+    let steps = db::metrics(&state.db, id).await?;
+    let validations: Vec<_> = db::events(&state.db, id, 0, i64::MAX)
+        .await?
+        .into_iter()
+        .filter_map(|e| match e.data {
+            Some(EventData::Validation(v)) => Some(v),
+            _ => None,
+        })
+        .collect();
+    let mut csv = String::from(
+        "step,train_loss,learning_rate,tokens_per_second,valid_loss,valid_mean_token_accuracy\n",
+    );
+    for m in steps {
+        let v = validations.iter().find(|v| v.step == m.step);
+        let opt = |x: Option<f64>| x.map_or(String::new(), |x| x.to_string());
+        csv.push_str(&format!(
+            "{},{},{},{},{},{}\n",
+            m.step,
+            m.loss,
+            m.learning_rate,
+            m.tokens_per_second,
+            opt(v.map(|v| v.val_loss)),
+            opt(v.map(|v| v.val_token_accuracy)),
+        ));
+    }
+    Ok(csv)
+}
+
+/// A `.tar.gz` of `entries` (files or directories, each under its name), produced on a
+/// blocking thread as the client reads it.
+fn stream_tar_gz(entries: Vec<(PathBuf, String)>) -> Body {
+    let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(8);
+    tokio::task::spawn_blocking(move || {
+        let writer = ChannelWriter(tx.clone());
+        let gz = flate2::write::GzEncoder::new(writer, flate2::Compression::fast());
+        let mut tar = tar::Builder::new(gz);
+        let result = entries
+            .iter()
+            .try_for_each(|(path, name)| {
+                if path.is_dir() {
+                    tar.append_dir_all(name, path)
+                } else {
+                    tar.append_path_with_name(path, name)
+                }
+            })
+            .and_then(|()| tar.into_inner()?.finish()?.flush());
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "artifact archive stopped");
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
+
+/// Bytes written go to the response; a client that left stops the archive.
+struct ChannelWriter(mpsc::Sender<std::io::Result<Bytes>>);
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client left"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
