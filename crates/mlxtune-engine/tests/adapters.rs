@@ -56,17 +56,19 @@ mod helpers {
         let valid = out.with_extension("valid.jsonl");
         write_jsonl(&data, TRAIN);
         write_jsonl(&valid, VALID);
-        let c = json!({
+        let mut c = json!({
             "baseModel": fixture(model).to_str().unwrap(),
             "dataset": { "trainingData": data.to_str().unwrap(), "validationData": valid.to_str().unwrap(), "format": "text" },
             "parameters": { "learningRate": 0.01, "batchSize": 2, "epochs": 2, "sequenceLength": 64, "loraRank": 4, "loraAlpha": 8 },
             "optimization": { "mixedPrecision": "fp32" },
             "fineTuneType": kind,
-            "quantization": { "bits": 8, "groupSize": 32 },
             "eval": { "everySteps": 1, "batchSize": 2 },
             "schedule": { "type": "constant" },
             "seed": 5
         });
+        if kind == "qlora" {
+            c["quantization"] = json!({ "bits": 8, "groupSize": 32 });
+        }
         let spec = TrainSpec::from_config(&from_value(c).unwrap()).unwrap();
         let r = train::train(&spec, out, false, &mut |_| Control::Continue).unwrap();
         (spec, r)

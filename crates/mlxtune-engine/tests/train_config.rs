@@ -62,7 +62,7 @@ fn bad_configs_name_the_field() {
         ),
         (json!({ "lora": { "dropout": 2 } }), "lora.dropout"),
         (
-            json!({ "quantization": { "bits": 3 } }),
+            json!({ "fineTuneType": "qlora", "quantization": { "bits": 3 } }),
             "quantization.bits",
         ),
         (

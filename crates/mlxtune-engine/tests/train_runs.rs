@@ -33,7 +33,10 @@ fn loss_falls_for_every_fine_tune_type_and_architecture() {
             ("full", 0.002),
         ] {
             let out = tmp.path().join(format!("{model}-{kind}"));
-            let extra = json!({ "fineTuneType": kind, "parameters": { "learningRate": lr }, "quantization": { "bits": 8, "groupSize": 32 } });
+            let mut extra = json!({ "fineTuneType": kind, "parameters": { "learningRate": lr } });
+            if kind == "qlora" {
+                extra["quantization"] = json!({ "bits": 8, "groupSize": 32 });
+            }
             let s = spec(config(model, &data, extra));
             let r = run(&s, &out);
             assert_eq!(r.outcome, Outcome::Completed);

@@ -216,7 +216,17 @@ fn num_layers(c: &FineTuneConfig) -> Result<Option<u32>, ConfigError> {
     }
 }
 
-fn quantization(c: &FineTuneConfig) -> Result<QuantSpec, ConfigError> {
+fn quantization(c: &FineTuneConfig, kind: FineTuneType) -> Result<QuantSpec, ConfigError> {
+    let given = c.quantization.bits.is_some() || c.quantization.group_size.is_some();
+    if given && kind != FineTuneType::Qlora {
+        return Err(bad(
+            "quantization",
+            format!(
+                "quantizes the frozen base of QLoRA only; with fineTuneType {} remove it, or set fineTuneType to qlora",
+                kind.as_str()
+            ),
+        ));
+    }
     let q = QuantSpec {
         bits: c.quantization.bits.unwrap_or(4),
         group_size: c.quantization.group_size.unwrap_or(64),
@@ -363,7 +373,7 @@ impl TrainSpec {
             lora_dropout,
             targets: lora_targets(c)?,
             num_layers: num_layers(c)?,
-            quantization: quantization(c)?,
+            quantization: quantization(c, fine_tune_type)?,
             learning_rate,
             batch_size,
             epochs,
@@ -568,9 +578,14 @@ mod tests {
                 "must be >= 1",
             ),
             (
-                json!({"quantization": {"bits": 3}}),
+                json!({"fineTuneType": "qlora", "quantization": {"bits": 3}}),
                 "quantization.bits",
                 "must be 4 or 8",
+            ),
+            (
+                json!({"fineTuneType": "lora", "quantization": {"bits": 8}}),
+                "quantization",
+                "QLoRA only",
             ),
             (
                 json!({"lora": {"targetModules": [""]}}),
