@@ -129,6 +129,21 @@ fn a_jobs_output_directory_gives_the_trainers_best_validation_loss() {
         let adapter = Adapter::load(&out).unwrap();
         assert_eq!(adapter.layout, AdapterLayout::MlxLm);
         assert_eq!(adapter.dora, kind == "dora");
+        // mlx-lm's names exactly: its DoRA layer's magnitude is `m`.
+        let names: Vec<String> =
+            mlxtune_engine::weights::load_file(&out.join("adapters.safetensors"))
+                .unwrap()
+                .into_keys()
+                .collect();
+        assert!(
+            !names.iter().any(|n| n.ends_with(".magnitude")),
+            "{names:?}"
+        );
+        assert_eq!(
+            names.iter().any(|n| n.ends_with(".m")),
+            kind == "dora",
+            "{names:?}"
+        );
         adapter.attach(&mut m).unwrap();
         let with = eval::evaluate(&m.spec, &m.params(), &ex, 2).unwrap().loss;
         assert!(

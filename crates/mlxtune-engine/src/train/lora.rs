@@ -91,7 +91,11 @@ pub fn save_adapters(
     model_spec: &ModelSpec,
 ) -> Result<()> {
     let meta = std::collections::HashMap::from([("format".to_string(), "mlx".to_string())]);
-    weights::save_atomic(&dir.join("adapters.safetensors"), adapters, &meta)?;
+    weights::save_atomic(
+        &dir.join("adapters.safetensors"),
+        &to_mlx_lm_names(adapters),
+        &meta,
+    )?;
     let cfg = serde_json::to_string_pretty(&mlx_lm_config(spec, modules, model_spec))
         .map_err(|e| EngineError::serialization("adapter_config.json", e))?;
     crate::fsutil::write_atomic(&dir.join("adapter_config.json"), cfg.as_bytes())?;
@@ -156,5 +160,27 @@ pub fn load_adapters(dir: &Path) -> Result<(Weights, f32)> {
         .ok_or_else(|| EngineError::config(&cfg_path, "lora_parameters.scale", "required number"))?
         as f32;
     let w = weights::load_file(&dir.join("adapters.safetensors"))?;
-    Ok((w, scale))
+    Ok((from_mlx_lm_names(w), scale))
+}
+
+/// mlx-lm's names: its DoRA layer calls the magnitude `m` (ours `magnitude`); LoRA's
+/// `lora_a` / `lora_b` are the same.
+pub fn to_mlx_lm_names(adapters: &Weights) -> Weights {
+    adapters
+        .iter()
+        .map(|(k, v)| match k.strip_suffix(".magnitude") {
+            Some(m) => (format!("{m}.m"), v.clone()),
+            None => (k.clone(), v.clone()),
+        })
+        .collect()
+}
+
+/// Our names for arrays in mlx-lm's layout (`.m` → `.magnitude`).
+pub fn from_mlx_lm_names(w: Weights) -> Weights {
+    w.into_iter()
+        .map(|(k, v)| match k.strip_suffix(".m") {
+            Some(m) => (format!("{m}.magnitude"), v),
+            None => (k, v),
+        })
+        .collect()
 }
