@@ -62,7 +62,7 @@ export function jobPage(view, id) {
     genEl,
     h('h2', {}, 'Checkpoints'),
     h('table', { id: 'checkpoints' },
-      h('thead', {}, h('tr', {}, h('th', {}, 'Step'), h('th', {}, 'Train loss'), h('th', {}, 'Path'))),
+      h('thead', {}, h('tr', {}, h('th', {}, 'Step'), h('th', {}, 'Train loss'), h('th', {}, 'Validation loss'), h('th', {}, 'Path'))),
       ckptBody),
     h('h2', {}, 'Events'),
     h('div', { class: 'log card' }, h('table', { id: 'events' },
@@ -112,10 +112,11 @@ export function jobPage(view, id) {
       ckptBody.replaceChildren(...list.data.map((c) => h('tr', {},
         h('td', {}, c.step_number),
         h('td', {}, num(c.metrics.train_loss ?? NaN)),
+        h('td', {}, num(c.metrics.valid_loss ?? NaN)),
         h('td', { class: 'mono' }, c.path))));
-      if (!list.data.length) ckptBody.replaceChildren(h('tr', {}, h('td', { colspan: 3, class: 'empty' }, 'none yet')));
+      if (!list.data.length) ckptBody.replaceChildren(h('tr', {}, h('td', { colspan: 4, class: 'empty' }, 'none yet')));
     } catch (e) {
-      ckptBody.replaceChildren(h('tr', {}, h('td', { colspan: 3, class: 'error' }, e.message)));
+      ckptBody.replaceChildren(h('tr', {}, h('td', { colspan: 4, class: 'error' }, e.message)));
     }
   }
 

@@ -227,6 +227,223 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/files": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** GET /v1/files */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description A file id: the page continues after it. */
+                    after: string | null;
+                    /** @description 1..100, default 20. */
+                    limit: number | null;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["FileList"];
+                    };
+                };
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        /** POST /v1/files (multipart: `file`, `purpose=fine-tune`) */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "multipart/form-data": components["schemas"]["FileUpload"];
+                };
+            };
+            responses: {
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["FileObject"];
+                    };
+                };
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/files/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** GET /v1/files/{id} */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description file id */
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["FileObject"];
+                    };
+                };
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        /** DELETE /v1/files/{id} */
+        delete: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description file id */
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["FileDeleted"];
+                    };
+                };
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/files/{id}/content": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** GET /v1/files/{id}/content: the bytes as uploaded, streamed. */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description file id */
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/jsonl": string;
+                    };
+                };
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/fine_tuning/jobs": {
         parameters: {
             query?: never;
@@ -408,6 +625,62 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/fine_tuning/jobs/{id}/artifacts/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** GET /v1/fine_tuning/jobs/{id}/artifacts/{name} */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @description job id */
+                    id: string;
+                    /** @description metrics.csv, adapters.tar.gz, peft.tar.gz or model.tar.gz */
+                    name: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/octet-stream": string;
+                    };
+                };
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/fine_tuning/jobs/{id}/cancel": {
         parameters: {
             query?: never;
@@ -477,6 +750,10 @@ export interface paths {
                 path: {
                     /** @description job id */
                     id: string;
+                    /** @description A checkpoint id: the page continues after it (older checkpoints). */
+                    after: string | null;
+                    /** @description 1..100, default 10. */
+                    limit: number | null;
                 };
                 cookie?: never;
             };
@@ -491,6 +768,14 @@ export interface paths {
                     };
                 };
                 404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                422: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -541,6 +826,14 @@ export interface paths {
                     };
                 };
                 404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                422: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -1124,11 +1417,18 @@ export interface components {
         };
         /** @description A complete checkpoint on disk. */
         Checkpoint: {
-            /** @description `<job id>:step-NNNNNNNN`. */
+            /**
+             * Format: int64
+             * @description Unix time the checkpoint was written.
+             */
+            created_at: number;
+            fine_tuning_job_id: string;
+            /** @description `ftckpt_<job>_<step>`. */
             id: string;
             metrics: components["schemas"]["CheckpointMetrics"];
             /** @description Always `fine_tuning.job.checkpoint`. */
             object: string;
+            /** @description Its directory on the server. */
             path: string;
             /** Format: int64 */
             step_number: number;
@@ -1139,16 +1439,30 @@ export interface components {
             /** Format: int32 */
             keepLast?: number | null;
         };
-        /** @description A job's checkpoints, newest first. */
+        /** @description A page of a job's checkpoints, newest first. */
         CheckpointList: {
             data: components["schemas"]["Checkpoint"][];
+            first_id?: string | null;
+            has_more: boolean;
+            last_id?: string | null;
             /** @description Always `list`. */
             object: string;
         };
         /** @description Figures of the step a checkpoint holds. */
         CheckpointMetrics: {
+            /** Format: int64 */
+            step: number;
             /** Format: double */
             train_loss?: number | null;
+            /**
+             * Format: double
+             * @description From the validation pass at this step, if one ran.
+             */
+            valid_loss?: number | null;
+            /** Format: double */
+            valid_mean_token_accuracy?: number | null;
+            /** Format: double */
+            valid_perplexity?: number | null;
         };
         /** @description A checkpoint written at `step` into `path`. */
         CheckpointSaved: {
@@ -1301,6 +1615,51 @@ export interface components {
             /** @description Always `list`. */
             object: string;
         };
+        /** @description The answer to a deletion. */
+        FileDeleted: {
+            deleted: boolean;
+            id: string;
+            /** @description Always `file`. */
+            object: string;
+        };
+        /** @description A page of files, newest first. */
+        FileList: {
+            data: components["schemas"]["FileObject"][];
+            has_more: boolean;
+            /** @description Always `list`. */
+            object: string;
+        };
+        /** @description An uploaded file. */
+        FileObject: {
+            /** Format: int64 */
+            bytes: number;
+            /** Format: int64 */
+            created_at: number;
+            filename: string;
+            /** @description `file-…`. */
+            id: string;
+            /** @description Always `file`. */
+            object: string;
+            /** @description Always `fine-tune`. */
+            purpose: string;
+            /**
+             * Format: int64
+             * @description JSONL records it holds.
+             */
+            records: number;
+            /** @description Always `processed`: the pre-flight ran when it was uploaded. */
+            status: string;
+        };
+        /** @description The multipart form of an upload (for the document: the handler reads it as a stream). */
+        FileUpload: {
+            /**
+             * Format: binary
+             * @description The JSONL file.
+             */
+            file: string;
+            /** @description Must be `fine-tune`. */
+            purpose: string;
+        };
         /** @description The whole file. */
         FineTuneConfig: {
             baseModel: string;
@@ -1369,8 +1728,19 @@ export interface components {
             backend: string;
             status: string;
         };
+        /** @description OpenAI's `hyperparameters` of a job. */
+        Hyperparameters: {
+            batch_size: components["schemas"]["BatchSize"];
+            /**
+             * Format: double
+             * @description `parameters.learningRate` / 1e-4.
+             */
+            learning_rate_multiplier: number;
+            /** Format: double */
+            n_epochs: number;
+        };
         /** @description A fine-tuning job as the API shows it. */
-        Job: {
+        Job: components["schemas"]["OpenAiJobFields"] & {
             /** @description The configuration as submitted (remote dataset URIs kept). */
             config: components["schemas"]["FineTuneConfig"];
             /** Format: int64 */
@@ -1464,6 +1834,11 @@ export interface components {
             /** @description Module names (`q_proj`, `self_attn.v_proj`) or "all-linear" (the default). */
             targetModules?: unknown;
         };
+        /** @description OpenAI's `method`: always `supervised` here. */
+        Method: {
+            supervised: components["schemas"]["SupervisedMethod"];
+            type: string;
+        };
         /** @description A job's per-step figures, in step order. */
         MetricsList: {
             data: components["schemas"]["StepMetrics"][];
@@ -1504,6 +1879,26 @@ export interface components {
             path?: string | null;
             /** @description What was registered: a directory, a `.gguf` file or a Hugging Face id. */
             source: string;
+        };
+        /** @description The fields OpenAI's job object has, taken from the config. */
+        OpenAiJobFields: {
+            hyperparameters: components["schemas"]["Hyperparameters"];
+            /** @description Set by an OpenAI body's `metadata`; not stored yet, so always null. */
+            metadata?: {
+                [key: string]: string;
+            } | null;
+            method: components["schemas"]["Method"];
+            /**
+             * @description Once the job succeeded: the names of its results, each downloadable from
+             *     `/v1/fine_tuning/jobs/{id}/artifacts/{name}` (`metrics.csv`, `adapters.tar.gz`,
+             *     `peft.tar.gz`, `model.tar.gz`).
+             */
+            result_files: string[];
+            /** Format: int64 */
+            seed: number;
+            /** @description `dataset.trainingData` (a path, URI or file id). */
+            training_file: string;
+            validation_file?: string | null;
         };
         Optimization: {
             /**
@@ -1667,6 +2062,10 @@ export interface components {
         StreamOptions: {
             /** @description Send a last chunk with the token counts. */
             include_usage?: boolean;
+        };
+        /** @description `method.supervised`. */
+        SupervisedMethod: {
+            hyperparameters: components["schemas"]["Hyperparameters"];
         };
         /** @description A step's figures as streamed: the trainer's metrics plus the product document's names. */
         TrainingUpdate: components["schemas"]["StepMetrics"] & {
