@@ -380,3 +380,53 @@ fn generation_stops_at_the_context_length_and_eval_refuses_a_longer_one() {
         "{err}"
     );
 }
+
+#[test]
+fn a_config_error_found_against_the_model_names_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = job(dir.path());
+    let r = run(
+        dir.path(),
+        &[
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--set",
+            "parameters.sequenceLength=100000",
+        ],
+    );
+    assert_eq!(r.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("job.json: parameters.sequenceLength") && err.contains("context length 256"),
+        "{err}"
+    );
+}
+
+#[test]
+fn without_a_terminal_train_prints_the_data_summary_and_validation_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = job(dir.path());
+    let r = run(
+        dir.path(),
+        &[
+            "train",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--set",
+            "maxSteps=2",
+            "--set",
+            "eval.everySteps=1",
+            "--set",
+            &format!(
+                "dataset.validationData={}",
+                dir.path().join("train.jsonl").display()
+            ),
+        ],
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("4 records,"), "{err}");
+    assert!(err.contains("step 1: val loss"), "{err}");
+    assert!(err.contains("step 2: val loss"), "{err}");
+}

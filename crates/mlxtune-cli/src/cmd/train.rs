@@ -124,7 +124,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let r = train::train_in_group(&spec, &output, resume, group.clone(), &mut on_event).map_err(
         |e| match &group {
             Some(g) => anyhow::anyhow!("rank {} of {}: {e}", g.rank(), g.size()),
-            None => e.into(),
+            None => super::train_setup::in_config(e, &a),
         },
     )?;
     bar.finish_and_clear();

@@ -74,6 +74,22 @@ fn check_stop_after(dir: &Path, stop_after: Option<u64>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A run's error; one about a config field (checked against the model once it is read)
+/// names the file it came from, as the errors found before the run do.
+pub fn in_config(e: mlxtune_engine::EngineError, a: &Args) -> anyhow::Error {
+    let source = match (&a.config, &a.resume) {
+        (Some(cfg), _) => cfg.clone(),
+        (None, Some(dir)) => dir.join("train_spec.json"),
+        (None, None) => return e.into(),
+    };
+    match e {
+        mlxtune_engine::EngineError::Invalid { .. } => {
+            anyhow::anyhow!("{}: {e}", source.display())
+        }
+        other => other.into(),
+    }
+}
+
 /// Standard output that stops writing once its reader has gone (a broken pipe), instead
 /// of panicking in the middle of a run.
 pub struct Stdout {
