@@ -146,7 +146,7 @@ pub struct OpenAiJobFields {
     pub hyperparameters: Hyperparameters,
     pub method: Method,
     pub seed: u64,
-    /// Set by an OpenAI body's `metadata`; not stored yet, so always null.
+    /// OpenAI's `metadata` as submitted (at most 16 string pairs).
     pub metadata: Option<BTreeMap<String, String>>,
     /// Once the job succeeded: the names of its results, each downloadable from
     /// `/v1/fine_tuning/jobs/{id}/artifacts/{name}` (`metrics.csv`, `adapters.tar.gz`,

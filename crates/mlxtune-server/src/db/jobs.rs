@@ -3,6 +3,7 @@
 use mlxtune_engine::train::config::from_value;
 use mlxtune_engine::train::{FineTuneConfig, StepMetrics};
 use sqlx::SqlitePool;
+use std::collections::BTreeMap;
 
 use super::{decode_error, now};
 use crate::api::{fine_tuned_id, ErrorDetail, Job, JobStatus, Progress};
@@ -30,6 +31,7 @@ struct RawJob {
     started_at: Option<i64>,
     finished_at: Option<i64>,
     resume: i64,
+    metadata: Option<String>,
 }
 
 /// A job as stored, typed.
@@ -59,6 +61,8 @@ pub struct JobRow {
     pub finished_at: Option<i64>,
     /// Continue from the latest checkpoint when next run.
     pub resume: bool,
+    /// OpenAI's `metadata`, as submitted.
+    pub metadata: Option<BTreeMap<String, String>>,
 }
 
 impl TryFrom<RawJob> for JobRow {
@@ -100,6 +104,11 @@ impl TryFrom<RawJob> for JobRow {
             started_at: r.started_at,
             finished_at: r.finished_at,
             resume: r.resume != 0,
+            metadata: r
+                .metadata
+                .map(|m| serde_json::from_str(&m))
+                .transpose()
+                .map_err(|e| decode_error("jobs.metadata", e))?,
         })
     }
 }
@@ -152,6 +161,7 @@ impl From<JobRow> for Job {
             output_dir: r.output_dir,
             openai: crate::api::job::OpenAiJobFields {
                 result_files,
+                metadata: r.metadata,
                 ..crate::api::job::OpenAiJobFields::from_config(&r.config)
             },
             config: r.config,
@@ -167,17 +177,19 @@ pub async fn insert_job(
     config: &str,
     spec: &str,
     output_dir: &str,
+    metadata: Option<&str>,
 ) -> sqlx::Result<()> {
     let t = now();
     sqlx::query!(
-        "INSERT INTO jobs (id, seq, created_at, updated_at, status, name, config, spec, output_dir)
-         VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), ?2, ?2, 'queued', ?3, ?4, ?5, ?6)",
+        "INSERT INTO jobs (id, seq, created_at, updated_at, status, name, config, spec, output_dir, metadata)
+         VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), ?2, ?2, 'queued', ?3, ?4, ?5, ?6, ?7)",
         id,
         t,
         name,
         config,
         spec,
-        output_dir
+        output_dir,
+        metadata
     )
     .execute(pool)
     .await?;
@@ -189,7 +201,7 @@ pub async fn get_job(pool: &SqlitePool, id: &str) -> sqlx::Result<Option<JobRow>
         RawJob,
         r#"SELECT id AS "id!", seq, created_at, updated_at, status, name, config, spec, output_dir, step,
                 total_steps, trained_tokens, latest_metrics, error_code, error_message, error_param,
-                worker, heartbeat_at, started_at, finished_at, resume
+                worker, heartbeat_at, started_at, finished_at, resume, metadata
          FROM jobs WHERE id = ?1"#,
         id
     )
@@ -211,7 +223,7 @@ pub async fn list_jobs(
         RawJob,
         r#"SELECT id AS "id!", seq, created_at, updated_at, status, name, config, spec, output_dir, step,
                 total_steps, trained_tokens, latest_metrics, error_code, error_message, error_param,
-                worker, heartbeat_at, started_at, finished_at, resume
+                worker, heartbeat_at, started_at, finished_at, resume, metadata
          FROM jobs
          WHERE (?1 IS NULL OR seq < (SELECT seq FROM jobs WHERE id = ?1))
            AND (?2 IS NULL OR status = ?2)
@@ -236,7 +248,7 @@ pub async fn claim_next(pool: &SqlitePool, worker: &str) -> sqlx::Result<Option<
            AND status = 'queued'
          RETURNING id AS "id!", seq, created_at, updated_at, status, name, config, spec, output_dir, step,
                 total_steps, trained_tokens, latest_metrics, error_code, error_message, error_param,
-                worker, heartbeat_at, started_at, finished_at, resume"#,
+                worker, heartbeat_at, started_at, finished_at, resume, metadata"#,
         worker,
         t
     )

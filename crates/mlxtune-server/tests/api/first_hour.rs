@@ -39,7 +39,7 @@ async fn an_openai_job_body_is_mapped_onto_the_config_and_trains() {
     let app = spawn_app(vec![]).await;
     let body = json!({
         "model": "lfm2-tiny", "training_file": "local://chat.jsonl", "suffix": "first-hour",
-        "seed": 7, "validation_file": "local://chat.jsonl",
+        "seed": 7, "validation_file": "local://chat.jsonl", "metadata": {"team": "first-hour"},
         "checkpoint": {"everySteps": 1}, "eval": {"everySteps": 1},
         "method": {"type": "supervised", "supervised": {"hyperparameters":
             {"n_epochs": 1, "batch_size": 2, "learning_rate_multiplier": 20}}}
@@ -61,6 +61,7 @@ async fn an_openai_job_body_is_mapped_onto_the_config_and_trains() {
     assert_eq!(done["training_file"], "local://chat.jsonl");
     assert_eq!(done["validation_file"], "local://chat.jsonl");
     assert_eq!(done["seed"], 7);
+    assert_eq!(done["metadata"], json!({"team": "first-hour"}));
     assert_eq!(done["hyperparameters"]["n_epochs"], 1.0);
     assert_eq!(done["method"]["type"], "supervised");
     assert!(
@@ -128,6 +129,19 @@ async fn an_openai_job_body_is_mapped_onto_the_config_and_trains() {
     assert_eq!(s, 422);
     assert_eq!(v["error"]["param"], "hyperparameters.n_epoch");
     assert!(v["error"]["message"].as_str().unwrap().contains("n_epochs"));
+    let many: serde_json::Map<String, serde_json::Value> =
+        (0..17).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let (s, v) = app
+        .post(
+            "/v1/fine_tuning/jobs",
+            &json!({"model": "lfm2-tiny", "training_file": "local://chat.jsonl", "metadata": many}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["error"]["param"].as_str()),
+        (422, Some("metadata")),
+        "{v}"
+    );
     let (s, v) = app
         .post(
             "/v1/fine_tuning/jobs",

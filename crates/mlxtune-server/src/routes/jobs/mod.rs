@@ -33,12 +33,14 @@ pub(crate) async fn job_or_404(state: &AppState, id: &str) -> ApiResult<db::JobR
     responses((status = 200, body = Job), (status = 400, body = ErrorBody),
               (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(State(state): State<AppState>, body: ConfigBody) -> ApiResult<Json<Job>> {
-    if body.metadata.is_some() {
-        return Err(ApiError::invalid(
-            "metadata",
-            "is not stored yet; leave it out",
-        ));
-    }
+    let metadata = body
+        .metadata
+        .map(|m| {
+            openai::check_metadata(&m).and_then(|()| {
+                serde_json::to_string(&m).map_err(|e| ApiError::internal("metadata", e))
+            })
+        })
+        .transpose()?;
     let config = body.config;
     let spec = validated_spec(&state, &config, body.default_sequence_length).await?;
     let id = format!("ftjob-{}", uuid::Uuid::new_v4().simple());
@@ -53,6 +55,7 @@ pub async fn create(State(state): State<AppState>, body: ConfigBody) -> ApiResul
         &config_text,
         &spec_text,
         &output.display().to_string(),
+        metadata.as_deref(),
     )
     .await?;
     db::add_event(

@@ -194,6 +194,29 @@ pub fn map(body: Value) -> ApiResult<Mapped> {
     })
 }
 
+/// OpenAI's limits on `metadata`: at most 16 pairs, keys up to 64 characters, values up to
+/// 512.
+pub fn check_metadata(m: &BTreeMap<String, String>) -> ApiResult<()> {
+    if m.len() > 16 {
+        return Err(ApiError::invalid("metadata", "holds at most 16 pairs"));
+    }
+    for (k, v) in m {
+        if k.chars().count() > 64 {
+            return Err(ApiError::invalid(
+                &format!("metadata.{k}"),
+                "keys are at most 64 characters",
+            ));
+        }
+        if v.chars().count() > 512 {
+            return Err(ApiError::invalid(
+                &format!("metadata.{k}"),
+                "values are at most 512 characters",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `hyperparameters`, from the top level (deprecated by OpenAI) or
 /// `method.supervised.hyperparameters`, with the path to name in errors.
 fn hyperparameters(
