@@ -164,9 +164,22 @@ fn a_resumed_two_rank_run_reproduces_the_uninterrupted_losses() {
         whole.to_str().unwrap(),
         parts.to_str().unwrap(),
     );
+    // A used directory, emptied by rank 0 alone under --overwrite.
+    std::fs::create_dir_all(&whole).unwrap();
+    std::fs::write(whole.join("stale.txt"), "an earlier run").unwrap();
     ok(&mlxtune(&[
-        "launch", "-n", "2", "--", "train", "--config", c, "--output", w,
+        "launch",
+        "-n",
+        "2",
+        "--",
+        "train",
+        "--config",
+        c,
+        "--output",
+        w,
+        "--overwrite",
     ]));
+    assert!(!whole.join("stale.txt").exists());
     let o = mlxtune(&[
         "launch",
         "-n",

@@ -24,7 +24,11 @@ pub fn setup(a: &Args) -> anyhow::Result<(TrainSpec, PathBuf, bool)> {
                 .output
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("runs").join(stem));
-            fresh_output(&output, a.overwrite)?;
+            // Under `mlxtune launch` rank 0 alone checks (and with --overwrite empties) the
+            // directory: two ranks emptying it at once would trip over each other.
+            if std::env::var("MLX_RANK").map_or(true, |r| r == "0") {
+                fresh_output(&output, a.overwrite)?;
+            }
             Ok((spec, output, false))
         }
         (None, Some(dir)) => {
