@@ -282,66 +282,24 @@ impl Tokenizer {
     }
 }
 
-/// Today's date for templates that print it (`strftime_now("%d %b %Y")`); supports the
-/// common %d %m %Y %y %b %B %H %M %S directives, in UTC.
+/// Today's date for templates that print it (`strftime_now("%d %b %Y")`), in UTC, with
+/// chrono's strftime directives; a format chrono cannot read is returned as it is.
 fn strftime_now(fmt: &str) -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    const MONTHS: [&str; 12] = [
-        "January",
-        "February",
-        "March",
-        "April",
-        "May",
-        "June",
-        "July",
-        "August",
-        "September",
-        "October",
-        "November",
-        "December",
-    ];
-    let month = MONTHS[(m - 1) as usize];
-    let mut out = String::new();
-    let mut chars = fmt.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('d') => out.push_str(&format!("{d:02}")),
-            Some('m') => out.push_str(&format!("{m:02}")),
-            Some('Y') => out.push_str(&y.to_string()),
-            Some('y') => out.push_str(&format!("{:02}", y % 100)),
-            Some('b') => out.push_str(&month[..3]),
-            Some('B') => out.push_str(month),
-            Some('H') => out.push_str(&format!("{:02}", sod / 3600)),
-            Some('M') => out.push_str(&format!("{:02}", sod % 3600 / 60)),
-            Some('S') => out.push_str(&format!("{:02}", sod % 60)),
-            Some('%') => out.push('%'),
-            Some(o) => {
-                out.push('%');
-                out.push(o);
-            }
-            None => out.push('%'),
-        }
+    use chrono::format::{Item, StrftimeItems};
+    use std::fmt::Write;
+    let items: Vec<Item> = StrftimeItems::new(fmt).collect();
+    if items.iter().any(|i| matches!(i, Item::Error)) {
+        return fmt.to_string();
     }
-    out
+    let mut out = String::new();
+    match write!(
+        out,
+        "{}",
+        chrono::Utc::now().format_with_items(items.into_iter())
+    ) {
+        Ok(()) => out,
+        Err(_) => fmt.to_string(),
+    }
 }
 
 /// Copies the tokenizer files of `src` into `dst` (those that exist).
@@ -356,4 +314,17 @@ pub fn copy_tokenizer_files(src: &Path, dst: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod strftime_tests {
+    #[test]
+    fn strftime_now_formats_todays_date_and_leaves_unreadable_formats_alone() {
+        let year = super::strftime_now("%Y");
+        assert_eq!(year.len(), 4, "{year}");
+        assert!(year.starts_with("20"), "{year}");
+        let d = super::strftime_now("%d %B %Y");
+        assert_eq!(d.split(' ').count(), 3, "{d}");
+        assert_eq!(super::strftime_now("%Q"), "%Q");
+    }
 }

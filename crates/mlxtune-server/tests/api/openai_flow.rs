@@ -71,7 +71,11 @@ async fn the_openai_sdks_fine_tuning_flow_runs_end_to_end_and_the_adapters_downl
     let v: Value = serde_json::from_slice(&run.stdout).unwrap();
     assert!(v["file"][0].as_str().unwrap().starts_with("file-"), "{v}");
     assert_eq!(v["file"][2], "processed");
-    assert_eq!(v["created"][1], "queued");
+    // The worker may claim it before the answer is written.
+    assert!(
+        ["queued", "running"].contains(&v["created"][1].as_str().unwrap()),
+        "{v}"
+    );
     assert_eq!(v["created"][2], v["file"][0]);
     let f = &v["finished"];
     assert_eq!(f[0], "succeeded", "{v}");
