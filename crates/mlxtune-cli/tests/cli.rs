@@ -70,6 +70,11 @@ fn generate_stops_at_eos_and_at_stop_strings() {
         "the fixture model ends its sentence with <|im_end|>: {v}"
     );
     assert!(v["token_ids"].as_array().unwrap().len() < 40);
+    assert_eq!(
+        v["stop_sequence"],
+        serde_json::Value::Null,
+        "EOS is no stop string"
+    );
     let v = json(&mlxtune(&[
         "generate",
         "--model",
@@ -81,6 +86,7 @@ fn generate_stops_at_eos_and_at_stop_strings() {
         "--json",
     ]));
     assert_eq!(v["finish_reason"], "stop");
+    assert_eq!(v["stop_sequence"], "lazy", "which stop string ended it");
     let text = v["text"].as_str().unwrap();
     assert!(
         text.contains("over the") && !text.contains("lazy"),

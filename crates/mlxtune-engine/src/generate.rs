@@ -92,8 +92,10 @@ pub struct Generation {
     /// Generated ids (the EOS that ended generation is not included).
     pub token_ids: Vec<u32>,
     pub prompt_tokens: usize,
-    /// `stop` (EOS or a stop string) or `length`.
+    /// `stop` (EOS or a stop string; OpenAI's word for both) or `length`.
     pub finish_reason: String,
+    /// The stop string that ended generation (`None` for EOS or the length limit).
+    pub stop_sequence: Option<String>,
     pub prompt_tokens_per_second: f64,
     pub generation_tokens_per_second: f64,
     pub peak_memory_bytes: u64,
@@ -222,6 +224,7 @@ pub fn generate(
     let mut generated: Vec<u32> = Vec::new();
     let mut text = String::new();
     let mut finish = "length";
+    let mut stop_sequence = None;
     while generated.len() < max_tokens {
         let next = sample(&row, &history, &opts.sampling, &mut rng);
         if opts.stop_at_eos && tok.eos_ids.contains(&next) {
@@ -235,12 +238,13 @@ pub fn generate(
             let mut piece = full[text.len()..].to_string();
             let mut stopped = false;
             let candidate = format!("{text}{piece}");
-            if let Some(cut) = opts
+            if let Some((cut, which)) = opts
                 .stop
                 .iter()
-                .filter_map(|s| candidate.find(s.as_str()))
-                .min()
+                .filter_map(|s| candidate.find(s.as_str()).map(|at| (at, s)))
+                .min_by_key(|(at, _)| *at)
             {
+                stop_sequence = Some(which.clone());
                 piece = candidate[text.len().min(cut)..cut].to_string();
                 stopped = true;
             }
@@ -267,6 +271,7 @@ pub fn generate(
         token_ids: generated.clone(),
         prompt_tokens: prompt_ids.len(),
         finish_reason: finish.to_string(),
+        stop_sequence,
         prompt_tokens_per_second: prompt_ids.len() as f64 / prefill_s.max(1e-9),
         generation_tokens_per_second: generated.len() as f64 / gen_s,
         peak_memory_bytes: crate::runtime::memory_stats().peak,

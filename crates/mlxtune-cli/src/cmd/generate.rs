@@ -90,12 +90,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     } else {
         println!();
         eprintln!(
-            "[{} prompt tokens, {} generated, {:.1} tok/s, peak memory {:.1} MB, finish: {}]",
+            "[{} prompt tokens, {} generated, {:.1} tok/s, peak memory {:.1} MB, finish: {}{}]",
             result.prompt_tokens,
             result.token_ids.len(),
             result.generation_tokens_per_second,
             result.peak_memory_bytes as f64 / 1e6,
-            result.finish_reason
+            result.finish_reason,
+            result
+                .stop_sequence
+                .as_ref()
+                .map_or(String::new(), |s| format!(" (stop string {s:?})"))
         );
     }
     Ok(())
