@@ -430,3 +430,41 @@ fn without_a_terminal_train_prints_the_data_summary_and_validation_results() {
     assert!(err.contains("step 1: val loss"), "{err}");
     assert!(err.contains("step 2: val loss"), "{err}");
 }
+
+#[test]
+fn a_group_size_wider_than_a_layer_is_named_in_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = fixture("llama");
+    let q = dir.path().join("q");
+    let r = run(
+        dir.path(),
+        &[
+            "quantize",
+            "--model",
+            model.to_str().unwrap(),
+            "--group-size",
+            "128",
+            "--output",
+            q.to_str().unwrap(),
+        ],
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("left unquantized") && err.contains("group size 128"),
+        "{err}"
+    );
+    let r = run(
+        dir.path(),
+        &[
+            "quantize",
+            "--model",
+            model.to_str().unwrap(),
+            "--group-size",
+            "32",
+            "--output",
+            dir.path().join("q32").to_str().unwrap(),
+        ],
+    );
+    assert!(!String::from_utf8_lossy(&r.stderr).contains("left unquantized"));
+}

@@ -286,12 +286,18 @@ fn check_weights(
 }
 
 /// Quantizes every float linear layer (and the embedding) whose input width is a
-/// multiple of the group size. Returns how many matrices were quantized.
+/// multiple of the group size (the others stay float, with a warning naming them). Returns
+/// how many matrices were quantized.
 pub fn quantize_weights(spec: &ModelSpec, w: &mut Weights, q: QuantSpec) -> Result<usize> {
     q.validate("quantize")?;
     let mut n = 0;
+    let mut narrow: Vec<String> = Vec::new();
     for e in spec.expected_tensors() {
-        if e.role == Role::Other || e.shape[1] % q.group_size != 0 {
+        if e.role == Role::Other {
+            continue;
+        }
+        if e.shape[1] % q.group_size != 0 {
+            narrow.push(format!("{} (width {})", e.name, e.shape[1]));
             continue;
         }
         let prefix = e.name.trim_end_matches(".weight");
@@ -307,6 +313,14 @@ pub fn quantize_weights(spec: &ModelSpec, w: &mut Weights, q: QuantSpec) -> Resu
         w.insert(format!("{prefix}.scales"), scales);
         w.insert(format!("{prefix}.biases"), biases);
         n += 1;
+    }
+    if let Some(first) = narrow.first() {
+        tracing::warn!(
+            "{} matrices left unquantized: their width is not a multiple of group size {} \
+             (e.g. {first}); a smaller --group-size (32) quantizes them",
+            narrow.len(),
+            q.group_size
+        );
     }
     Ok(n)
 }
