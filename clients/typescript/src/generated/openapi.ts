@@ -1883,7 +1883,7 @@ export interface components {
         /** @description The fields OpenAI's job object has, taken from the config. */
         OpenAiJobFields: {
             hyperparameters: components["schemas"]["Hyperparameters"];
-            /** @description Set by an OpenAI body's `metadata`; not stored yet, so always null. */
+            /** @description OpenAI's `metadata` as submitted (at most 16 string pairs). */
             metadata?: {
                 [key: string]: string;
             } | null;
