@@ -64,14 +64,19 @@ pub struct Batching {
     pub split: u32,
 }
 
+/// The effective batch of `batchSize: "auto"`: auto picks how it runs (the micro-batch),
+/// never what is trained.
+pub const AUTO_EFFECTIVE_BATCH: u32 = 8;
+
 impl Batching {
-    /// Halves the micro-batch from `requested` (64 for "auto") while `fits` says no.
+    /// Halves the micro-batch from the effective batch (`requested`, or
+    /// [`AUTO_EFFECTIVE_BATCH`] for "auto") while `fits` says no; the effective batch stays.
     pub fn choose(requested: Option<u32>, fits: impl Fn(u32) -> bool) -> Batching {
-        let mut micro = requested.unwrap_or(64);
+        let effective = requested.unwrap_or(AUTO_EFFECTIVE_BATCH);
+        let mut micro = effective;
         while micro > 1 && !fits(micro) {
             micro /= 2;
         }
-        let effective = requested.unwrap_or(micro).max(micro);
         Batching {
             micro,
             effective,
@@ -97,10 +102,13 @@ mod tests {
     }
 
     #[test]
-    fn auto_takes_the_largest_power_of_two_that_fits() {
-        let b = Batching::choose(None, |m| m <= 20);
-        assert_eq!((b.micro, b.effective, b.split), (16, 16, 1));
+    fn auto_keeps_the_documented_effective_batch_and_picks_only_the_micro_batch() {
+        // Plenty of memory: no larger batch than the default (the training is the same).
+        let b = Batching::choose(None, |m| m <= 64);
+        assert_eq!((b.micro, b.effective, b.split), (8, 8, 1));
+        let b = Batching::choose(None, |m| m <= 2);
+        assert_eq!((b.micro, b.effective, b.split), (2, 8, 4));
         let one = Batching::choose(None, |_| false);
-        assert_eq!((one.micro, one.split), (1, 1));
+        assert_eq!((one.micro, one.effective, one.split), (1, 8, 8));
     }
 }

@@ -142,6 +142,13 @@ fn choose_batching(spec: &TrainSpec, model: &Model, trainable: &Weights) -> Batc
     let params: u64 = trainable.values().map(|a| a.size() as u64).sum();
     let seq = spec.sequence_length as u64;
     let limit = total_memory_limit(spec);
+    let one_row = estimate_peak_memory(model, spec, params, 1, seq);
+    if one_row > limit {
+        tracing::warn!(
+            "memory limit {limit} bytes is below the estimated peak of a single row ({one_row} \
+             bytes): training runs one row at a time and may run out of memory"
+        );
+    }
     Batching::choose(spec.batch_size, |micro| {
         estimate_peak_memory(model, spec, params, micro as u64, seq) <= limit
     })
