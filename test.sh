@@ -24,5 +24,7 @@ cargo test --workspace 2>&1 | tee "$log" || status=$?
 # One closing line for the whole suite (cargo prints one per test binary).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "summary: %d passed, %d failed\n", p, f }' "$log"
 # The dashboard in headless Chromium and the TypeScript client, against the built binary.
-./scripts/test-js.sh || status=$?
+# The binary `cargo test` just built (a `cargo build -p mlxtune-cli` would resolve other
+# features and rebuild much of the tree).
+MLXTUNE_BIN="$PWD/target/debug/mlxtune" ./scripts/test-js.sh || status=$?
 exit $status
