@@ -34,7 +34,7 @@ pub(crate) fn usage(g: &Generation) -> Usage {
 }
 
 /// POST /v1/chat/completions
-#[utoipa::path(post, path = "/v1/chat/completions", request_body = ChatRequest,
+#[utoipa::path(post, path = "/v1/chat/completions", operation_id = "createChatCompletion", request_body = ChatRequest,
     responses((status = 200, body = ChatCompletion, description = "with `stream: true`: text/event-stream of ChatCompletionChunk, then [DONE]"),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn chat(
@@ -68,7 +68,7 @@ pub async fn chat(
 }
 
 /// POST /v1/completions
-#[utoipa::path(post, path = "/v1/completions", request_body = CompletionRequest,
+#[utoipa::path(post, path = "/v1/completions", operation_id = "createCompletion", request_body = CompletionRequest,
     responses((status = 200, body = Completion, description = "with `stream: true`: text/event-stream of Completion chunks, then [DONE]"),
               (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn completions(

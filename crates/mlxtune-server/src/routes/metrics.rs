@@ -13,7 +13,7 @@ use crate::state::AppState;
 use crate::telemetry::{label, resident_memory_bytes};
 
 /// Prometheus metrics of this server (text exposition format 0.0.4).
-#[utoipa::path(get, path = "/metrics",
+#[utoipa::path(get, path = "/metrics", operation_id = "prometheusMetrics",
     responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain"),
               (status = 401, body = ErrorBody)))]
 pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {

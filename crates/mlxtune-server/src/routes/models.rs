@@ -16,7 +16,7 @@ use crate::inference::complete;
 use crate::state::AppState;
 
 /// GET /v1/models
-#[utoipa::path(get, path = "/v1/models", responses((status = 200, body = ModelList)))]
+#[utoipa::path(get, path = "/v1/models", operation_id = "listModels", responses((status = 200, body = ModelList)))]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<ModelList>> {
     let mut data = db::list_models(&state.db).await?;
     let loaded = state.inference.loaded();
@@ -37,7 +37,7 @@ async fn model_or_404(state: &AppState, id: &str) -> ApiResult<ModelObject> {
 }
 
 /// GET /v1/models/{id}
-#[utoipa::path(get, path = "/v1/models/{id}", params(("id" = String, Path, description = "model id")),
+#[utoipa::path(get, path = "/v1/models/{id}", operation_id = "retrieveModel", params(("id" = String, Path, description = "model id")),
     responses((status = 200, body = ModelObject), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
@@ -48,7 +48,7 @@ pub async fn get(
 
 /// POST /v1/models: registers a base model by directory, `.gguf` file or Hugging Face id
 /// (downloaded now).
-#[utoipa::path(post, path = "/v1/models", request_body = RegisterModel,
+#[utoipa::path(post, path = "/v1/models", operation_id = "registerModel", request_body = RegisterModel,
     responses((status = 200, body = ModelObject), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn register(
     State(state): State<AppState>,
@@ -90,7 +90,7 @@ pub async fn register(
 
 /// DELETE /v1/models/{id}: not while a fine-tuned model or a queued or running job uses it.
 /// Files stay where they are.
-#[utoipa::path(delete, path = "/v1/models/{id}", params(("id" = String, Path, description = "model id")),
+#[utoipa::path(delete, path = "/v1/models/{id}", operation_id = "deleteModel", params(("id" = String, Path, description = "model id")),
     responses((status = 200, body = ModelDeleted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
@@ -120,7 +120,7 @@ pub async fn delete(
 }
 
 /// POST /v1/models/{id}/generate: `{prompt, maxTokens, temperature}` → `{text, ...}`.
-#[utoipa::path(post, path = "/v1/models/{id}/generate", params(("id" = String, Path, description = "model id")),
+#[utoipa::path(post, path = "/v1/models/{id}/generate", operation_id = "generateWithModel", params(("id" = String, Path, description = "model id")),
     request_body = GenerateRequest,
     responses((status = 200, body = GenerateResponse), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn generate(
