@@ -325,6 +325,25 @@ pub fn quantize_weights(spec: &ModelSpec, w: &mut Weights, q: QuantSpec) -> Resu
     Ok(n)
 }
 
+/// The dtype a checkpoint's `config.json` declares (`dtype`, or `torch_dtype`).
+pub fn checkpoint_dtype(cfg: &serde_json::Map<String, serde_json::Value>) -> Option<Dtype> {
+    let name = cfg
+        .get("dtype")
+        .or_else(|| cfg.get("torch_dtype"))?
+        .as_str()?;
+    match name {
+        "float32" => Some(Dtype::Float32),
+        "bfloat16" => Some(Dtype::Bfloat16),
+        "float16" => Some(Dtype::Float16),
+        _ => None,
+    }
+}
+
+/// A floating-point dtype (the ones weights are cast between).
+pub fn is_float(d: Dtype) -> bool {
+    matches!(d, Dtype::Float32 | Dtype::Bfloat16 | Dtype::Float16)
+}
+
 impl Model {
     /// Loads a Hugging Face (or mlx-lm) model directory strictly.
     pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Model> {

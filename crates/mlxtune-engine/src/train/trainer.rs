@@ -556,8 +556,18 @@ impl<'a> Run<'a> {
         match self.spec.fine_tune_type {
             FineTuneType::Full => {
                 let m = &mut self.model;
+                // Saved in the base checkpoint's own dtype, whatever the compute dtype was.
+                let saved = crate::models::checkpoint_dtype(&m.config.json).unwrap_or(m.dtype);
                 for (k, v) in &final_weights {
-                    m.weights.insert(k.clone(), v.as_dtype(m.dtype)?);
+                    m.weights.insert(k.clone(), v.as_dtype(saved)?);
+                }
+                if saved != m.dtype {
+                    for v in m.weights.values_mut() {
+                        if crate::models::is_float(v.dtype()) {
+                            *v = v.as_dtype(saved)?;
+                        }
+                    }
+                    m.dtype = saved;
                 }
                 let out = self.output.join("model");
                 m.save(&out)?;
