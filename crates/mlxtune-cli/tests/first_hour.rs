@@ -429,6 +429,19 @@ fn without_a_terminal_train_prints_the_data_summary_and_validation_results() {
     assert!(err.contains("4 records,"), "{err}");
     assert!(err.contains("step 1: val loss"), "{err}");
     assert!(err.contains("step 2: val loss"), "{err}");
+    // And the validation results are in the output directory (defect 5).
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(dir.path().join("runs/job/validation.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(
+        (lines[0]["step"].as_u64(), lines[1]["step"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert!(lines[1]["val_loss"].is_number());
 }
 
 #[test]

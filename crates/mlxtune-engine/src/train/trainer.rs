@@ -535,6 +535,9 @@ impl<'a> Run<'a> {
         if let Some(w) = self.board.eval(&m) {
             self.on_event(Event::warn(w));
         }
+        if let Some(log) = &mut self.metrics {
+            log.append_eval(&m)?;
+        }
         let c = self.on_event(Event::Eval(m.clone()));
         Ok((m, c))
     }
