@@ -40,7 +40,7 @@ pub fn files_dir(state: &AppState) -> std::path::PathBuf {
 
 /// POST /v1/files (multipart: `file`, `purpose=fine-tune`)
 #[tracing::instrument(skip_all)]
-#[utoipa::path(post, path = "/v1/files",
+#[utoipa::path(post, path = "/v1/files", operation_id = "createFile",
     request_body(content = crate::api::file::FileUpload, content_type = "multipart/form-data"),
     responses((status = 200, body = FileObject), (status = 400, body = ErrorBody),
               (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -169,7 +169,7 @@ pub struct ListQuery {
 }
 
 /// GET /v1/files
-#[utoipa::path(get, path = "/v1/files", params(ListQuery),
+#[utoipa::path(get, path = "/v1/files", operation_id = "listFiles", params(ListQuery),
     responses((status = 200, body = FileList), (status = 422, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -193,7 +193,7 @@ async fn file_or_404(state: &AppState, id: &str) -> ApiResult<FileObject> {
 }
 
 /// GET /v1/files/{id}
-#[utoipa::path(get, path = "/v1/files/{id}", params(("id" = String, Path, description = "file id")),
+#[utoipa::path(get, path = "/v1/files/{id}", operation_id = "retrieveFile", params(("id" = String, Path, description = "file id")),
     responses((status = 200, body = FileObject), (status = 404, body = ErrorBody)))]
 pub async fn get_one(
     State(state): State<AppState>,
@@ -203,7 +203,7 @@ pub async fn get_one(
 }
 
 /// GET /v1/files/{id}/content: the bytes as uploaded, streamed.
-#[utoipa::path(get, path = "/v1/files/{id}/content", params(("id" = String, Path, description = "file id")),
+#[utoipa::path(get, path = "/v1/files/{id}/content", operation_id = "retrieveFileContent", params(("id" = String, Path, description = "file id")),
     responses((status = 200, content_type = "application/jsonl", body = String), (status = 404, body = ErrorBody)))]
 pub async fn content(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     let path = db::files::file_path(&state.db, &id)
@@ -217,7 +217,7 @@ pub async fn content(State(state): State<AppState>, Path(id): Path<String>) -> A
 }
 
 /// DELETE /v1/files/{id}
-#[utoipa::path(delete, path = "/v1/files/{id}", params(("id" = String, Path, description = "file id")),
+#[utoipa::path(delete, path = "/v1/files/{id}", operation_id = "deleteFile", params(("id" = String, Path, description = "file id")),
     responses((status = 200, body = FileDeleted), (status = 404, body = ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,

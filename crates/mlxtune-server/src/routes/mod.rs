@@ -27,7 +27,7 @@ use crate::error::ApiError;
 use crate::state::{sha256_hex, AppState};
 
 /// Liveness; never needs a key.
-#[utoipa::path(get, path = "/healthz", security(()), responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", security(()), responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok".into(),

@@ -20,7 +20,7 @@ pub struct StreamQuery {
 }
 
 /// WebSocket: a snapshot, the stored events after `after`, then live events of the job.
-#[utoipa::path(get, path = "/v1/fine_tuning/jobs/{id}/stream",
+#[utoipa::path(get, path = "/v1/fine_tuning/jobs/{id}/stream", operation_id = "streamFineTuningJob",
     params(("id" = String, Path, description = "job id"), ("after" = Option<i64>, Query, description = "event id to replay after")),
     responses((status = 101, description = "switching to the WebSocket protocol"), (status = 404, body = ErrorBody)))]
 pub async fn job_stream(
@@ -37,7 +37,7 @@ pub async fn job_stream(
 }
 
 /// WebSocket: live events of every job.
-#[utoipa::path(get, path = "/v1/fine_tuning/stream", responses((status = 101, description = "switching to the WebSocket protocol")))]
+#[utoipa::path(get, path = "/v1/fine_tuning/stream", operation_id = "streamFineTuningJobs", responses((status = 101, description = "switching to the WebSocket protocol")))]
 pub async fn all_stream(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
     ws.protocols([super::bearer::SUBPROTOCOL])
         .on_upgrade(move |socket| serve(socket, state, None, i64::MAX))

@@ -159,6 +159,18 @@ async fn the_openapi_document_covers_every_route() {
     for (m, p) in routes {
         assert!(doc["paths"][p][m].is_object(), "{m} {p} missing");
     }
+    // OpenAPI 3.1: every operationId is unique (client generators rely on it).
+    let mut ids: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .filter_map(|op| op["operationId"].as_str())
+        .collect();
+    let count = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), count, "duplicate operationIds: {ids:?}");
     let schemas = &doc["components"]["schemas"];
     for s in [
         "FineTuneConfig",

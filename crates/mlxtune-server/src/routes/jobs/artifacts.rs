@@ -32,7 +32,7 @@ fn available(output_dir: &FsPath) -> Vec<String> {
 
 /// GET /v1/fine_tuning/jobs/{id}/artifacts/{name}
 #[tracing::instrument(skip(state))]
-#[utoipa::path(get, path = "/v1/fine_tuning/jobs/{id}/artifacts/{name}",
+#[utoipa::path(get, path = "/v1/fine_tuning/jobs/{id}/artifacts/{name}", operation_id = "downloadFineTuningJobArtifact",
     params(("id" = String, Path, description = "job id"),
            ("name" = String, Path, description = "metrics.csv, adapters.tar.gz, peft.tar.gz or model.tar.gz")),
     responses((status = 200, content_type = "application/octet-stream", body = String),

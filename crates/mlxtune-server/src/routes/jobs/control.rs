@@ -31,7 +31,7 @@ async fn note(state: &AppState, id: &str, text: &str) -> ApiResult<()> {
 }
 
 /// POST /v1/fine_tuning/jobs/{id}/cancel
-#[utoipa::path(post, path = "/v1/fine_tuning/jobs/{id}/cancel", params(("id" = String, Path, description = "job id")),
+#[utoipa::path(post, path = "/v1/fine_tuning/jobs/{id}/cancel", operation_id = "cancelFineTuningJob", params(("id" = String, Path, description = "job id")),
     responses((status = 200, body = Job), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Job>> {
     let row = job_or_404(&state, &id).await?;
@@ -59,7 +59,7 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Ap
 }
 
 /// POST /v1/fine_tuning/jobs/{id}/pause
-#[utoipa::path(post, path = "/v1/fine_tuning/jobs/{id}/pause", params(("id" = String, Path, description = "job id")),
+#[utoipa::path(post, path = "/v1/fine_tuning/jobs/{id}/pause", operation_id = "pauseFineTuningJob", params(("id" = String, Path, description = "job id")),
     responses((status = 200, body = Job), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn pause(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Job>> {
     let row = job_or_404(&state, &id).await?;
@@ -74,7 +74,7 @@ pub async fn pause(State(state): State<AppState>, Path(id): Path<String>) -> Api
 }
 
 /// POST /v1/fine_tuning/jobs/{id}/resume
-#[utoipa::path(post, path = "/v1/fine_tuning/jobs/{id}/resume", params(("id" = String, Path, description = "job id")),
+#[utoipa::path(post, path = "/v1/fine_tuning/jobs/{id}/resume", operation_id = "resumeFineTuningJob", params(("id" = String, Path, description = "job id")),
     responses((status = 200, body = Job), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn resume(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Job>> {
     let row = job_or_404(&state, &id).await?;

@@ -25,7 +25,7 @@ pub struct EventsQuery {
 }
 
 /// GET /v1/fine_tuning/jobs/{id}/events
-#[utoipa::path(get, path = "/v1/fine_tuning/jobs/{id}/events",
+#[utoipa::path(get, path = "/v1/fine_tuning/jobs/{id}/events", operation_id = "listFineTuningEvents",
     params(("id" = String, Path, description = "job id"), EventsQuery),
     responses((status = 200, body = EventList), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn events(
@@ -46,7 +46,7 @@ pub async fn events(
 }
 
 /// GET /v1/fine_tuning/jobs/{id}/metrics
-#[utoipa::path(get, path = "/v1/fine_tuning/jobs/{id}/metrics", params(("id" = String, Path, description = "job id")),
+#[utoipa::path(get, path = "/v1/fine_tuning/jobs/{id}/metrics", operation_id = "listFineTuningJobMetrics", params(("id" = String, Path, description = "job id")),
     responses((status = 200, body = MetricsList), (status = 404, body = ErrorBody)))]
 pub async fn metrics(
     State(state): State<AppState>,
@@ -68,7 +68,7 @@ pub struct CheckpointsQuery {
 }
 
 /// GET /v1/fine_tuning/jobs/{id}/checkpoints
-#[utoipa::path(get, path = "/v1/fine_tuning/jobs/{id}/checkpoints",
+#[utoipa::path(get, path = "/v1/fine_tuning/jobs/{id}/checkpoints", operation_id = "listFineTuningJobCheckpoints",
     params(("id" = String, Path, description = "job id"), CheckpointsQuery),
     responses((status = 200, body = CheckpointList), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn checkpoints(

@@ -29,7 +29,7 @@ pub(crate) async fn job_or_404(state: &AppState, id: &str) -> ApiResult<db::JobR
 
 /// POST /v1/fine_tuning/jobs
 #[tracing::instrument(skip_all)]
-#[utoipa::path(post, path = "/v1/fine_tuning/jobs", request_body = mlxtune_engine::train::FineTuneConfig,
+#[utoipa::path(post, path = "/v1/fine_tuning/jobs", operation_id = "createFineTuningJob", request_body = mlxtune_engine::train::FineTuneConfig,
     responses((status = 200, body = Job), (status = 400, body = ErrorBody),
               (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(State(state): State<AppState>, body: ConfigBody) -> ApiResult<Json<Job>> {
@@ -197,7 +197,7 @@ pub struct ListQuery {
 }
 
 /// GET /v1/fine_tuning/jobs
-#[utoipa::path(get, path = "/v1/fine_tuning/jobs", params(ListQuery),
+#[utoipa::path(get, path = "/v1/fine_tuning/jobs", operation_id = "listFineTuningJobs", params(ListQuery),
     responses((status = 200, body = JobList), (status = 422, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -224,14 +224,14 @@ pub async fn list(
 }
 
 /// GET /v1/fine_tuning/jobs/{id}
-#[utoipa::path(get, path = "/v1/fine_tuning/jobs/{id}", params(("id" = String, Path, description = "job id")),
+#[utoipa::path(get, path = "/v1/fine_tuning/jobs/{id}", operation_id = "retrieveFineTuningJob", params(("id" = String, Path, description = "job id")),
     responses((status = 200, body = Job), (status = 404, body = ErrorBody)))]
 pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Job>> {
     Ok(Json(job_or_404(&state, &id).await?.into()))
 }
 
 /// DELETE /v1/fine_tuning/jobs/{id}
-#[utoipa::path(delete, path = "/v1/fine_tuning/jobs/{id}", params(("id" = String, Path, description = "job id")),
+#[utoipa::path(delete, path = "/v1/fine_tuning/jobs/{id}", operation_id = "deleteFineTuningJob", params(("id" = String, Path, description = "job id")),
     responses((status = 200, body = Deleted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
