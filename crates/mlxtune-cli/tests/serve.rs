@@ -226,3 +226,114 @@ fn a_server_killed_mid_training_finishes_the_job_after_restart() {
         "the adapter was trained on this data: {with_id} vs {plain}"
     );
 }
+
+/// A server in `d` over the llama fixture and a small text dataset.
+fn setup(d: &Path) {
+    copy_dir(&fixture("llama"), &d.join("models/llama-tiny"));
+    std::fs::create_dir_all(d.join("datasets")).unwrap();
+    std::fs::create_dir_all(d.join("config")).unwrap();
+    let lines: Vec<String> = [
+        "The quick brown fox.",
+        "Pack my box.",
+        "Judge my vow.",
+        "Lazy dog.",
+    ]
+    .iter()
+    .map(|t| json!({ "text": t }).to_string())
+    .collect();
+    std::fs::write(d.join("datasets/t.jsonl"), lines.join("\n")).unwrap();
+    let settings = format!(
+        "[server]\nhost = \"127.0.0.1\"\nport = 0\nmax_body_bytes = 65536\n[storage]\ndata_dir = \"{}\"\ndatabase_path = \"\"\n[workers]\ncount = 1\n[paths]\nmodel_roots = [\"{}\"]\ndataset_roots = [\"{}\"]\n[auth]\napi_keys = []\n",
+        d.join("data").display(),
+        d.join("models").display(),
+        d.join("datasets").display()
+    );
+    std::fs::write(d.join("config/default.toml"), settings).unwrap();
+}
+
+fn wait_final(port: u16, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let j = http(port, "GET", &format!("/v1/fine_tuning/jobs/{id}"), None);
+        if ["succeeded", "failed", "cancelled"].contains(&j["status"].as_str().unwrap_or("")) {
+            return j;
+        }
+        assert!(Instant::now() < deadline, "not finished: {j}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_distributed_job_trains_on_two_ranks_like_one_process_and_streams_one_jobs_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let (mut server, port) = start(d);
+    let mut cfg = json!({
+        "baseModel": "llama-tiny",
+        "dataset": { "trainingData": "t.jsonl", "format": "text" },
+        "parameters": { "learningRate": 1e-3, "batchSize": 4, "epochs": 1, "sequenceLength": 64 },
+        "optimization": { "gradientCheckpointing": false, "mixedPrecision": "fp32" },
+        "maxSteps": 4, "seed": 3
+    });
+    let single = http(port, "POST", "/v1/fine_tuning/jobs", Some(&cfg));
+    cfg["distributed"] = json!({ "processes": 2, "backend": "ring" });
+    let bad = {
+        let mut b = cfg.clone();
+        b["distributed"]["processes"] = json!(1);
+        http(port, "POST", "/v1/fine_tuning/jobs", Some(&b))
+    };
+    assert_eq!(bad["error"]["param"], "distributed.processes", "{bad}");
+    let group = http(port, "POST", "/v1/fine_tuning/jobs", Some(&cfg));
+    let (a, b) = (
+        single["id"].as_str().unwrap(),
+        group["id"].as_str().unwrap(),
+    );
+    for id in [a, b] {
+        let j = wait_final(port, id);
+        assert_eq!(j["status"], "succeeded", "{j}");
+    }
+    let losses = |id: &str| -> Vec<f64> {
+        let m = http(
+            port,
+            "GET",
+            &format!("/v1/fine_tuning/jobs/{id}/metrics"),
+            None,
+        );
+        m["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["loss"].as_f64().unwrap())
+            .collect()
+    };
+    let (la, lb) = (losses(a), losses(b));
+    assert_eq!(la.len(), 4);
+    assert_eq!(lb.len(), 4, "one job's metrics, every step once");
+    for (x, y) in la.iter().zip(&lb) {
+        assert!((x - y).abs() <= 1e-5 * x.abs().max(1.0), "{la:?} vs {lb:?}");
+    }
+    // The group really is launched: the CPU build has no NCCL, and says so through the job.
+    let mut nccl = cfg.clone();
+    nccl["distributed"]["backend"] = json!("nccl");
+    let n = http(port, "POST", "/v1/fine_tuning/jobs", Some(&nccl));
+    let j = wait_final(port, n["id"].as_str().unwrap());
+    if mlxtune_engine::runtime::backend() == "cpu" {
+        assert_eq!(j["status"], "failed", "{j}");
+        let why = j["error"]["message"].as_str().unwrap().to_lowercase();
+        assert!(
+            why.contains("distributed run") && why.contains("nccl"),
+            "{why}"
+        );
+    }
+    let models = http(port, "GET", "/v1/models", None);
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.iter().any(|m| m.ends_with(b)), "{ids:?}");
+    server.kill().unwrap();
+    server.wait().unwrap();
+}

@@ -13,6 +13,7 @@ pub mod db;
 pub mod error;
 pub mod hub;
 pub mod inference;
+pub mod launched;
 pub mod openapi;
 pub mod registry;
 pub mod remote;

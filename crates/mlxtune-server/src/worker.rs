@@ -16,6 +16,7 @@ use crate::api::{
     ModelObject, StatusChange, TrainingUpdate,
 };
 use crate::db;
+use crate::launched;
 use crate::state::{AppState, Broadcast, CANCEL, PAUSE, RUN};
 
 /// Stores an event and, when `live`, broadcasts it to stream subscribers (a stored event
@@ -197,19 +198,38 @@ async fn run_job(state: &AppState, job: db::JobRow) {
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
     let shutting = state.shutting_down.clone();
-    let handle = tokio::task::spawn_blocking(move || {
-        train(&spec, &output, resume, &mut |e| {
-            let _ = tx.send(e.clone());
-            if shutting.load(Ordering::SeqCst) {
-                return Control::Pause;
-            }
-            match control.load(Ordering::SeqCst) {
-                PAUSE => Control::Pause,
-                CANCEL => Control::Cancel,
-                _ => Control::Continue,
-            }
-        })
-    });
+    let handle = match job.config.distributed.clone() {
+        Some(distributed) => {
+            let l = launched::Launch {
+                config: job.config.clone(),
+                spec,
+                distributed,
+                output,
+                resume,
+            };
+            tokio::spawn(async move {
+                let r = launched::run(l, tx, control, shutting).await;
+                r.map_err(|f| ("training_failed", None, f.0))
+            })
+        }
+        None => tokio::task::spawn_blocking(move || {
+            let r = train(&spec, &output, resume, &mut |e| {
+                let _ = tx.send(e.clone());
+                if shutting.load(Ordering::SeqCst) {
+                    return Control::Pause;
+                }
+                match control.load(Ordering::SeqCst) {
+                    PAUSE => Control::Pause,
+                    CANCEL => Control::Cancel,
+                    _ => Control::Continue,
+                }
+            });
+            r.map_err(|e| {
+                let (code, param) = error_code(&e);
+                (code, param, e.to_string())
+            })
+        }),
+    };
     let mut last_live = None;
     while let Some(ev) = rx.recv().await {
         persist(state, &id, &ev, &mut last_live).await;
@@ -227,9 +247,7 @@ async fn run_job(state: &AppState, job: db::JobRow) {
             }
             finish(state, &id, &r).await
         }
-        Ok(Err(e)) => {
-            let (code, param) = error_code(&e);
-            let text = e.to_string();
+        Ok(Err((code, param, text))) => {
             let _ = db::fail(&state.db, &id, code, &text, param).await;
             let message = format!("job failed: {text}");
             log_status(state, &id, Level::Error, &message, JobStatus::Failed).await;

@@ -1558,6 +1558,16 @@ export interface components {
             content?: string | null;
             role?: null | components["schemas"]["Role"];
         };
+        /** @description `distributed`: how many processes train the job together, over which MLX backend. */
+        DistributedConfig: {
+            /** @description ring (CPUs, Macs) | nccl (NVIDIA GPUs) | mpi; default ring. */
+            backend?: string | null;
+            /**
+             * Format: int32
+             * @description 2 or more.
+             */
+            processes: number;
+        };
         EarlyStoppingConfig: {
             /** Format: double */
             minDelta?: number | null;
@@ -1665,6 +1675,7 @@ export interface components {
             baseModel: string;
             checkpoint?: components["schemas"]["CheckpointConfig"];
             dataset: components["schemas"]["DatasetConfig"];
+            distributed?: null | components["schemas"]["DistributedConfig"];
             earlyStopping?: components["schemas"]["EarlyStoppingConfig"];
             eval?: components["schemas"]["EvalConfig"];
             /** @description lora (default) | dora | qlora | full */

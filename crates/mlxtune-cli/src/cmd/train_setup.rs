@@ -15,6 +15,13 @@ pub fn setup(a: &Args) -> anyhow::Result<(TrainSpec, PathBuf, bool)> {
         (Some(cfg), None) => {
             let at = |e: train::ConfigError| anyhow::anyhow!("{}: {e}", cfg.display());
             let c = train::config::read_config_with(cfg, &a.set).map_err(at)?;
+            if let Some(d) = &c.distributed {
+                anyhow::bail!(
+                    "{}: distributed: on the command line, run `mlxtune launch -n {} -- train …` with a config without it",
+                    cfg.display(),
+                    d.processes
+                );
+            }
             let spec = TrainSpec::from_config(&c).map_err(at)?;
             let stem = cfg
                 .file_stem()

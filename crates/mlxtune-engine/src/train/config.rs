@@ -236,6 +236,22 @@ pub struct FineTuneConfig {
     pub memory_limit_bytes: Option<u64>,
     #[serde(default)]
     pub name: Option<String>,
+    /// Data-parallel training over several processes (the service launches them with
+    /// `mlxtune launch`; on the command line, run `mlxtune launch … -- train` instead).
+    #[serde(default)]
+    pub distributed: Option<DistributedConfig>,
+}
+
+/// `distributed`: how many processes train the job together, over which MLX backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DistributedConfig {
+    /// 2 or more.
+    pub processes: u32,
+    /// ring (CPUs, Macs) | nccl (NVIDIA GPUs) | mpi; default ring.
+    #[serde(default)]
+    pub backend: Option<String>,
 }
 
 /// Parses a JSON or TOML config (by extension; JSON when unknown), naming the field of a

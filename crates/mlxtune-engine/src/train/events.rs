@@ -78,7 +78,7 @@ pub struct Started {
 }
 
 /// What the trainer reports.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     Started(Started),
@@ -115,7 +115,7 @@ pub enum Control {
 }
 
 /// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Completed,
@@ -125,7 +125,7 @@ pub enum Outcome {
 }
 
 /// Result of [`super::train`].
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainResult {
     pub outcome: Outcome,
     pub step: u64,

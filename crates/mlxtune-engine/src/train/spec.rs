@@ -262,6 +262,21 @@ fn check_plain_fields(c: &FineTuneConfig) -> Result<(), ConfigError> {
     if c.base_model.trim().is_empty() {
         return Err(bad("baseModel", "must not be empty"));
     }
+    if let Some(d) = &c.distributed {
+        if !(2..=64).contains(&d.processes) {
+            return Err(bad("distributed.processes", "must be between 2 and 64"));
+        }
+        if let Some(b) = d
+            .backend
+            .as_deref()
+            .filter(|b| !["ring", "nccl", "mpi"].contains(b))
+        {
+            return Err(bad(
+                "distributed.backend",
+                format!("`{b}` is not one of ring, nccl, mpi"),
+            ));
+        }
+    }
     if c.dataset.training_data.trim().is_empty() {
         return Err(bad("dataset.trainingData", "must not be empty"));
     }
