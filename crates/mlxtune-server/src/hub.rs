@@ -68,6 +68,15 @@ pub enum HubError {
     },
 }
 
+/// Whether a snapshot directory holds its weights yet.
+pub fn has_weights(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().ends_with(".safetensors"))
+    })
+}
+
 /// `org/name`, as the Hub names models.
 pub fn is_repo_id(name: &str) -> bool {
     let parts: Vec<&str> = name.split('/').collect();
@@ -110,11 +119,23 @@ pub async fn download(
     cfg: &HubConfig,
     progress: Option<&(dyn Fn(&str, u64, u64) + Send + Sync)>,
 ) -> Result<PathBuf, HubError> {
+    download_part(repo, cfg, progress, true).await
+}
+
+/// [`download`] of the small files only (config, tokenizer, templates) when `weights` is
+/// false: enough to check a job before its weights arrive.
+pub async fn download_part(
+    repo: &str,
+    cfg: &HubConfig,
+    progress: Option<&(dyn Fn(&str, u64, u64) + Send + Sync)>,
+    weights: bool,
+) -> Result<PathBuf, HubError> {
     let client = client(cfg);
     let info = repo_info(&client, cfg, repo).await?;
     let root = repo_dir(cfg, repo);
     let snapshot = root.join("snapshots").join(&info.sha);
-    for s in info.siblings.iter().filter(|s| wanted(&s.rfilename)) {
+    let files = info.siblings.iter().filter(|s| wanted(&s.rfilename));
+    for s in files.filter(|s| weights || !s.rfilename.ends_with(".safetensors")) {
         let f = &s.rfilename;
         if snapshot.join(f).exists() {
             continue;

@@ -16,7 +16,9 @@ use crate::api::{
     ModelObject, StatusChange, TrainingUpdate,
 };
 use crate::db;
+use crate::hub;
 use crate::launched;
+use crate::registry;
 use crate::state::{AppState, Broadcast, CANCEL, PAUSE, RUN};
 
 /// Stores an event and, when `live`, broadcasts it to stream subscribers (a stored event
@@ -195,6 +197,17 @@ async fn run_job(state: &AppState, job: db::JobRow) {
         "training started"
     };
     log_status(state, &id, Level::Info, msg, JobStatus::Running).await;
+    if let Err(e) = fetch_weights(state, &job, &spec.base_model).await {
+        state
+            .controls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        let _ = db::fail(&state.db, &id, "download_failed", &e, Some("baseModel")).await;
+        let message = format!("job failed: {e}");
+        log_status(state, &id, Level::Error, &message, JobStatus::Failed).await;
+        return;
+    }
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
     let shutting = state.shutting_down.clone();
@@ -258,6 +271,63 @@ async fn run_job(state: &AppState, job: db::JobRow) {
             tracing::error!(error = %e, "training thread");
         }
     }
+}
+
+/// A Hugging Face base model whose weights are not here yet (the submission fetched only
+/// its config and tokenizer): fetched now, with progress events on the job every 10%, then
+/// registered.
+async fn fetch_weights(state: &AppState, job: &db::JobRow, dir: &str) -> Result<(), String> {
+    let repo = registry::aliased(&state.settings, &job.config.base_model).to_string();
+    if !hub::is_repo_id(&repo) || hub::has_weights(std::path::Path::new(dir)) {
+        return Ok(());
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, u64, u64)>();
+    let progress = move |f: &str, done: u64, total: u64| {
+        let _ = tx.send((f.to_string(), done, total));
+    };
+    let cfg = hub::HubConfig::from_env();
+    let name = repo.clone();
+    let download = tokio::spawn(async move { hub::download(&name, &cfg, Some(&progress)).await });
+    let mut shown: std::collections::HashMap<String, u64> = Default::default();
+    while let Some((file, done, total)) = rx.recv().await {
+        let tenth = done * 10 / total.max(1);
+        if shown.get(&file).is_some_and(|t| *t >= tenth) {
+            continue;
+        }
+        shown.insert(file.clone(), tenth);
+        let text = format!(
+            "downloading {file} of {repo} from the Hugging Face Hub: {}% of {:.1} MB",
+            tenth * 10,
+            total as f64 / 1e6
+        );
+        store_event(
+            state,
+            &job.id,
+            (Level::Info, EventKind::Message, &text),
+            None,
+            true,
+        )
+        .await;
+    }
+    let snapshot = download
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let m = ModelObject {
+        id: repo.clone(),
+        object: "model".into(),
+        created: db::now(),
+        owned_by: "user".into(),
+        kind: ModelKind::Base,
+        source: repo,
+        path: Some(snapshot.display().to_string()),
+        lineage: None,
+        loaded: false,
+    };
+    db::insert_model(&state.db, &m)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// Registers a succeeded job's model (`ft:<base>:<suffix>:<job id>`) with its lineage.

@@ -186,6 +186,43 @@ async fn a_hugging_face_id_downloads_resumes_is_checked_and_serves() {
     let (s, v) = app.post("/v1/completions", &body).await;
     assert_eq!(s, 200, "{v}");
 
+    // A job on a Hugging Face id nobody has fetched: the submission fetches its config and
+    // tokenizer, the worker the weights, with progress events on the job.
+    let mut cfg = product_config();
+    cfg["baseModel"] = json!("test-org/fresh");
+    cfg["maxSteps"] = json!(2);
+    let (s, job) = app.post("/v1/fine_tuning/jobs", &cfg).await;
+    assert_eq!(s, 200, "{job}");
+    let id = job["id"].as_str().unwrap();
+    app.wait_status(id, &["succeeded"]).await;
+    let (_, ev) = app
+        .get(&format!("/v1/fine_tuning/jobs/{id}/events?limit=1000"))
+        .await;
+    let texts: Vec<&str> = ev["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    let progress: Vec<&&str> = texts
+        .iter()
+        .filter(|t| t.starts_with("downloading model.safetensors of test-org/fresh"))
+        .collect();
+    assert!(
+        progress.len() >= 2 && progress.last().unwrap().contains(": 100% of"),
+        "{texts:?}"
+    );
+    let (s, m) = app.get("/v1/models").await;
+    assert_eq!(s, 200);
+    assert!(
+        m["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == "test-org/fresh"),
+        "{m}"
+    );
+
     // A file whose content does not match its checksum is refused, and not kept.
     let (s, v) = app
         .post("/v1/models", &json!({ "source": "other-org/bad" }))

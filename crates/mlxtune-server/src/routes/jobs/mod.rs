@@ -141,6 +141,9 @@ fn cap_at_context(
 /// The directory a job trains from: `baseModel` through the registry; a fine-tuned
 /// adapter is fused into its base once (continued training starts from base + adapter).
 async fn base_model_dir(state: &AppState, name: &str) -> ApiResult<std::path::PathBuf> {
+    if let Some(dir) = hub_metadata_only(state, name).await? {
+        return Ok(dir);
+    }
     let r = match names::resolve(state, name, "baseModel").await {
         Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => {
             return Err(ApiError::invalid("baseModel", e.message))
@@ -167,6 +170,25 @@ async fn base_model_dir(state: &AppState, name: &str) -> ApiResult<std::path::Pa
         .map_err(|e| ApiError::internal("fusing a base model", e))?
         .map_err(|e| ApiError::invalid("baseModel", e.to_string()))?;
     Ok(out)
+}
+
+/// A Hugging Face id no one has registered yet: only its config and tokenizer are fetched
+/// now (the pre-flight needs them); the worker fetches the weights with progress events.
+async fn hub_metadata_only(state: &AppState, name: &str) -> ApiResult<Option<std::path::PathBuf>> {
+    let name = names::canonical(state, name);
+    let local = crate::validate::confine(name, &state.settings.paths.model_roots, "baseModel");
+    if !crate::hub::is_repo_id(name)
+        || !state.settings.models.download
+        || local.is_ok()
+        || db::get_model(&state.db, name).await?.is_some()
+    {
+        return Ok(None);
+    }
+    let cfg = crate::hub::HubConfig::from_env();
+    crate::hub::download_part(name, &cfg, None, false)
+        .await
+        .map(Some)
+        .map_err(|e| ApiError::invalid("baseModel", e.to_string()))
 }
 
 fn fuse_for_training(
