@@ -68,29 +68,7 @@ fn copy_dir(from: &Path, to: &Path) {
 fn a_server_killed_mid_training_finishes_the_job_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    copy_dir(&fixture("llama"), &d.join("models/llama-tiny"));
-    std::fs::create_dir_all(d.join("datasets")).unwrap();
-    std::fs::create_dir_all(d.join("config")).unwrap();
-    let lines: Vec<String> = [
-        "The quick brown fox.",
-        "Pack my box.",
-        "Judge my vow.",
-        "Lazy dog.",
-    ]
-    .iter()
-    .map(|t| json!({ "text": t }).to_string())
-    .collect();
-    std::fs::write(d.join("datasets/t.jsonl"), lines.join("\n")).unwrap();
-    std::fs::write(
-        d.join("config/default.toml"),
-        format!(
-            "[server]\nhost = \"127.0.0.1\"\nport = 0\nmax_body_bytes = 65536\n[storage]\ndata_dir = \"{}\"\ndatabase_path = \"\"\n[workers]\ncount = 1\n[paths]\nmodel_roots = [\"{}\"]\ndataset_roots = [\"{}\"]\n[auth]\napi_keys = []\n",
-            d.join("data").display(),
-            d.join("models").display(),
-            d.join("datasets").display()
-        ),
-    )
-    .unwrap();
+    setup(d);
     let (mut server, port) = start(d);
     let cfg = json!({
         "baseModel": "llama-tiny",
@@ -180,51 +158,7 @@ fn a_server_killed_mid_training_finishes_the_job_after_restart() {
     server.kill().unwrap();
     server.wait().unwrap();
 
-    // `mlxtune generate` / `eval --model <fine-tuned id>` resolve through the service's
-    // registry: the same tokens and loss as the base with the job's adapter.
-    let ft = job["fine_tuned_model"].as_str().unwrap();
-    let run = |args: &[&str]| -> Value {
-        let out = Command::new(env!("CARGO_BIN_EXE_mlxtune"))
-            .args(args)
-            .env("MLXTUNE_CONFIG_DIR", d.join("config"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
-    let base = d.join("models/llama-tiny");
-    let base = base.to_str().unwrap();
-    let adapter = job["output_dir"].as_str().unwrap();
-    let gen = [
-        "generate",
-        "--prompt",
-        "The quick",
-        "--max-tokens",
-        "6",
-        "--temperature",
-        "0",
-        "--json",
-    ];
-    let by_id = run(&[&gen[..], &["--model", ft]].concat());
-    let by_hand = run(&[&gen[..], &["--model", base, "--adapter", adapter]].concat());
-    assert_eq!(by_id["token_ids"], by_hand["token_ids"]);
-    let data = d.join("datasets/t.jsonl");
-    let eval = ["eval", "--data", data.to_str().unwrap(), "--json"];
-    let loss = |more: &[&str]| run(&[&eval[..], more].concat())["loss"].as_f64().unwrap();
-    let (with_id, with_adapter, plain) = (
-        loss(&["--model", ft]),
-        loss(&["--model", base, "--adapter", adapter]),
-        loss(&["--model", base]),
-    );
-    assert_eq!(with_id, with_adapter);
-    assert!(
-        with_id < plain,
-        "the adapter was trained on this data: {with_id} vs {plain}"
-    );
+    generate_and_eval_by_fine_tuned_id_equal_the_adapter(d, &job);
 }
 
 /// A server in `d` over the llama fixture and a small text dataset.
@@ -336,4 +270,52 @@ fn a_distributed_job_trains_on_two_ranks_like_one_process_and_streams_one_jobs_m
     assert!(ids.iter().any(|m| m.ends_with(b)), "{ids:?}");
     server.kill().unwrap();
     server.wait().unwrap();
+}
+
+/// `mlxtune generate` / `eval --model <fine-tuned id>` resolve through the service's
+/// registry in `d`: the same tokens and loss as the base with the job's adapter.
+fn generate_and_eval_by_fine_tuned_id_equal_the_adapter(d: &Path, job: &Value) {
+    let ft = job["fine_tuned_model"].as_str().unwrap();
+    let run = |args: &[&str]| -> Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_mlxtune"))
+            .args(args)
+            .env("MLXTUNE_CONFIG_DIR", d.join("config"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let base = d.join("models/llama-tiny");
+    let base = base.to_str().unwrap();
+    let adapter = job["output_dir"].as_str().unwrap();
+    let gen = [
+        "generate",
+        "--prompt",
+        "The quick",
+        "--max-tokens",
+        "6",
+        "--temperature",
+        "0",
+        "--json",
+    ];
+    let by_id = run(&[&gen[..], &["--model", ft]].concat());
+    let by_hand = run(&[&gen[..], &["--model", base, "--adapter", adapter]].concat());
+    assert_eq!(by_id["token_ids"], by_hand["token_ids"]);
+    let data = d.join("datasets/t.jsonl");
+    let eval = ["eval", "--data", data.to_str().unwrap(), "--json"];
+    let loss = |more: &[&str]| run(&[&eval[..], more].concat())["loss"].as_f64().unwrap();
+    let (with_id, with_adapter, plain) = (
+        loss(&["--model", ft]),
+        loss(&["--model", base, "--adapter", adapter]),
+        loss(&["--model", base]),
+    );
+    assert_eq!(with_id, with_adapter);
+    assert!(
+        with_id < plain,
+        "the adapter was trained on this data: {with_id} vs {plain}"
+    );
 }

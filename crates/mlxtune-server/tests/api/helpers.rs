@@ -232,3 +232,19 @@ pub async fn read_stream(url: &str, openapi: &OpenApiCheck) -> (Vec<String>, Vec
     }
     (kinds, steps)
 }
+
+/// A Python tool folder installed by scripts/pytools.sh (`.native/pytools/<name>-site`, or
+/// `$<env>`); fails the test when `module` is missing there.
+pub fn python_site(name: &str, env: &str, module: &str) -> PathBuf {
+    let site = std::env::var_os(env).map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../.native/pytools")
+            .join(format!("{name}-site"))
+    });
+    assert!(
+        site.join(module).is_dir(),
+        "{module} is not installed in {} (run scripts/pytools.sh)",
+        site.display()
+    );
+    site
+}

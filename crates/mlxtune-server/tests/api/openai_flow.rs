@@ -3,8 +3,6 @@
 //! succeeded → `list_events` → `checkpoints.list` → `cancel` of a second job; then the
 //! adapters downloaded as an artifact load as `mlxtune eval --adapter` loads them.
 
-use std::path::PathBuf;
-
 use serde_json::Value;
 
 use crate::helpers::*;
@@ -36,18 +34,9 @@ tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz").extractall(out, filter="data
 print(json.dumps(r))
 "#;
 
-fn openai_site() -> PathBuf {
-    std::env::var_os("MLXTUNE_OPENAI_SITE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.native/pytools/openai-site")
-        })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_sdks_fine_tuning_flow_runs_end_to_end_and_the_adapters_download() {
-    let site = openai_site();
-    assert!(site.join("openai").is_dir(), "run scripts/pytools.sh");
+    let site = python_site("openai", "MLXTUNE_OPENAI_SITE", "openai");
     let app = spawn_app(vec!["sk-flow".into()]).await;
     let data = app.root.join("upload.jsonl");
     std::fs::write(&data, crate::files::chat_lines()).unwrap();

@@ -3,8 +3,6 @@
 //! streamed) with a fine-tuned model, and `fine_tuning.jobs.create / retrieve / list /
 //! cancel` with our config as the body.
 
-use std::path::PathBuf;
-
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -31,22 +29,9 @@ out["cancelled"] = client.fine_tuning.jobs.cancel(job.id).id
 print(json.dumps(out))
 "#;
 
-fn openai_site() -> PathBuf {
-    std::env::var_os("MLXTUNE_OPENAI_SITE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.native/pytools/openai-site")
-        })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_openai_python_sdk_works_unchanged() {
-    let site = openai_site();
-    assert!(
-        site.join("openai").is_dir(),
-        "the OpenAI SDK is not installed in {} (run scripts/pytools.sh)",
-        site.display()
-    );
+    let site = python_site("openai", "MLXTUNE_OPENAI_SITE", "openai");
     let app = spawn_app(vec!["sk-test".into()]).await;
     let mut cfg = product_config();
     cfg["maxSteps"] = json!(3);

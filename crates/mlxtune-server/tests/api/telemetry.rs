@@ -3,7 +3,6 @@
 //! series say what happened: requests by route and status, jobs by state, a running job's
 //! tokens/s and loss, open streams, memory.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -21,23 +20,10 @@ for family in text_string_to_metric_families(sys.stdin.read()):
 print(json.dumps(out))
 "#;
 
-fn prometheus_site() -> PathBuf {
-    std::env::var_os("MLXTUNE_PROMETHEUS_SITE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.native/pytools/prometheus-site")
-        })
-}
-
 /// The samples of the exposition text, as Prometheus's own parser reads them.
 fn parse(text: &str) -> Vec<Value> {
     use std::io::Write;
-    let site = prometheus_site();
-    assert!(
-        site.join("prometheus_client").is_dir(),
-        "prometheus_client is not installed in {} (run scripts/pytools.sh)",
-        site.display()
-    );
+    let site = python_site("prometheus", "MLXTUNE_PROMETHEUS_SITE", "prometheus_client");
     let mut child = std::process::Command::new("python3")
         .args(["-c", PARSE])
         .env("PYTHONPATH", &site)
