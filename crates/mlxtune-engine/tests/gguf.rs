@@ -17,18 +17,15 @@ use mlxtune_engine::models::spec::Role;
 use mlxtune_engine::{weights, LoadOptions, Model, Tokenizer};
 use serde_json::{json, Value};
 
-/// Helpers of this file: fixtures, running the Python reader, comparisons.
-mod helpers {
-    use super::*;
+mod common;
 
-    pub const ARCHS: &[&str] = &["lfm2", "llama", "qwen2", "qwen3"];
+/// Helpers of this file: loading, exporting, running the Python reader.
+mod helpers {
+    pub use super::common::{fixture, max_abs, max_abs_diff, ARCHS};
+    use super::*;
 
     pub fn repo() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-    }
-
-    pub fn fixture(name: &str) -> PathBuf {
-        repo().join("tests/fixtures/models").join(name)
     }
 
     pub fn load(dir: &Path) -> Model {
@@ -71,27 +68,6 @@ mod helpers {
             String::from_utf8_lossy(&r.stderr)
         );
         serde_json::from_slice(&r.stdout).unwrap()
-    }
-
-    pub fn max_abs_diff(a: &Array, b: &Array) -> f32 {
-        assert_eq!(a.shape(), b.shape());
-        let d = a
-            .as_dtype(Dtype::Float32)
-            .unwrap()
-            .subtract(b.as_dtype(Dtype::Float32).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max(None)
-            .unwrap();
-        d.eval().unwrap();
-        d.item_cast::<f32>()
-    }
-
-    pub fn max_abs(a: &Array) -> f32 {
-        let m = a.abs().unwrap().max(None).unwrap();
-        m.eval().unwrap();
-        m.item_cast::<f32>()
     }
 
     /// Greedy continuation of `prompt` by full forward passes (no cache involved).
