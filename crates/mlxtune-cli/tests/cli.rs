@@ -1,21 +1,11 @@
 //! The `mlxtune` command as a user runs it: JSON outputs, exit codes, one-line errors.
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/models")
-        .join(name)
-}
+use common::{fixture, mlxtune};
 
-fn mlxtune(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mlxtune"))
-        .args(args)
-        .output()
-        .expect("mlxtune runs")
-}
+use std::process::Output;
 
 fn json(out: &Output) -> serde_json::Value {
     assert!(

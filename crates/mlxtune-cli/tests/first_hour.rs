@@ -2,6 +2,10 @@
 //! flags checked by clap, `--set` overrides, errors printed once.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::fixture;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -67,12 +71,6 @@ fn a_misspelled_setting_is_named_with_the_closest_key() {
         err.contains("server.prot is an unknown field; did you mean server.port?"),
         "{err}"
     );
-}
-
-fn fixture(name: &str) -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/models")
-        .join(name)
 }
 
 /// A LoRA config for the LFM2 fixture over four chat records, written into `dir`.

@@ -2,25 +2,16 @@
 //! with one process taking the same global batches; resume; a rank killed mid-run.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{fixture, mlxtune};
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use mlxtune_engine::train::checkpoint;
 use mlxtune_engine::weights;
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/models")
-        .join(name)
-}
-
-fn mlxtune(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mlxtune"))
-        .args(args)
-        .output()
-        .expect("mlxtune runs")
-}
 
 fn ok(o: &Output) {
     assert!(

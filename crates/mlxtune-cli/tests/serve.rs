@@ -2,19 +2,17 @@
 //! the job from its last checkpoint with no job or event lost.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::fixture;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/models")
-        .join(name)
-}
 
 fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> Value {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
