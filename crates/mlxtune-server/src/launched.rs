@@ -189,5 +189,6 @@ fn stopped_result(l: &Launch, outcome: Outcome, step: u64) -> TrainResult {
         best_checkpoint: None,
         output_dir: l.output.clone(),
         trained_tokens: 0,
+        skipped_steps: 0,
     }
 }

@@ -2053,6 +2053,12 @@ export interface components {
             padding_waste: number;
             /** Format: int64 */
             peak_memory_bytes: number;
+            /**
+             * Format: int64
+             * @description fp16 updates skipped for overflow so far in the run (each retried at a lower loss
+             *     scale on the same micro-batches).
+             */
+            skipped_steps?: number;
             /** Format: int64 */
             step: number;
             /**

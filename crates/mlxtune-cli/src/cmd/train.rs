@@ -144,8 +144,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             Outcome::Paused => "paused (resume with --resume)",
             Outcome::Cancelled => "cancelled",
         };
+        let skipped = match r.skipped_steps {
+            0 => String::new(),
+            n => format!("; {n} fp16 updates skipped for overflow (retried)"),
+        };
         eprintln!(
-            "{how} at step {}/{}; final loss {}; output in {}",
+            "{how} at step {}/{}; final loss {}{skipped}; output in {}",
             r.step,
             r.total_steps,
             r.final_loss.map_or("-".into(), |l| format!("{l:.4}")),

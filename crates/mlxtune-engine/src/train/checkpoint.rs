@@ -33,6 +33,9 @@ pub struct TrainState {
     /// error); `micro` counts in these units.
     #[serde(default = "one")]
     pub split: u32,
+    /// fp16 updates skipped for overflow (their micro-batches are retried, not dropped).
+    #[serde(default)]
+    pub skipped_steps: u64,
 }
 
 fn one() -> u32 {

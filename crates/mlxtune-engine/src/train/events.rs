@@ -29,6 +29,10 @@ pub struct StepMetrics {
     pub elapsed_seconds: f64,
     pub eta_seconds: f64,
     pub completion_percentage: f64,
+    /// fp16 updates skipped for overflow so far in the run (each retried at a lower loss
+    /// scale on the same micro-batches).
+    #[serde(default)]
+    pub skipped_steps: u64,
 }
 
 /// A validation pass.
@@ -135,4 +139,7 @@ pub struct TrainResult {
     pub best_checkpoint: Option<PathBuf>,
     pub output_dir: PathBuf,
     pub trained_tokens: u64,
+    /// fp16 updates skipped for overflow (see [`StepMetrics::skipped_steps`]).
+    #[serde(default)]
+    pub skipped_steps: u64,
 }

@@ -272,6 +272,7 @@ impl<'a> Run<'a> {
             Err(e) if e.is_out_of_memory() && self.can_split_further() && self.group.is_none() => {
                 self.recover_from_out_of_memory(&e)?;
                 return Ok(Next::Continue);
+        let micro_before = self.state.micro;
             }
             Err(e) => return Err(e),
         };
@@ -290,6 +291,8 @@ impl<'a> Run<'a> {
             }
             if let Some(w) = self.board.step(&m) {
                 self.on_event(Event::warn(w));
+                // The same micro-batches again at the lower scale: no data is dropped.
+                self.state.micro = micro_before;
             }
             control = self.on_event(Event::Step(m));
         }
@@ -332,7 +335,14 @@ impl<'a> Run<'a> {
         if self.spec.dtype() == Dtype::Float16 && self.state.loss_scale > 1.0 {
             self.state.loss_scale /= 2.0;
             self.state.good_steps = 0;
-            let text = format!("fp16 overflow: loss scale now {}", self.state.loss_scale);
+            self.state.skipped_steps += 1;
+            let text = format!(
+                "fp16 overflow at step {} (loss {loss}, gradient norm {grad_norm}): update \
+                 skipped ({} so far), retried with loss scale {}",
+                self.state.step + 1,
+                self.state.skipped_steps,
+                self.state.loss_scale
+            );
             self.on_event(Event::warn(text));
             return Ok(());
         }
@@ -454,6 +464,7 @@ impl<'a> Run<'a> {
             let c = match self.is_root() {
                 true => self.save_checkpoint()?,
                 false => Control::Continue,
+            skipped_steps: state.skipped_steps,
             };
             if self.agree(c)? == Control::Cancel {
                 control = Control::Cancel;
@@ -645,6 +656,7 @@ fn fresh_state(spec: &TrainSpec, total_steps: u64, split: u32) -> TrainState {
     TrainState {
         step: 0,
         micro: 0,
+            skipped_steps: state.skipped_steps,
         total_steps,
         optimizer_t: 0,
         loss_scale: if spec.dtype() == Dtype::Float16 {
@@ -661,3 +673,4 @@ fn fresh_state(spec: &TrainSpec, total_steps: u64, split: u32) -> TrainState {
         split,
     }
 }
+        skipped_steps: 0,
