@@ -4,13 +4,16 @@
 use mlx_rs::Dtype;
 
 use super::spec::TrainSpec;
+use crate::models::spec::LayerKind;
 use crate::models::Model;
 use crate::runtime;
 
-/// Rough peak-memory estimate (bytes) of one micro-batch of `batch` rows of `seq` tokens:
-/// weights, trainable copies with gradients and two optimizer moments, and activations
-/// kept for the backward pass (~18 hidden-sized and 3 ff-sized values per token and layer,
-/// plus the logits in f32 twice).
+/// Peak-memory estimate (bytes) of one micro-batch of `batch` rows of `seq` tokens: weights,
+/// trainable copies with gradients and two optimizer moments, and activations kept for the
+/// backward pass: ~18 hidden-sized, 3 ff-sized and 4 attention-width values per token and
+/// layer, the logits in f32 twice, and each attention layer's scores (f32, twice: the
+/// backward pass of attention materializes them). Calibrated on the test fixtures, where
+/// the measured peak stays below it (tests/batch_sizing.rs).
 pub fn estimate_peak_memory(
     model: &Model,
     spec: &TrainSpec,
@@ -25,13 +28,21 @@ pub fn estimate_peak_memory(
     };
     let weights: u64 = model.weights.values().map(|a| a.nbytes() as u64).sum();
     let train_state = trainable_params * 4 * 4;
-    let per_token_layer = (18 * s.hidden_size as u64 + 3 * s.intermediate_size as u64) * bytes;
-    let layers = if spec.gradient_checkpointing {
-        2
-    } else {
-        s.num_layers() as u64
+    let attn_width = (s.num_heads * s.head_dim) as u64;
+    let per_token_layer =
+        (18 * s.hidden_size as u64 + 3 * s.intermediate_size as u64 + 4 * attn_width) * bytes;
+    let attention = s
+        .layers
+        .iter()
+        .filter(|k| **k == LayerKind::Attention)
+        .count() as u64;
+    // With checkpointing, only the layers being recomputed hold their activations.
+    let (layers, attention) = match spec.gradient_checkpointing {
+        true => (2, attention.min(2)),
+        false => (s.num_layers() as u64, attention),
     };
-    let acts = batch * seq * (per_token_layer * layers + 2 * 4 * s.vocab_size as u64);
+    let scores = attention * s.num_heads as u64 * seq * seq * 4 * 2;
+    let acts = batch * (seq * (per_token_layer * layers + 2 * 4 * s.vocab_size as u64) + scores);
     weights + train_state + acts
 }
 

@@ -96,7 +96,7 @@ pub fn prepare(spec: &TrainSpec) -> Result<Prepared> {
         None => None,
     };
     let (trainable, modules) = initial_trainables(spec, &model)?;
-    let batching = choose_batching(spec, &model, &trainable);
+    let batching = choose_batching(spec, &model, &trainable, &train.stats, &mut warnings);
     if batching.split > 1 {
         warnings.push(format!(
             "batch size {} would not fit the memory limit: micro-batches of {}, {} per batch",
@@ -138,20 +138,48 @@ fn load_model(spec: &TrainSpec) -> Result<Model> {
     Ok(model)
 }
 
-fn choose_batching(spec: &TrainSpec, model: &Model, trainable: &Weights) -> Batching {
+/// The micro-batch for the memory limit; a limit even one row's estimate exceeds is
+/// warned about (with the model's own size when the limit is below that too).
+fn choose_batching(
+    spec: &TrainSpec,
+    model: &Model,
+    trainable: &Weights,
+    data: &DataStats,
+    warnings: &mut Vec<String>,
+) -> Batching {
     let params: u64 = trainable.values().map(|a| a.size() as u64).sum();
-    let seq = spec.sequence_length as u64;
+    let seq = row_length(spec, data);
     let limit = total_memory_limit(spec);
     let one_row = estimate_peak_memory(model, spec, params, 1, seq);
     if one_row > limit {
-        tracing::warn!(
-            "memory limit {limit} bytes is below the estimated peak of a single row ({one_row} \
-             bytes): training runs one row at a time and may run out of memory"
-        );
+        let fixed = estimate_peak_memory(model, spec, params, 0, seq);
+        let what = match spec.memory_limit_bytes {
+            Some(_) => "memoryLimitBytes",
+            None => "the memory available",
+        };
+        warnings.push(format!(
+            "{what} ({limit} bytes) is below the estimated peak of a single row of {seq} tokens \
+             ({one_row} bytes; the weights and trainable state alone {fixed}): training runs \
+             one row at a time and will exceed it"
+        ));
     }
     Batching::choose(spec.batch_size, |micro| {
         estimate_peak_memory(model, spec, params, micro as u64, seq) <= limit
     })
+}
+
+/// The longest row a batch can hold: the sequence length when packing, else the longest
+/// example (rounded up as a compiled step pads it).
+fn row_length(spec: &TrainSpec, data: &DataStats) -> u64 {
+    let seq = spec.sequence_length as u64;
+    if spec.packing {
+        return seq;
+    }
+    let longest = match spec.compile {
+        true => (data.max_len as u64).div_ceil(32) * 32,
+        false => data.max_len as u64,
+    };
+    longest.clamp(1, seq)
 }
 
 fn plan(spec: &TrainSpec, examples: &[Example], batch_size: u32) -> Plan {
