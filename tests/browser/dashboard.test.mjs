@@ -150,8 +150,11 @@ test('a dropped stream reconnects with ?after= the last event id: nothing lost, 
     stream.drop();
     return id;
   });
-  assert.ok(lastId > 0);
-  const ids = (i) => frames.filter((f) => f.i === i && typeof f.msg.id === 'number').map((f) => f.msg.id);
+  const seq = (id) => Number(id.slice('ftevent-'.length));
+  assert.match(lastId, /^ftevent-\d+$/);
+  assert.ok(seq(lastId) > 0);
+  const isEvent = (msg) => typeof msg.id === 'string' && msg.id.startsWith('ftevent-');
+  const ids = (i) => frames.filter((f) => f.i === i && isEvent(f.msg)).map((f) => f.msg.id);
   await until(() => sockets.length > opened && ids(opened).length > 5);
   await page.waitForFunction(() => document.querySelector('#stream-state').dataset.state === 'live');
   assert.match(sockets[opened], new RegExp(`after=${lastId}$`), 'the reconnect asks for ?after=<last id>');
@@ -159,10 +162,10 @@ test('a dropped stream reconnects with ?after= the last event id: nothing lost, 
   assert.equal(ids(opened)[0], next, 'the new socket starts with the first stored event after the last one seen: no gap');
   // The old socket may still carry frames after close(); the page drops them (a closing
   // socket delivers nothing), so what the page had is exactly the ids up to lastId.
-  const had = ids(opened - 1).filter((id) => id <= lastId);
+  const had = ids(opened - 1).filter((id) => seq(id) <= seq(lastId));
   const got = [...had, ...ids(opened)];
   assert.equal(new Set(got).size, got.length, 'no event delivered twice');
-  assert.deepEqual(got, [...got].sort((a, b) => a - b), 'events in order across the reconnect');
+  assert.deepEqual(got, [...got].sort((a, b) => seq(a) - seq(b)), 'events in order across the reconnect');
 });
 
 test('pause and resume work from the buttons', async () => {

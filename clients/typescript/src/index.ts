@@ -2,6 +2,6 @@ export { MLXFineTuningService, type ListOptions, type ServiceOptions } from './s
 export { MLXTuneError } from './errors.js';
 export { FineTunedModel, type ModelRef } from './models.js';
 export {
-  UpdateSubscription, type UpdateEvents, type UpdateOptions, type WebSocketFactory, type WebSocketLike,
+  UpdateSubscription, eventSequence, type UpdateEvents, type UpdateOptions, type WebSocketFactory, type WebSocketLike,
 } from './updates.js';
 export type * from './types.js';

@@ -77,7 +77,7 @@ export class MLXFineTuningService {
   }
 
   /** Events in order; page with `after` (an event id). */
-  events(id: string, opts: { after?: number; limit?: number } = {}): Promise<EventList> {
+  events(id: string, opts: { after?: string | number; limit?: number } = {}): Promise<EventList> {
     const q = new URLSearchParams();
     if (opts.after !== undefined) q.set('after', String(opts.after));
     if (opts.limit !== undefined) q.set('limit', String(opts.limit));

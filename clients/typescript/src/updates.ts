@@ -1,6 +1,6 @@
 // A job's live updates over the WebSocket `/v1/fine_tuning/jobs/{id}/stream`: a snapshot,
-// then events. The last event id is kept and a reconnect asks for `?after=<id>`, so events
-// missed while away are replayed exactly once. The API key rides as the subprotocol
+// then events. The last event id (`ftevent-<n>`, n increasing) is kept and a reconnect asks
+// for `?after=<id>`, so events missed while away are replayed exactly once. The API key rides as the subprotocol
 // `mlxtune.bearer.<key>` beside `mlxtune` (browsers cannot set headers; never in the URL).
 import type { FineTuneJob, JobEvent, Snapshot, TrainingUpdate } from './types.js';
 
@@ -24,14 +24,17 @@ export interface UpdateEvents {
   /** The job reached succeeded, failed or cancelled; the subscription then closes. */
   finished: (status: string) => void;
   /** Connected (`reconnect` true after a drop). */
-  open: (info: { reconnect: boolean; after: number }) => void;
+  open: (info: { reconnect: boolean; after: string }) => void;
   /** The connection dropped; a reconnect follows unless closed. */
   disconnect: () => void;
 }
 
 export interface UpdateOptions {
-  /** Replay stored events after this event id first (0: the job's whole history). Default 0. */
-  after?: number;
+  /**
+   * Replay stored events after this event id first (`ftevent-<n>`, or the number n; 0: the
+   * job's whole history). Default 0.
+   */
+  after?: string | number;
   /** Reconnect after a drop (with `?after=` the last id). Default true. */
   reconnect?: boolean;
   /** First reconnect delay in ms, doubled up to `maxDelayMs`. Default 250 / 5000. */
@@ -40,6 +43,11 @@ export interface UpdateOptions {
 }
 
 const TERMINAL = new Set(['succeeded', 'failed', 'cancelled']);
+
+/** The sequence number of an event id (`ftevent-<n>` → n; a bare number as itself). */
+export function eventSequence(id: string | number): number {
+  return typeof id === 'number' ? id : Number(id.replace(/^ftevent-/, ''));
+}
 
 export class UpdateSubscription {
   private handlers = new Map<keyof UpdateEvents, Array<(...args: unknown[]) => void>>();
@@ -56,14 +64,14 @@ export class UpdateSubscription {
     private readonly Socket: WebSocketFactory,
     private readonly opts: UpdateOptions,
   ) {
-    this.last = opts.after ?? 0;
+    this.last = eventSequence(opts.after ?? 0);
     this.delay = opts.minDelayMs ?? 250;
     queueMicrotask(() => this.connect());
   }
 
-  /** The id of the last event delivered; a reconnect continues after it. */
-  get lastEventId(): number {
-    return this.last;
+  /** The id of the last event delivered (`ftevent-<n>`); a reconnect continues after it. */
+  get lastEventId(): string {
+    return `ftevent-${this.last}`;
   }
 
   on<K extends keyof UpdateEvents>(name: K, fn: UpdateEvents[K]): this {
@@ -92,12 +100,12 @@ export class UpdateSubscription {
   private connect(): void {
     if (this.closed) return;
     const sep = this.url.includes('?') ? '&' : '?';
-    const ws = new this.Socket(`${this.url}${sep}after=${this.last}`, this.protocols);
+    const ws = new this.Socket(`${this.url}${sep}after=${this.lastEventId}`, this.protocols);
     this.ws = ws;
     const reconnect = this.connects++ > 0;
     ws.onopen = () => {
       this.delay = this.opts.minDelayMs ?? 250;
-      this.emit('open', { reconnect, after: this.last });
+      this.emit('open', { reconnect, after: this.lastEventId });
     };
     ws.onmessage = (m) => this.receive(String(m.data));
     ws.onerror = () => {};
@@ -125,8 +133,9 @@ export class UpdateSubscription {
       return;
     }
     const ev = msg as JobEvent;
-    if (ev.id <= this.last) return;
-    this.last = ev.id;
+    const seq = eventSequence(ev.id);
+    if (seq <= this.last) return;
+    this.last = seq;
     this.emit('event', ev);
     if (ev.type === 'mlx_training_update' && ev.data) {
       this.emit('mlx_training_update', ev.data as TrainingUpdate, ev);

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import WebSocket from 'ws';
 
-import { MLXFineTuningService, MLXTuneError } from '../dist/index.js';
+import { MLXFineTuningService, MLXTuneError, eventSequence } from '../dist/index.js';
 import { startServer, tinyConfig } from '../../../tests/support/mlxtune-server.mjs';
 
 const KEY = 'client-key-42';
@@ -38,7 +38,8 @@ test('onUpdate emits mlx_training_update for every step exactly once across a dr
   assert.ok(opens.length >= 2, 'it reconnected');
   assert.equal(opens[0].reconnect, false);
   assert.equal(opens[1].reconnect, true);
-  assert.ok(opens[1].after > 0, 'the reconnect asked for ?after=<last event id>');
+  assert.match(opens[1].after, /^ftevent-\d+$/);
+  assert.ok(eventSequence(opens[1].after) > 0, 'the reconnect asked for ?after=<last event id>');
 });
 
 test('onUpdate with after replays only the events after that id', async () => {
@@ -50,7 +51,11 @@ test('onUpdate with after replays only the events after that id', async () => {
   const sub = svc.onUpdate(job.id, undefined, { after: cut });
   sub.on('event', (e) => seen.push(e.id));
   await new Promise((ok) => sub.on('finished', ok));
-  assert.deepEqual(seen, events.filter((e) => e.id > cut).map((e) => e.id));
+  const later = events.filter((e) => eventSequence(e.id) > eventSequence(cut));
+  assert.deepEqual(seen, later.map((e) => e.id));
+  // Clients from before `ftevent-` ids page with the bare number: the same events.
+  const old = (await svc.events(job.id, { after: eventSequence(cut), limit: 1000 })).data;
+  assert.deepEqual(old.map((e) => e.id), later.map((e) => e.id));
 });
 
 test('a wrong key is refused: 403 over HTTP, and the stream never opens', async () => {

@@ -808,8 +808,8 @@ export interface paths {
                 path: {
                     /** @description job id */
                     id: string;
-                    /** @description An event id: the page continues after it. */
-                    after: number | null;
+                    /** @description An event id (`ftevent-<n>`, or the number n): the page continues after it. */
+                    after: string | null;
                     /** @description 1..1000, default 100. */
                     limit: number | null;
                 };
@@ -1016,8 +1016,8 @@ export interface paths {
         get: {
             parameters: {
                 query?: {
-                    /** @description event id to replay after */
-                    after?: number;
+                    /** @description event id to replay after (ftevent-<n>, or the number n) */
+                    after?: string;
                 };
                 header?: never;
                 path: {
@@ -1789,10 +1789,11 @@ export interface components {
             created_at: number;
             data?: null | components["schemas"]["EventData"];
             /**
-             * Format: int64
-             * @description Increasing across all jobs; `?after=` continues after one.
+             * @description OpenAI's `ftevent-<n>`, `n` increasing across all jobs; `?after=` continues after
+             *     one (the sequence number inside; `after` also takes the bare number).
+             * @example ftevent-42
              */
-            id: number;
+            id: string;
             job_id: string;
             level: components["schemas"]["Level"];
             message: string;

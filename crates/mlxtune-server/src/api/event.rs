@@ -90,7 +90,10 @@ pub enum EventData {
 /// One event.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct JobEvent {
-    /// Increasing across all jobs; `?after=` continues after one.
+    /// OpenAI's `ftevent-<n>`, `n` increasing across all jobs; `?after=` continues after
+    /// one (the sequence number inside; `after` also takes the bare number).
+    #[serde(with = "super::event_id")]
+    #[schema(value_type = String, example = "ftevent-42")]
     pub id: i64,
     /// Always `fine_tuning.job.event`.
     pub object: String,

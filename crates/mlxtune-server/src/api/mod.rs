@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod error;
 pub mod event;
+pub mod event_id;
 pub mod file;
 pub mod inference;
 pub mod job;

@@ -16,13 +16,14 @@ use crate::state::AppState;
 
 #[derive(Deserialize)]
 pub struct StreamQuery {
-    after: Option<i64>,
+    /// `ftevent-<n>` or the number n.
+    after: Option<String>,
 }
 
 /// WebSocket: a snapshot, the stored events after `after`, then live events of the job.
 #[utoipa::path(get, path = "/v1/fine_tuning/jobs/{id}/stream", operation_id = "streamFineTuningJob",
-    params(("id" = String, Path, description = "job id"), ("after" = Option<i64>, Query, description = "event id to replay after")),
-    responses((status = 101, description = "switching to the WebSocket protocol"), (status = 404, body = ErrorBody)))]
+    params(("id" = String, Path, description = "job id"), ("after" = Option<String>, Query, description = "event id to replay after (ftevent-<n>, or the number n)")),
+    responses((status = 101, description = "switching to the WebSocket protocol"), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn job_stream(
     ws: WebSocketUpgrade,
     State(state): State<AppState>,
@@ -32,8 +33,10 @@ pub async fn job_stream(
     db::get_job(&state.db, &id)
         .await?
         .ok_or_else(|| ApiError::not_found(&format!("job {id}")))?;
+    let after = crate::api::event_id::after(q.after.as_deref())
+        .map_err(|m| ApiError::invalid("after", m))?;
     let ws = ws.protocols([super::bearer::SUBPROTOCOL]);
-    Ok(ws.on_upgrade(move |socket| serve(socket, state, Some(id), q.after.unwrap_or(0))))
+    Ok(ws.on_upgrade(move |socket| serve(socket, state, Some(id), after)))
 }
 
 /// WebSocket: live events of every job.

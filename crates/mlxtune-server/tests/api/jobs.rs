@@ -75,13 +75,20 @@ async fn the_product_example_config_trains_to_success_and_the_stream_shows_the_l
         .await;
     assert_eq!(ev["data"].as_array().unwrap().len(), 5);
     assert_eq!(ev["has_more"], true);
-    let after = ev["data"][4]["id"].as_i64().unwrap();
-    let (_, ev2) = app
-        .get(&format!(
-            "/v1/fine_tuning/jobs/{id}/events?after={after}&limit=1000"
-        ))
-        .await;
-    assert!(ev2["data"][0]["id"].as_i64().unwrap() > after);
+    // OpenAI's event ids; a page continues after one, and after its bare number (clients
+    // from before these ids) alike.
+    let after = ev["data"][4]["id"].as_str().unwrap().to_string();
+    let n: i64 = after.strip_prefix("ftevent-").unwrap().parse().unwrap();
+    let events = format!("/v1/fine_tuning/jobs/{id}/events");
+    let (_, ev2) = app.get(&format!("{events}?after={after}&limit=1000")).await;
+    let (_, old) = app.get(&format!("{events}?after={n}&limit=1000")).await;
+    assert_eq!(ev2["data"], old["data"]);
+    let next = ev2["data"][0]["id"].as_str().unwrap();
+    let next: i64 = next.strip_prefix("ftevent-").unwrap().parse().unwrap();
+    assert!(next > n);
+    let (status, bad) = app.get(&format!("{events}?after=ftjob-1")).await;
+    assert_eq!(status, 422);
+    assert_eq!(bad["error"]["param"], "after");
     let (_, ck) = app
         .get(&format!("/v1/fine_tuning/jobs/{id}/checkpoints"))
         .await;

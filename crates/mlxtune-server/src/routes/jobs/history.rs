@@ -8,6 +8,7 @@ use utoipa::IntoParams;
 
 use super::job_or_404;
 use crate::api::checkpoint::{checkpoint_id, checkpoint_step};
+use crate::api::event_id;
 use crate::api::{
     Checkpoint, CheckpointList, CheckpointMetrics, ErrorBody, EventData, EventList, MetricsList,
 };
@@ -18,8 +19,8 @@ use mlxtune_engine::train::EvalMetrics;
 
 #[derive(Deserialize, IntoParams)]
 pub struct EventsQuery {
-    /// An event id: the page continues after it.
-    after: Option<i64>,
+    /// An event id (`ftevent-<n>`, or the number n): the page continues after it.
+    after: Option<String>,
     /// 1..1000, default 100.
     limit: Option<i64>,
 }
@@ -35,7 +36,8 @@ pub async fn events(
 ) -> ApiResult<Json<EventList>> {
     job_or_404(&state, &id).await?;
     let limit = limit_in(q.limit, 100, 1000)?;
-    let mut data = db::events(&state.db, &id, q.after.unwrap_or(0), limit + 1).await?;
+    let after = event_id::after(q.after.as_deref()).map_err(|m| ApiError::invalid("after", m))?;
+    let mut data = db::events(&state.db, &id, after, limit + 1).await?;
     let has_more = data.len() as i64 > limit;
     data.truncate(limit as usize);
     Ok(Json(EventList {
