@@ -177,3 +177,49 @@ fn custom_template_data_is_cached_too_and_keyed_by_its_template() {
     let e = load_cached(&data, &tok, &custom("{q}"), &opts, Some(&cache)).unwrap_err();
     assert!(e.to_string().contains("qa.jsonl:2: missing `a`"), "{e}");
 }
+
+/// The definition of a turn's span: what rendering the conversation through it adds to the
+/// conversation before it with the generation prompt (two renders per turn).
+fn spans_by_rendering_every_prefix(
+    tok: &Tokenizer,
+    messages: &[serde_json::Value],
+) -> Result<Vec<std::ops::Range<usize>>, String> {
+    let render = |m: &[serde_json::Value], gen| tok.apply_chat_template(m, None, gen);
+    let full = render(messages, false).unwrap();
+    let mut spans = vec![];
+    for (i, m) in messages.iter().enumerate() {
+        if m["role"] != "assistant" || m["weight"] == 0 {
+            continue;
+        }
+        let before = render(&messages[..i], true).unwrap();
+        let through = render(&messages[..=i], false).unwrap();
+        if !full.starts_with(&before) || !full.starts_with(&through) {
+            return Err(format!("message {i} renders differently"));
+        }
+        spans.push(before.len()..through.len());
+    }
+    Ok(spans)
+}
+
+#[test]
+fn assistant_turns_found_in_one_pass_are_those_of_rendering_every_prefix() {
+    use mlxtune_engine::data::chat::assistant_spans;
+    // Echoed contents (a user saying what the assistant says) and skipped turns included.
+    let mut messages = vec![json!({"role": "system", "content": "Be brief."})];
+    for i in 0..40 {
+        let said = if i % 3 == 0 { "Same." } else { "Hello there." };
+        messages.push(json!({"role": "user", "content": said}));
+        let mut a = json!({"role": "assistant", "content": if i % 2 == 0 { said.to_string() } else { format!("Answer {i}.") }});
+        if i % 7 == 3 {
+            a["weight"] = json!(0);
+        }
+        messages.push(a);
+    }
+    for arch in ["lfm2", "llama", "qwen2", "qwen3"] {
+        let tok = Tokenizer::from_dir(&fixture(arch), None).unwrap();
+        let full = tok.apply_chat_template(&messages, None, false).unwrap();
+        let fast = assistant_spans(&tok, &messages, None, &full).unwrap();
+        let reference = spans_by_rendering_every_prefix(&tok, &messages).unwrap();
+        assert_eq!(fast, reference, "{arch}");
+    }
+}

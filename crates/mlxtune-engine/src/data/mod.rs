@@ -7,7 +7,6 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -18,6 +17,7 @@ use crate::fsutil::hex;
 use crate::tokenizer::Tokenizer;
 
 pub mod batch;
+pub mod chat;
 pub mod custom;
 
 pub use custom::CustomTemplate;
@@ -124,41 +124,6 @@ fn push_eos(
     Ok(())
 }
 
-/// Byte ranges of the rendered conversation that the loss covers (assistant turns whose
-/// `weight` is not 0), found by rendering the conversation's prefixes.
-fn assistant_spans(
-    tok: &Tokenizer,
-    messages: &[Value],
-    tools: Option<&Value>,
-    full: &str,
-) -> std::result::Result<Vec<Range<usize>>, String> {
-    let render = |msgs: &[Value], gen: bool| {
-        tok.apply_chat_template(msgs, tools, gen)
-            .map_err(|e| e.to_string())
-    };
-    let mut spans = Vec::new();
-    for (i, m) in messages.iter().enumerate() {
-        if m.get("role").and_then(Value::as_str) != Some("assistant") {
-            continue;
-        }
-        let weight = m.get("weight").and_then(Value::as_f64).unwrap_or(1.0);
-        if weight == 0.0 {
-            continue;
-        }
-        let before = render(&messages[..i], true)?;
-        let through = render(&messages[..=i], false)?;
-        if !full.starts_with(&before) || !full.starts_with(&through) || through.len() < before.len()
-        {
-            return Err(format!(
-                "the chat template renders message {i} differently as part of a longer conversation, \
-                 so assistant turns cannot be located; set trainOnInputs to train on whole sequences"
-            ));
-        }
-        spans.push(before.len()..through.len());
-    }
-    Ok(spans)
-}
-
 /// Turns one record into an example. Errors are messages about the record itself; the
 /// caller adds file and line.
 pub fn tokenize_record(
@@ -199,6 +164,7 @@ pub fn tokenize_record(
                 .get("messages")
                 .and_then(Value::as_array)
                 .ok_or("`messages` must be a list")?;
+            let messages = &*chat::plain_messages(messages)?;
             if messages.is_empty() {
                 return Err("`messages` is empty".into());
             }
@@ -231,17 +197,14 @@ pub fn tokenize_record(
             let mask: Vec<bool> = if opts.train_on_inputs {
                 vec![true; ids.len()]
             } else {
-                let spans = assistant_spans(tok, messages, tools, &full)?;
+                let spans = chat::assistant_spans(tok, messages, tools, &full)?;
                 if spans.is_empty() {
                     return Err(
                         "no assistant message to learn from (all have weight 0 or none exist)"
                             .into(),
                     );
                 }
-                offsets
-                    .iter()
-                    .map(|(s, e)| spans.iter().any(|sp| *e > sp.start && *s < sp.end && e > s))
-                    .collect()
+                chat::span_mask(&offsets, &spans)
             };
             (ids, mask)
         }
@@ -286,13 +249,18 @@ pub fn read_jsonl(path: &Path) -> Result<impl Iterator<Item = Result<(usize, Val
                 })),
                 Ok(l) if l.trim().is_empty() => None,
                 Ok(l) => Some(
-                    serde_json::from_str::<Value>(&l)
-                        .map(|v| (line_no, v))
-                        .map_err(|e| EngineError::Data {
-                            file: path.clone(),
-                            line: line_no,
-                            message: format!("invalid JSON: {e}"),
-                        }),
+                    // A UTF-8 byte-order mark (as some editors write) opens the first line.
+                    serde_json::from_str::<Value>(if i == 0 {
+                        l.strip_prefix('\u{feff}').unwrap_or(&l)
+                    } else {
+                        &l
+                    })
+                    .map(|v| (line_no, v))
+                    .map_err(|e| EngineError::Data {
+                        file: path.clone(),
+                        line: line_no,
+                        message: format!("invalid JSON: {e}"),
+                    }),
                 ),
             }
         }))
