@@ -12,7 +12,7 @@ const LOG_ROWS = 400;
 const ACTIONS = {
   pause: ['running'],
   resume: ['paused'],
-  cancel: ['queued', 'running', 'paused'],
+  cancel: ['validating_files', 'queued', 'running', 'paused'],
 };
 
 function debounce(fn, ms) {

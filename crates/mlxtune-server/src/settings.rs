@@ -67,16 +67,27 @@ fn yes() -> bool {
 
 impl Default for ModelSettings {
     fn default() -> Self {
+    /// A job whose local or uploaded datasets total more bytes than this is stored at once
+    /// as `validating_files` and pre-flighted in the background (then `queued`, or `failed`
+    /// with the `file:line` error); smaller ones are checked inside the request (a 422).
+    /// Default 64 MiB.
+    #[serde(default = "default_async_validation")]
+    pub async_validation_bytes: u64,
         ModelSettings {
             aliases: Default::default(),
             download: true,
         }
     }
 }
+            async_validation_bytes: default_async_validation(),
 
 /// What may run inference, and how much memory loaded models may hold.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+fn default_async_validation() -> u64 {
+    64 << 20
+}
+
 pub struct InferenceSettings {
     /// Loaded models are evicted (least recently used first) to stay under this many bytes
     /// of weights.

@@ -362,7 +362,7 @@ export interface paths {
         };
         put?: never;
         post?: never;
-        /** DELETE /v1/files/{id} */
+        /** DELETE /v1/files/{id}: not while a job that will still read it exists (409 naming it). */
         delete: {
             parameters: {
                 query?: never;
@@ -1812,7 +1812,7 @@ export interface components {
          * @description Where a job is in its life.
          * @enum {string}
          */
-        JobStatus: "queued" | "running" | "paused" | "succeeded" | "failed" | "cancelled";
+        JobStatus: "validating_files" | "queued" | "running" | "paused" | "succeeded" | "failed" | "cancelled";
         /**
          * @description How much a message matters.
          * @enum {string}

@@ -13,6 +13,11 @@ use super::error::ErrorDetail;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
+    /// The datasets' pre-flight runs in the background (files over
+    /// `files.async_validation_bytes`); the job then becomes queued, or failed with the
+    /// `file:line` error.
+    #[serde(rename = "validating_files")]
+    ValidatingFiles,
     Queued,
     Running,
     Paused,
@@ -22,7 +27,8 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
-    pub const ALL: [JobStatus; 6] = [
+    pub const ALL: [JobStatus; 7] = [
+        JobStatus::ValidatingFiles,
         JobStatus::Queued,
         JobStatus::Running,
         JobStatus::Paused,
@@ -31,15 +37,25 @@ impl JobStatus {
         JobStatus::Cancelled,
     ];
 
-    /// The name stored in the database and sent in the API.
+    /// The name stored in the database (the API's too, but for `validating_files`, which
+    /// the database's schema calls `validating`).
     pub fn as_str(self) -> &'static str {
         match self {
+            JobStatus::ValidatingFiles => "validating",
             JobStatus::Queued => "queued",
             JobStatus::Running => "running",
             JobStatus::Paused => "paused",
             JobStatus::Succeeded => "succeeded",
             JobStatus::Failed => "failed",
             JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// The name in the API (OpenAI's for `validating_files`).
+    pub fn api_name(self) -> &'static str {
+        match self {
+            JobStatus::ValidatingFiles => "validating_files",
+            other => other.as_str(),
         }
     }
 
@@ -58,9 +74,9 @@ impl std::str::FromStr for JobStatus {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         JobStatus::ALL
             .into_iter()
-            .find(|j| j.as_str() == s)
+            .find(|j| j.as_str() == s || j.api_name() == s)
             .ok_or_else(|| {
-                let names: Vec<&str> = JobStatus::ALL.iter().map(|j| j.as_str()).collect();
+                let names: Vec<&str> = JobStatus::ALL.iter().map(|j| j.api_name()).collect();
                 format!("`{s}` is not one of {}", names.join(", "))
             })
     }
@@ -68,7 +84,7 @@ impl std::str::FromStr for JobStatus {
 
 impl std::fmt::Display for JobStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(self.api_name())
     }
 }
 
@@ -218,11 +234,12 @@ mod tests {
     fn every_status_reads_back_from_its_name() {
         for s in JobStatus::ALL {
             assert_eq!(s.as_str().parse::<JobStatus>(), Ok(s));
+            assert_eq!(s.api_name().parse::<JobStatus>(), Ok(s));
             let json = serde_json::to_string(&s).unwrap();
-            assert_eq!(json, format!("\"{}\"", s.as_str()));
+            assert_eq!(json, format!("\"{}\"", s.api_name()));
         }
-        let e = "validating".parse::<JobStatus>().unwrap_err();
-        assert!(e.contains("queued, running"), "{e}");
+        let e = "validated".parse::<JobStatus>().unwrap_err();
+        assert!(e.contains("validating_files, queued, running"), "{e}");
     }
 
     #[test]

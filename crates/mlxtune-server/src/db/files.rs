@@ -95,6 +95,29 @@ pub async fn list_files(
     Ok(rows.into_iter().map(FileObject::from).collect())
 }
 
+/// The oldest job that will still read the file (validating, queued, running or paused)
+/// and its state as stored: one naming the file id as a dataset, or its path in the spec.
+pub async fn job_using_file(
+    pool: &SqlitePool,
+    id: &str,
+    path: &str,
+) -> sqlx::Result<Option<(String, String)>> {
+    let row = sqlx::query!(
+        r#"SELECT id AS "id!", status FROM jobs
+         WHERE status IN ('validating', 'queued', 'running', 'paused')
+           AND (json_extract(config, '$.dataset.trainingData') = ?1
+             OR json_extract(config, '$.dataset.validationData') = ?1
+             OR json_extract(spec, '$.train_data') = ?2
+             OR json_extract(spec, '$.valid_data') = ?2)
+         ORDER BY seq LIMIT 1"#,
+        id,
+        path
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| (r.id, r.status)))
+}
+
 /// Removes the row; its path, if it existed.
 pub async fn delete_file(pool: &SqlitePool, id: &str) -> sqlx::Result<Option<String>> {
     sqlx::query_scalar!("DELETE FROM files WHERE id = ?1 RETURNING path", id)

@@ -170,16 +170,20 @@ impl From<JobRow> for Job {
     }
 }
 
-pub async fn insert_job(
-    pool: &SqlitePool,
-    id: &str,
-    name: Option<&str>,
-    config: &str,
-    spec: &str,
-    output_dir: &str,
-    metadata: Option<&str>,
-) -> sqlx::Result<()> {
-    let t = now();
+/// What a submission stores: `queued` with its validated spec, or `validating_files` with
+/// none yet (`{}` until the background pre-flight fills it in).
+pub struct NewJob<'a> {
+    pub id: &'a str,
+    pub status: JobStatus,
+    pub name: Option<&'a str>,
+    pub config: &'a str,
+    pub spec: &'a str,
+    pub output_dir: &'a str,
+    pub metadata: Option<&'a str>,
+}
+
+pub async fn insert_job(pool: &SqlitePool, j: &NewJob<'_>) -> sqlx::Result<()> {
+    let (t, status) = (now(), j.status.as_str());
     sqlx::query!(
         "INSERT INTO jobs (id, seq, created_at, updated_at, status, name, config, spec, output_dir, metadata)
          VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), ?2, ?2, 'queued', ?3, ?4, ?5, ?6, ?7)",

@@ -7,6 +7,7 @@ pub mod files;
 pub mod jobs;
 pub mod metrics;
 pub mod models;
+pub mod preflight;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -18,7 +19,7 @@ use sqlx::SqlitePool;
 pub use events::{add_event, events};
 pub use jobs::{
     claim_next, count_by_status, delete_job, fail, get_job, insert_job, list_jobs, recover_running,
-    transition, JobRow,
+    transition, JobRow, NewJob,
 };
 pub use metrics::{metrics, record_step};
 pub use models::{delete_model, derived_from, get_model, insert_model, list_models, model_in_use};

@@ -14,7 +14,7 @@ use tokio::io::AsyncWriteExt;
 use utoipa::IntoParams;
 
 use crate::api::file::{FileDeleted, FileList, FileObject};
-use crate::api::ErrorBody;
+use crate::api::{ErrorBody, JobStatus};
 use crate::db;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -216,13 +216,22 @@ pub async fn content(State(state): State<AppState>, Path(id): Path<String>) -> A
     Ok(([(header::CONTENT_TYPE, "application/jsonl")], body).into_response())
 }
 
-/// DELETE /v1/files/{id}
+/// DELETE /v1/files/{id}: not while a job that will still read it exists (409 naming it).
 #[utoipa::path(delete, path = "/v1/files/{id}", operation_id = "deleteFile", params(("id" = String, Path, description = "file id")),
-    responses((status = 200, body = FileDeleted), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = FileDeleted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<FileDeleted>> {
+    let path = db::files::file_path(&state.db, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(&format!("file {id}")))?;
+    if let Some((job, status)) = db::files::job_using_file(&state.db, &id, &path).await? {
+        let status = status.parse::<JobStatus>().map_or(status, |s| s.to_string());
+        return Err(ApiError::conflict(format!(
+            "file {id} is used by job {job} ({status}); delete it once the job has finished, or cancel the job first"
+        )));
+    }
     let path = db::files::delete_file(&state.db, &id)
         .await?
         .ok_or_else(|| ApiError::not_found(&format!("file {id}")))?;

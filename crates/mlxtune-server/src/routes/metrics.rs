@@ -34,7 +34,7 @@ async fn refresh_state_gauges(state: &AppState) -> ApiResult<()> {
     let counts = db::count_by_status(&state.db).await?;
     for s in JobStatus::ALL {
         let n = counts.iter().find(|(c, _)| *c == s).map_or(0, |(_, n)| *n);
-        t.jobs.get_or_create(&label("status", s.as_str())).set(n);
+        t.jobs.get_or_create(&label("status", s.api_name())).set(n);
         if s == JobStatus::Queued {
             t.queue_depth.set(n);
         }

@@ -120,3 +120,30 @@ async fn a_bad_upload_is_refused_naming_the_line_and_the_size_limit_holds() {
         .unwrap_or(0);
     assert_eq!(leftovers, 0, "no partial upload is left on disk");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_a_waiting_job_will_read_cannot_be_deleted_until_the_job_ends() {
+    // No worker: the job stays queued.
+    let app = spawn_app_tuned(vec![], |s| s.workers.count = 0).await;
+    let (_, file) = upload(&app, "train.jsonl", "fine-tune", &chat_lines()).await;
+    let id = file["id"].as_str().unwrap();
+    let body = json!({"model": "lfm2-tiny", "training_file": id});
+    let (s, job) = app.post("/v1/fine_tuning/jobs", &body).await;
+    assert_eq!(s, 200, "{job}");
+    let job_id = job["id"].as_str().unwrap();
+    let (s, v) = app.delete(&format!("/v1/files/{id}")).await;
+    assert_eq!(s, 409, "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(job_id) && message.contains("(queued)"),
+        "{v}"
+    );
+    let (s, _) = app.get(&format!("/v1/files/{id}")).await;
+    assert_eq!(s, 200, "the refused delete kept the file");
+    let (s, _) = app
+        .post(&format!("/v1/fine_tuning/jobs/{job_id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(s, 200);
+    let (s, gone) = app.delete(&format!("/v1/files/{id}")).await;
+    assert_eq!((s, &gone["deleted"]), (200, &json!(true)), "{gone}");
+}

@@ -17,3 +17,4 @@ mod openapi_check;
 mod requests;
 mod stream;
 mod telemetry;
+mod validating;

@@ -36,8 +36,12 @@ async fn note(state: &AppState, id: &str, text: &str) -> ApiResult<()> {
 pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Job>> {
     let row = job_or_404(&state, &id).await?;
     match row.status {
-        JobStatus::Queued | JobStatus::Paused => {
-            let from = [JobStatus::Queued, JobStatus::Paused];
+        JobStatus::ValidatingFiles | JobStatus::Queued | JobStatus::Paused => {
+            let from = [
+                JobStatus::ValidatingFiles,
+                JobStatus::Queued,
+                JobStatus::Paused,
+            ];
             if !db::transition(&state.db, &id, &from, JobStatus::Cancelled).await? {
                 return Err(ApiError::conflict(format!(
                     "job {id} changed state; try again"

@@ -5,6 +5,7 @@ pub mod artifacts;
 pub mod control;
 pub mod history;
 pub mod openai;
+mod preflight;
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
@@ -41,35 +42,44 @@ pub async fn create(State(state): State<AppState>, body: ConfigBody) -> ApiResul
             })
         })
         .transpose()?;
-    let config = body.config;
-    let spec = validated_spec(&state, &config, body.default_sequence_length).await?;
+    let (config, cap) = (body.config, body.default_sequence_length);
+    let bytes = preflight::dataset_bytes(&state, &config).await?;
+    let background = bytes > state.settings.files.async_validation_bytes;
+    let spec = match background {
+        true => None,
+        false => Some(validated_spec(&state, &config, cap).await?),
+    };
     let id = format!("ftjob-{}", uuid::Uuid::new_v4().simple());
     let output = state.settings.storage.data_dir.join("jobs").join(&id);
     let spec_text = serde_json::to_string(&spec).map_err(|e| ApiError::internal("spec", e))?;
     let config_text =
         serde_json::to_string(&config).map_err(|e| ApiError::internal("config", e))?;
-    db::insert_job(
-        &state.db,
-        &id,
-        config.name.as_deref(),
-        &config_text,
-        &spec_text,
-        &output.display().to_string(),
-        metadata.as_deref(),
-    )
-    .await?;
-    db::add_event(
-        &state.db,
-        &id,
-        Level::Info,
-        EventKind::Message,
-        "job validated and queued",
-        None,
-    )
-    .await?;
-    tracing::info!(job_id = %id, "job queued");
-    state.wake.notify_waiters();
-    Ok(Json(job_or_404(&state, &id).await?.into()))
+    let job = db::NewJob {
+        id: &id,
+        status: match background {
+            true => JobStatus::ValidatingFiles,
+            false => JobStatus::Queued,
+        },
+        name: config.name.as_deref(),
+        config: &config_text,
+        spec: &spec_text,
+        output_dir: &output.display().to_string(),
+        metadata: metadata.as_deref(),
+    };
+    db::insert_job(&state.db, &job).await?;
+    let note = match background {
+        true => format!("{bytes} bytes of data (over files.async_validation_bytes): validating them in the background"),
+        false => "job validated and queued".into(),
+    };
+    db::add_event(&state.db, &id, Level::Info, EventKind::Message, &note, None).await?;
+    tracing::info!(job_id = %id, background, "job stored");
+    // Read before the pre-flight starts: the answer shows the state the job was stored in.
+    let stored = job_or_404(&state, &id).await?.into();
+    match background {
+        true => preflight::spawn(state.clone(), id, config, cap),
+        false => state.wake.notify_waiters(),
+    }
+    Ok(Json(stored))
 }
 
 /// Remote datasets are fetched into the cache first (the job keeps its URIs), then the

@@ -1,0 +1,105 @@
+//! When a submission's datasets are checked: inside the request (a 422 at once), or, when
+//! its local and uploaded datasets total more than `files.async_validation_bytes`, in the
+//! background: the job is stored as `validating_files` and becomes `queued`, or `failed`
+//! with the pre-flight's error (`file:line`), when the check ends.
+
+use std::path::PathBuf;
+
+use mlxtune_engine::train::{FineTuneConfig, Level, TrainSpec};
+use tracing::Instrument;
+
+use crate::api::{EventData, EventKind, JobStatus, StatusChange};
+use crate::db;
+use crate::error::{ApiError, ApiResult};
+use crate::remote;
+use crate::state::{AppState, Broadcast};
+
+/// Bytes of the job's local and uploaded datasets (remote ones are fetched and checked
+/// inside the request; a path that does not resolve counts 0 and gets its 422 there).
+pub(super) async fn dataset_bytes(state: &AppState, config: &FineTuneConfig) -> ApiResult<u64> {
+    let d = &config.dataset;
+    let named = [
+        (Some(&d.training_data), "dataset.trainingData"),
+        (d.validation_data.as_ref(), "dataset.validationData"),
+    ];
+    let mut total = 0;
+    for (uri, param) in named {
+        let Some(uri) = uri else { continue };
+        let path = if uri.starts_with("file-") {
+            db::files::file_path(&state.db, uri)
+                .await?
+                .map(PathBuf::from)
+        } else if remote::is_remote(uri) {
+            None
+        } else {
+            crate::validate::confine(uri, &state.settings.paths.dataset_roots, param).ok()
+        };
+        if let Some(p) = path {
+            total += tokio::fs::metadata(&p).await.map_or(0, |m| m.len());
+        }
+    }
+    Ok(total)
+}
+
+/// Runs the pre-flight of the stored `validating_files` job `id` in the background.
+pub(super) fn spawn(state: AppState, id: String, config: FineTuneConfig, cap: bool) {
+    let span = tracing::info_span!("preflight", job_id = %id);
+    tokio::spawn(
+        async move {
+            let result = super::validated_spec(&state, &config, cap).await;
+            if let Err(e) = conclude(&state, &id, result).await {
+                tracing::error!(error = %e, "recording the pre-flight's outcome");
+            }
+        }
+        .instrument(span),
+    );
+}
+
+/// Queues the job with its spec, or fails it with the error (unless it was cancelled
+/// meanwhile), and says so in a status event.
+async fn conclude(state: &AppState, id: &str, result: ApiResult<TrainSpec>) -> sqlx::Result<()> {
+    match result {
+        Ok(spec) => {
+            let text = serde_json::to_string(&spec)
+                .map_err(|e| sqlx::Error::Protocol(format!("spec: {e}")))?;
+            if db::preflight::passed(&state.db, id, &text).await? {
+                let note = "files validated; job queued";
+                status_event(state, id, Level::Info, note, JobStatus::Queued).await?;
+                state.wake.notify_waiters();
+            }
+        }
+        Err(ApiError {
+            code,
+            message,
+            param,
+            ..
+        }) => {
+            let param = param.as_deref();
+            if db::preflight::failed(&state.db, id, code, &message, param).await? {
+                let note = format!("validation failed: {message}");
+                status_event(state, id, Level::Error, &note, JobStatus::Failed).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Stores a status event and sends it to the job's stream subscribers.
+async fn status_event(
+    state: &AppState,
+    id: &str,
+    level: Level,
+    text: &str,
+    to: JobStatus,
+) -> sqlx::Result<()> {
+    let data = EventData::Status(StatusChange { status: to });
+    let event = db::add_event(&state.db, id, level, EventKind::Status, text, Some(data)).await?;
+    if let Ok(text) = serde_json::to_string(&event) {
+        let _ = state.events.send(Broadcast {
+            job_id: event.job_id.clone(),
+            event_id: event.id,
+            text: text.into(),
+        });
+    }
+    Ok(())
+}
