@@ -22,6 +22,7 @@ pub mod settings;
 pub mod state;
 pub mod telemetry;
 pub mod validate;
+pub mod results;
 pub mod worker;
 
 use std::collections::HashMap;

@@ -405,7 +405,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** GET /v1/files/{id}/content: the bytes as uploaded, streamed. */
+        /** GET /v1/files/{id}/content: the bytes as uploaded (a results file's CSV), streamed. */
         get: {
             parameters: {
                 query?: never;
@@ -1901,9 +1901,8 @@ export interface components {
             } | null;
             method: components["schemas"]["Method"];
             /**
-             * @description Once the job succeeded: the names of its results, each downloadable from
-             *     `/v1/fine_tuning/jobs/{id}/artifacts/{name}` (`metrics.csv`, `adapters.tar.gz`,
-             *     `peft.tar.gz`, `model.tar.gz`).
+             * @description Once the job succeeded: its metrics CSV as a file of the Files API (`file-…`,
+             *     purpose `fine-tune-results`; `GET /v1/files/{id}/content`).
              */
             result_files: string[];
             /** Format: int64 */
@@ -2077,6 +2076,11 @@ export interface components {
         /** @description `stop`: one string or several. */
         Stop: string | string[];
         /** @description Streaming options. */
+            /**
+             * @description Once succeeded: what `/v1/fine_tuning/jobs/{id}/artifacts/{name}` offers
+             *     (`metrics.csv`, `adapters.tar.gz`, `peft.tar.gz`, `model.tar.gz`).
+             */
+            artifacts: string[];
         StreamOptions: {
             /** @description Send a last chunk with the token counts. */
             include_usage?: boolean;

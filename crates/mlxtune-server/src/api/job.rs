@@ -120,6 +120,9 @@ pub struct Job {
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     pub output_dir: String,
+    /// Once succeeded: what `/v1/fine_tuning/jobs/{id}/artifacts/{name}` offers
+    /// (`metrics.csv`, `adapters.tar.gz`, `peft.tar.gz`, `model.tar.gz`).
+    pub artifacts: Vec<String>,
     /// The configuration as submitted (remote dataset URIs kept).
     pub config: FineTuneConfig,
     /// OpenAI's names for the same job.
@@ -164,14 +167,18 @@ pub struct OpenAiJobFields {
     pub seed: u64,
     /// OpenAI's `metadata` as submitted (at most 16 string pairs).
     pub metadata: Option<BTreeMap<String, String>>,
-    /// Once the job succeeded: the names of its results, each downloadable from
-    /// `/v1/fine_tuning/jobs/{id}/artifacts/{name}` (`metrics.csv`, `adapters.tar.gz`,
-    /// `peft.tar.gz`, `model.tar.gz`).
+    /// Once the job succeeded: its metrics CSV as a file of the Files API (`file-…`,
+    /// purpose `fine-tune-results`; `GET /v1/files/{id}/content`).
     pub result_files: Vec<String>,
 }
 
-/// The results a succeeded job's output directory offers, by name.
-pub fn result_files(output_dir: &std::path::Path) -> Vec<String> {
+/// The id of a job's results file: `file-` and the job id's own hex part.
+pub fn results_file_id(job_id: &str) -> String {
+    format!("file-{}", job_id.strip_prefix("ftjob-").unwrap_or(job_id))
+}
+
+/// The artifacts a succeeded job's output directory offers, by name.
+pub fn artifact_names(output_dir: &std::path::Path) -> Vec<String> {
     let mut names = vec!["metrics.csv".to_string()];
     for (name, marker) in [
         ("adapters.tar.gz", "adapters.safetensors"),

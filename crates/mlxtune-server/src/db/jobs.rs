@@ -130,10 +130,12 @@ impl From<JobRow> for Job {
             message: r.error_message.unwrap_or_default(),
             param: r.error_param,
         });
-        let result_files = if r.status == JobStatus::Succeeded {
-            crate::api::job::result_files(std::path::Path::new(&r.output_dir))
+        let (result_files, artifacts) = if r.status == JobStatus::Succeeded {
+            let dir = std::path::Path::new(&r.output_dir);
+            let names = crate::api::job::artifact_names(dir);
+            (vec![crate::api::job::results_file_id(&r.id)], names)
         } else {
-            Vec::new()
+            (Vec::new(), Vec::new())
         };
         Job {
             object: "fine_tuning.job".into(),
@@ -159,6 +161,7 @@ impl From<JobRow> for Job {
             started_at: r.started_at,
             finished_at: r.finished_at,
             output_dir: r.output_dir,
+            artifacts,
             openai: crate::api::job::OpenAiJobFields {
                 result_files,
                 metadata: r.metadata,

@@ -17,6 +17,7 @@ use crate::api::file::{FileDeleted, FileList, FileObject};
 use crate::api::{ErrorBody, JobStatus};
 use crate::db;
 use crate::error::{ApiError, ApiResult};
+use crate::results;
 use crate::state::AppState;
 
 /// The routes, with their own body limit (uploads are larger than JSON bodies).
@@ -176,6 +177,7 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<FileList>> {
     let limit = super::jobs::history::limit_in(q.limit, 20, 100)?;
+    results::sync(&state).await?;
     let mut data = db::files::list_files(&state.db, q.after.as_deref(), limit + 1).await?;
     let has_more = data.len() as i64 > limit;
     data.truncate(limit as usize);
@@ -187,6 +189,7 @@ pub async fn list(
 }
 
 async fn file_or_404(state: &AppState, id: &str) -> ApiResult<FileObject> {
+    results::sync(state).await?;
     db::files::get_file(&state.db, id)
         .await?
         .ok_or_else(|| ApiError::not_found(&format!("file {id}")))
@@ -202,10 +205,11 @@ pub async fn get_one(
     Ok(Json(file_or_404(&state, &id).await?))
 }
 
-/// GET /v1/files/{id}/content: the bytes as uploaded, streamed.
+/// GET /v1/files/{id}/content: the bytes as uploaded (a results file's CSV), streamed.
 #[utoipa::path(get, path = "/v1/files/{id}/content", operation_id = "retrieveFileContent", params(("id" = String, Path, description = "file id")),
     responses((status = 200, content_type = "application/jsonl", body = String), (status = 404, body = ErrorBody)))]
 pub async fn content(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    results::sync(&state).await?;
     let path = db::files::file_path(&state.db, &id)
         .await?
         .ok_or_else(|| ApiError::not_found(&format!("file {id}")))?;
@@ -213,21 +217,37 @@ pub async fn content(State(state): State<AppState>, Path(id): Path<String>) -> A
         .await
         .map_err(|e| ApiError::internal("reading a file", e))?;
     let body = Body::from_stream(tokio_util::io::ReaderStream::new(file));
-    Ok(([(header::CONTENT_TYPE, "application/jsonl")], body).into_response())
+    let kind = match path.ends_with(".csv") {
+        true => "text/csv",
+        false => "application/jsonl",
+    };
+    Ok(([(header::CONTENT_TYPE, kind)], body).into_response())
 }
 
-/// DELETE /v1/files/{id}: not while a job that will still read it exists (409 naming it).
+/// DELETE /v1/files/{id}: not while a job that will still read it exists, nor a results
+/// file while its job exists (409 naming the job).
 #[utoipa::path(delete, path = "/v1/files/{id}", operation_id = "deleteFile", params(("id" = String, Path, description = "file id")),
     responses((status = 200, body = FileDeleted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<FileDeleted>> {
+    let file = file_or_404(&state, &id).await?;
+    if let Some(job) = results::owner(&state, &id)
+        .await?
+        .filter(|_| file.purpose == results::PURPOSE)
+    {
+        return Err(ApiError::conflict(format!(
+            "file {id} holds the results of job {job}; it goes when the job is deleted (DELETE /v1/fine_tuning/jobs/{job})"
+        )));
+    }
     let path = db::files::file_path(&state.db, &id)
         .await?
         .ok_or_else(|| ApiError::not_found(&format!("file {id}")))?;
     if let Some((job, status)) = db::files::job_using_file(&state.db, &id, &path).await? {
-        let status = status.parse::<JobStatus>().map_or(status, |s| s.to_string());
+        let status = status
+            .parse::<JobStatus>()
+            .map_or(status, |s| s.to_string());
         return Err(ApiError::conflict(format!(
             "file {id} is used by job {job} ({status}); delete it once the job has finished, or cancel the job first"
         )));

@@ -69,6 +69,7 @@ async fn an_uploaded_file_is_listed_read_back_trained_on_and_deleted() {
         .wait_status(job["id"].as_str().unwrap(), &["succeeded", "failed"])
         .await;
     assert_eq!(done["status"], "succeeded", "{done}");
+    results_file_of(&app, &done).await;
 
     let (s, gone) = app.delete(&format!("/v1/files/{id}")).await;
     assert_eq!((s, &gone["deleted"]), (200, &json!(true)));
@@ -146,4 +147,48 @@ async fn a_file_a_waiting_job_will_read_cannot_be_deleted_until_the_job_ends() {
     assert_eq!(s, 200);
     let (s, gone) = app.delete(&format!("/v1/files/{id}")).await;
     assert_eq!((s, &gone["deleted"]), (200, &json!(true)), "{gone}");
+}
+
+/// A succeeded job's `result_files`: its metrics CSV in the Files API (purpose
+/// `fine-tune-results`, one row per step), kept while the job exists, gone with it.
+async fn results_file_of(app: &TestApp, job: &Value) {
+    let job_id = job["id"].as_str().unwrap();
+    let rid = job["result_files"][0].as_str().unwrap().to_string();
+    assert!(rid.starts_with("file-"), "{job}");
+    let (s, file) = app.get(&format!("/v1/files/{rid}")).await;
+    assert_eq!(
+        (s, &file["purpose"]),
+        (200, &json!("fine-tune-results")),
+        "{file}"
+    );
+    let (_, list) = app.get("/v1/files").await;
+    assert!(list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["id"] == rid.as_str()));
+    let r = app
+        .req(reqwest::Method::GET, &format!("/v1/files/{rid}/content"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["content-type"], "text/csv");
+    let csv = r.text().await.unwrap();
+    let (_, metrics) = app
+        .get(&format!("/v1/fine_tuning/jobs/{job_id}/metrics"))
+        .await;
+    let steps = metrics["data"].as_array().unwrap().len();
+    assert!(csv.starts_with("step,train_loss,learning_rate,"), "{csv}");
+    assert_eq!(csv.lines().count(), steps + 1, "{csv}");
+    assert_eq!(file["records"], steps);
+    let (s, v) = app.delete(&format!("/v1/files/{rid}")).await;
+    assert_eq!(s, 409, "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains(job_id),
+        "{v}"
+    );
+    let (s, _) = app.delete(&format!("/v1/fine_tuning/jobs/{job_id}")).await;
+    assert_eq!(s, 200);
+    let (s, _) = app.get(&format!("/v1/files/{rid}")).await;
+    assert_eq!(s, 404, "the results file goes with its job");
 }

@@ -218,7 +218,8 @@ async fn submissions_run_in_order_and_cancel_works_queued_and_running() {
             .iter()
             .find(|e| e["data"]["status"] == "running")
             .unwrap()["id"]
-            .as_i64()
+            .as_str()
+            .and_then(|i| i.strip_prefix("ftevent-")?.parse::<i64>().ok())
             .unwrap();
         started.push((first, id.clone()));
     }

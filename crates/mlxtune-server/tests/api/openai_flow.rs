@@ -19,7 +19,10 @@ r = {"file": [f.id, f.bytes, f.status], "created": [job.id, job.status, job.trai
 while job.status not in ("succeeded", "failed", "cancelled"):
     time.sleep(0.1)
     job = client.fine_tuning.jobs.retrieve(job.id)
-r["finished"] = [job.status, job.fine_tuned_model, job.result_files, job.hyperparameters.n_epochs]
+r["finished"] = [job.status, job.fine_tuned_model, job.result_files, job.hyperparameters.n_epochs,
+    job.artifacts]
+results = client.files.retrieve(job.result_files[0])
+r["results"] = [results.purpose, client.files.content(results.id).text]
 events = client.fine_tuning.jobs.list_events(job.id, limit=100)
 r["events"] = [[e.level, e.message] for e in events.data]
 ckpts = client.fine_tuning.jobs.checkpoints.list(job.id)
@@ -69,8 +72,16 @@ async fn the_openai_sdks_fine_tuning_flow_runs_end_to_end_and_the_adapters_downl
     let f = &v["finished"];
     assert_eq!(f[0], "succeeded", "{v}");
     assert!(f[1].as_str().unwrap().starts_with("ft:"), "{v}");
+    // OpenAI's result_files: the metrics CSV as a file of the Files API.
+    let job_id = v["created"][0].as_str().unwrap();
+    let results_id = job_id.replacen("ftjob-", "file-", 1);
+    assert_eq!(f[2], serde_json::json!([results_id]), "{v}");
+    assert_eq!(v["results"][0], "fine-tune-results", "{v}");
+    let csv = v["results"][1].as_str().unwrap();
+    assert!(csv.starts_with("step,train_loss,"), "{csv}");
+    assert!(csv.lines().count() > 2, "{csv}");
     assert!(
-        f[2].as_array().unwrap().contains(&"adapters.tar.gz".into()),
+        f[4].as_array().unwrap().contains(&"adapters.tar.gz".into()),
         "{v}"
     );
     assert_eq!(f[3], 2.0);
@@ -81,10 +92,9 @@ async fn the_openai_sdks_fine_tuning_flow_runs_end_to_end_and_the_adapters_downl
     );
     assert!(events
         .iter()
-        .all(|e| ["info", "warning", "error"].contains(&e[0].as_str().unwrap())));
+        .all(|e| ["info", "warn", "error"].contains(&e[0].as_str().unwrap())));
     let ckpts = v["checkpoints"].as_array().unwrap();
     assert!(!ckpts.is_empty(), "{v}");
-    let job_id = v["created"][0].as_str().unwrap();
     for c in ckpts {
         assert!(c[0].as_str().unwrap().starts_with("ftckpt_"));
         assert_eq!(c[1], job_id);

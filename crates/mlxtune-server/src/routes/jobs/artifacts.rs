@@ -16,8 +16,7 @@ use tokio::sync::mpsc;
 
 use super::job_or_404;
 use crate::api::ErrorBody;
-use crate::api::{EventData, JobStatus};
-use crate::db;
+use crate::api::JobStatus;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -27,7 +26,7 @@ pub fn routes() -> Router<AppState> {
 
 /// What a finished output directory offers, by name.
 fn available(output_dir: &FsPath) -> Vec<String> {
-    crate::api::job::result_files(output_dir)
+    crate::api::job::artifact_names(output_dir)
 }
 
 /// GET /v1/fine_tuning/jobs/{id}/artifacts/{name}
@@ -56,7 +55,7 @@ pub async fn download(
         )));
     }
     if name == "metrics.csv" {
-        let csv = metrics_csv(&state, &id).await?;
+        let csv = crate::results::metrics_csv(&state, &id).await?;
         return Ok(([(header::CONTENT_TYPE, "text/csv")], csv).into_response());
     }
     let entries: Vec<(PathBuf, String)> = match name.as_str() {
@@ -77,36 +76,6 @@ pub async fn download(
         body,
     )
         .into_response())
-}
-
-/// `step,train_loss,learning_rate,tokens_per_second,valid_loss,valid_mean_token_accuracy`.
-async fn metrics_csv(state: &AppState, id: &str) -> ApiResult<String> {
-    let steps = db::metrics(&state.db, id).await?;
-    let validations: Vec<_> = db::events(&state.db, id, 0, i64::MAX)
-        .await?
-        .into_iter()
-        .filter_map(|e| match e.data {
-            Some(EventData::Validation(v)) => Some(v),
-            _ => None,
-        })
-        .collect();
-    let mut csv = String::from(
-        "step,train_loss,learning_rate,tokens_per_second,valid_loss,valid_mean_token_accuracy\n",
-    );
-    for m in steps {
-        let v = validations.iter().find(|v| v.step == m.step);
-        let opt = |x: Option<f64>| x.map_or(String::new(), |x| x.to_string());
-        csv.push_str(&format!(
-            "{},{},{},{},{},{}\n",
-            m.step,
-            m.loss,
-            m.learning_rate,
-            m.tokens_per_second,
-            opt(v.map(|v| v.val_loss)),
-            opt(v.map(|v| v.val_token_accuracy)),
-        ));
-    }
-    Ok(csv)
 }
 
 /// A `.tar.gz` of `entries` (files or directories, each under its name), produced on a

@@ -283,3 +283,4 @@ pub async fn delete(
         deleted: true,
     }))
 }
+    crate::results::forget(&state, &id).await?;
