@@ -80,6 +80,7 @@ impl Application {
             let text = "the server stopped while this job ran; it resumes from its last checkpoint";
             worker::log_status(&state, &id, Level::Warn, text, JobStatus::Queued).await;
         }
+        routes::jobs::preflight::resume_interrupted(&state).await?;
         let listener =
             TcpListener::bind((settings.server.host.as_str(), settings.server.port)).await?;
         let port = listener.local_addr()?.port();

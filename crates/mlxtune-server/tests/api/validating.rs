@@ -85,3 +85,47 @@ async fn a_bad_large_dataset_fails_the_job_naming_file_and_line_and_a_small_one_
         "a refused submission stores no job"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pre_flight_a_stopped_server_left_unfinished_runs_again_at_the_next_start() {
+    // The first server validates the job without training it (no worker)...
+    let first = spawn_app_tuned(vec![], |s| {
+        s.files.async_validation_bytes = 10;
+        s.workers.count = 0;
+    })
+    .await;
+    let mut body = product_config();
+    body["parameters"]["epochs"] = json!(1);
+    let (_, job) = first.post("/v1/fine_tuning/jobs", &body).await;
+    let id = job["id"].as_str().unwrap();
+    first.wait_status(id, &["queued"]).await;
+    // ...then the job is put back where a kill during its pre-flight leaves it.
+    let db = first.root.join("data/mlxtune.sqlite3");
+    let sql = "UPDATE jobs SET status = 'validating', spec = '{\"cap_sequence_length\": false}' WHERE id = ?";
+    let script = format!(
+        "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute({sql:?}, (sys.argv[2],)); c.commit()"
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .arg(&db)
+        .arg(id)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, job) = first.get(&format!("/v1/fine_tuning/jobs/{id}")).await;
+    assert_eq!(job["status"], "validating_files");
+
+    let root = first.root.clone();
+    let second = spawn_app_tuned(vec![], move |s| {
+        s.storage.data_dir = root.join("data");
+        s.paths.model_roots = vec![root.join("models")];
+        s.paths.dataset_roots = vec![root.join("datasets")];
+    })
+    .await;
+    let done = second.wait_status(id, &["succeeded", "failed"]).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+}

@@ -5,7 +5,7 @@ pub mod artifacts;
 pub mod control;
 pub mod history;
 pub mod openai;
-mod preflight;
+pub mod preflight;
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
@@ -51,7 +51,10 @@ pub async fn create(State(state): State<AppState>, body: ConfigBody) -> ApiResul
     };
     let id = format!("ftjob-{}", uuid::Uuid::new_v4().simple());
     let output = state.settings.storage.data_dir.join("jobs").join(&id);
-    let spec_text = serde_json::to_string(&spec).map_err(|e| ApiError::internal("spec", e))?;
+    let spec_text = match &spec {
+        Some(s) => serde_json::to_string(s).map_err(|e| ApiError::internal("spec", e))?,
+        None => preflight::placeholder(cap),
+    };
     let config_text =
         serde_json::to_string(&config).map_err(|e| ApiError::internal("config", e))?;
     let job = db::NewJob {

@@ -1,11 +1,13 @@
 //! When a submission's datasets are checked: inside the request (a 422 at once), or, when
 //! its local and uploaded datasets total more than `files.async_validation_bytes`, in the
 //! background: the job is stored as `validating_files` and becomes `queued`, or `failed`
-//! with the pre-flight's error (`file:line`), when the check ends.
+//! with the pre-flight's error (`file:line`), when the check ends. A server that stopped
+//! during a pre-flight runs it again at its next start.
 
 use std::path::PathBuf;
 
 use mlxtune_engine::train::{FineTuneConfig, Level, TrainSpec};
+use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
 use crate::api::{EventData, EventKind, JobStatus, StatusChange};
@@ -39,6 +41,33 @@ pub(super) async fn dataset_bytes(state: &AppState, config: &FineTuneConfig) -> 
         }
     }
     Ok(total)
+}
+
+/// What a `validating_files` job's spec column holds until its pre-flight ends: what the
+/// pre-flight needs besides the stored config.
+#[derive(Serialize, Deserialize)]
+struct Pending {
+    /// An OpenAI body's default sequence length, to be lowered to the model's context.
+    cap_sequence_length: bool,
+}
+
+/// The spec column of a job stored as `validating_files`.
+pub(super) fn placeholder(cap: bool) -> String {
+    let p = Pending {
+        cap_sequence_length: cap,
+    };
+    serde_json::to_string(&p).unwrap_or_else(|_| "{}".into())
+}
+
+/// Pre-flights again the jobs a stopped server left `validating_files` (at start).
+pub async fn resume_interrupted(state: &AppState) -> sqlx::Result<()> {
+    let waiting = JobStatus::ValidatingFiles;
+    for row in db::list_jobs(&state.db, None, i64::MAX, Some(waiting)).await? {
+        let cap = serde_json::from_str::<Pending>(&row.spec).is_ok_and(|p| p.cap_sequence_length);
+        tracing::warn!(job_id = %row.id, "the server stopped during this job's pre-flight; running it again");
+        spawn(state.clone(), row.id, row.config, cap);
+    }
+    Ok(())
 }
 
 /// Runs the pre-flight of the stored `validating_files` job `id` in the background.
