@@ -17,12 +17,12 @@ pub mod launched;
 pub mod openapi;
 pub mod registry;
 pub mod remote;
+pub mod results;
 pub mod routes;
 pub mod settings;
 pub mod state;
 pub mod telemetry;
 pub mod validate;
-pub mod results;
 pub mod worker;
 
 use std::collections::HashMap;

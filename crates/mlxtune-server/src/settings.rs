@@ -27,21 +27,32 @@ pub struct Settings {
     pub files: FileSettings,
 }
 
-/// Uploads through `POST /v1/files`.
+/// Uploads through `POST /v1/files`, and when a job's datasets are checked.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileSettings {
     /// An upload larger than this is refused with 413 (default 512 MiB).
     #[serde(default = "default_max_upload")]
     pub max_upload_bytes: u64,
+    /// A job whose local or uploaded datasets total more bytes than this is stored at once
+    /// as `validating_files` and pre-flighted in the background (then `queued`, or `failed`
+    /// with the `file:line` error); smaller ones are checked inside the request (a 422).
+    /// Default 64 MiB.
+    #[serde(default = "default_async_validation")]
+    pub async_validation_bytes: u64,
 }
 
 impl Default for FileSettings {
     fn default() -> Self {
         FileSettings {
             max_upload_bytes: default_max_upload(),
+            async_validation_bytes: default_async_validation(),
         }
     }
+}
+
+fn default_async_validation() -> u64 {
+    64 << 20
 }
 
 fn default_max_upload() -> u64 {
@@ -67,27 +78,16 @@ fn yes() -> bool {
 
 impl Default for ModelSettings {
     fn default() -> Self {
-    /// A job whose local or uploaded datasets total more bytes than this is stored at once
-    /// as `validating_files` and pre-flighted in the background (then `queued`, or `failed`
-    /// with the `file:line` error); smaller ones are checked inside the request (a 422).
-    /// Default 64 MiB.
-    #[serde(default = "default_async_validation")]
-    pub async_validation_bytes: u64,
         ModelSettings {
             aliases: Default::default(),
             download: true,
         }
     }
 }
-            async_validation_bytes: default_async_validation(),
 
 /// What may run inference, and how much memory loaded models may hold.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-fn default_async_validation() -> u64 {
-    64 << 20
-}
-
 pub struct InferenceSettings {
     /// Loaded models are evicted (least recently used first) to stay under this many bytes
     /// of weights.

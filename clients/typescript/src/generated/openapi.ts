@@ -362,7 +362,10 @@ export interface paths {
         };
         put?: never;
         post?: never;
-        /** DELETE /v1/files/{id}: not while a job that will still read it exists (409 naming it). */
+        /**
+         * DELETE /v1/files/{id}: not while a job that will still read it exists, nor a results
+         *     file while its job exists (409 naming the job).
+         */
         delete: {
             parameters: {
                 query?: never;
@@ -384,6 +387,14 @@ export interface paths {
                     };
                 };
                 404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                409: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -1036,6 +1047,14 @@ export interface paths {
                     content?: never;
                 };
                 404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                422: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -1752,6 +1771,11 @@ export interface components {
         };
         /** @description A fine-tuning job as the API shows it. */
         Job: components["schemas"]["OpenAiJobFields"] & {
+            /**
+             * @description Once succeeded: what `/v1/fine_tuning/jobs/{id}/artifacts/{name}` offers
+             *     (`metrics.csv`, `adapters.tar.gz`, `peft.tar.gz`, `model.tar.gz`).
+             */
+            artifacts: string[];
             /** @description The configuration as submitted (remote dataset URIs kept). */
             config: components["schemas"]["FineTuneConfig"];
             /** Format: int64 */
@@ -2076,11 +2100,6 @@ export interface components {
         /** @description `stop`: one string or several. */
         Stop: string | string[];
         /** @description Streaming options. */
-            /**
-             * @description Once succeeded: what `/v1/fine_tuning/jobs/{id}/artifacts/{name}` offers
-             *     (`metrics.csv`, `adapters.tar.gz`, `peft.tar.gz`, `model.tar.gz`).
-             */
-            artifacts: string[];
         StreamOptions: {
             /** @description Send a last chunk with the token counts. */
             include_usage?: boolean;

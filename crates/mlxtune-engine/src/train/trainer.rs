@@ -248,6 +248,7 @@ impl<'a> Run<'a> {
         let step_start = Instant::now();
         // `peak_memory_bytes` of a step is the peak during that step.
         runtime::reset_peak_memory();
+        let micro_before = self.state.micro;
         let micro = self.next_micro_batches();
         let lr = learning_rate(self.spec, self.state.step, self.total_steps);
         let outcome = self.stepper.step(
@@ -266,13 +267,14 @@ impl<'a> Run<'a> {
             }
             Ok(StepOutcome::NonFinite { loss, grad_norm }) => {
                 self.back_off_loss_scale(loss, grad_norm)?;
+                // The same micro-batches again at the lower scale: no data is dropped.
+                self.state.micro = micro_before;
                 return Ok(Next::Continue);
             }
             // With a group, one rank alone cannot change the split: the run fails.
             Err(e) if e.is_out_of_memory() && self.can_split_further() && self.group.is_none() => {
                 self.recover_from_out_of_memory(&e)?;
                 return Ok(Next::Continue);
-        let micro_before = self.state.micro;
             }
             Err(e) => return Err(e),
         };
@@ -291,8 +293,6 @@ impl<'a> Run<'a> {
             }
             if let Some(w) = self.board.step(&m) {
                 self.on_event(Event::warn(w));
-                // The same micro-batches again at the lower scale: no data is dropped.
-                self.state.micro = micro_before;
             }
             control = self.on_event(Event::Step(m));
         }
@@ -436,6 +436,7 @@ impl<'a> Run<'a> {
             elapsed_seconds: elapsed,
             eta_seconds: elapsed / done * (self.total_steps - state.step) as f64,
             completion_percentage: 100.0 * state.step as f64 / self.total_steps as f64,
+            skipped_steps: state.skipped_steps,
         }
     }
 
@@ -464,7 +465,6 @@ impl<'a> Run<'a> {
             let c = match self.is_root() {
                 true => self.save_checkpoint()?,
                 false => Control::Continue,
-            skipped_steps: state.skipped_steps,
             };
             if self.agree(c)? == Control::Cancel {
                 control = Control::Cancel;
@@ -610,6 +610,7 @@ impl<'a> Run<'a> {
             }),
             output_dir: PathBuf::from(self.output),
             trained_tokens: state.trained_tokens,
+            skipped_steps: state.skipped_steps,
         }
     }
 }
@@ -656,7 +657,6 @@ fn fresh_state(spec: &TrainSpec, total_steps: u64, split: u32) -> TrainState {
     TrainState {
         step: 0,
         micro: 0,
-            skipped_steps: state.skipped_steps,
         total_steps,
         optimizer_t: 0,
         loss_scale: if spec.dtype() == Dtype::Float16 {
@@ -671,6 +671,6 @@ fn fresh_state(spec: &TrainSpec, total_steps: u64, split: u32) -> TrainState {
         trained_tokens: 0,
         last_loss: None,
         split,
+        skipped_steps: 0,
     }
 }
-        skipped_steps: 0,

@@ -189,14 +189,15 @@ pub async fn insert_job(pool: &SqlitePool, j: &NewJob<'_>) -> sqlx::Result<()> {
     let (t, status) = (now(), j.status.as_str());
     sqlx::query!(
         "INSERT INTO jobs (id, seq, created_at, updated_at, status, name, config, spec, output_dir, metadata)
-         VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), ?2, ?2, 'queued', ?3, ?4, ?5, ?6, ?7)",
-        id,
+         VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        j.id,
         t,
-        name,
-        config,
-        spec,
-        output_dir,
-        metadata
+        status,
+        j.name,
+        j.config,
+        j.spec,
+        j.output_dir,
+        j.metadata
     )
     .execute(pool)
     .await?;

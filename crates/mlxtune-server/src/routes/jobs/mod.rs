@@ -280,10 +280,10 @@ pub async fn delete(
         )));
     }
     let _ = std::fs::remove_dir_all(&row.output_dir);
+    crate::results::forget(&state, &id).await?;
     Ok(Json(Deleted {
         id,
         object: "fine_tuning.job".into(),
         deleted: true,
     }))
 }
-    crate::results::forget(&state, &id).await?;
