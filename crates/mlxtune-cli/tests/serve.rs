@@ -4,63 +4,13 @@
 
 mod common;
 
-use common::fixture;
+use common::service::{http, setup, start, wait_final};
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-
-fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> Value {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    let payload = body.map(|b| b.to_string()).unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
-        payload.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let body = out.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
-    // Chunked or not: take the JSON object in the body.
-    let start = body.find('{').unwrap_or(0);
-    let end = body.rfind('}').map_or(body.len(), |e| e + 1);
-    serde_json::from_str(&body[start..end]).unwrap_or(Value::Null)
-}
-
-fn start(dir: &Path) -> (Child, u16) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mlxtune"))
-        .args([
-            "serve",
-            "--config-dir",
-            dir.join("config").to_str().unwrap(),
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let port = loop {
-        let line = lines.next().expect("server exited").unwrap();
-        if let Some(p) = line.strip_prefix("mlxtune serving on port ") {
-            break p.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, port)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
-}
 
 #[test]
 fn a_server_killed_mid_training_finishes_the_job_after_restart() {
@@ -157,42 +107,6 @@ fn a_server_killed_mid_training_finishes_the_job_after_restart() {
     server.wait().unwrap();
 
     generate_and_eval_by_fine_tuned_id_equal_the_adapter(d, &job);
-}
-
-/// A server in `d` over the llama fixture and a small text dataset.
-fn setup(d: &Path) {
-    copy_dir(&fixture("llama"), &d.join("models/llama-tiny"));
-    std::fs::create_dir_all(d.join("datasets")).unwrap();
-    std::fs::create_dir_all(d.join("config")).unwrap();
-    let lines: Vec<String> = [
-        "The quick brown fox.",
-        "Pack my box.",
-        "Judge my vow.",
-        "Lazy dog.",
-    ]
-    .iter()
-    .map(|t| json!({ "text": t }).to_string())
-    .collect();
-    std::fs::write(d.join("datasets/t.jsonl"), lines.join("\n")).unwrap();
-    let settings = format!(
-        "[server]\nhost = \"127.0.0.1\"\nport = 0\nmax_body_bytes = 65536\n[storage]\ndata_dir = \"{}\"\ndatabase_path = \"\"\n[workers]\ncount = 1\n[paths]\nmodel_roots = [\"{}\"]\ndataset_roots = [\"{}\"]\n[auth]\napi_keys = []\n",
-        d.join("data").display(),
-        d.join("models").display(),
-        d.join("datasets").display()
-    );
-    std::fs::write(d.join("config/default.toml"), settings).unwrap();
-}
-
-fn wait_final(port: u16, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let j = http(port, "GET", &format!("/v1/fine_tuning/jobs/{id}"), None);
-        if ["succeeded", "failed", "cancelled"].contains(&j["status"].as_str().unwrap_or("")) {
-            return j;
-        }
-        assert!(Instant::now() < deadline, "not finished: {j}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]

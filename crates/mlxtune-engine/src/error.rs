@@ -79,6 +79,9 @@ pub enum EngineError {
         why: String,
         checkpoints: PathBuf,
     },
+    /// A step stopped between its micro-batches because a pause or cancel arrived.
+    #[error("the step was interrupted by a pause or cancel request")]
+    Interrupted,
 }
 
 /// Result alias of the engine.

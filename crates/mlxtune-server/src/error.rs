@@ -63,8 +63,32 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// 507: the disk is full; nothing was changed.
+    pub fn disk_full() -> Self {
+        Self::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "disk_full",
+            "the server's disk is full: nothing was changed; retry once space is freed",
+        )
+    }
+}
+
+/// Whether a database error is SQLite's "database or disk is full" (SQLITE_FULL).
+pub fn is_disk_full(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| c == "13") || d.message().contains("disk is full"),
+        sqlx::Error::Io(io) => io.raw_os_error() == Some(28),
+        _ => false,
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        if is_disk_full(&e) {
+            tracing::error!(error = %e, "database write refused: the disk is full");
+            return ApiError::disk_full();
+        }
         ApiError::internal("database", e)
     }
 }

@@ -13,7 +13,7 @@ use mlxtune_engine::train::{Event, FineTuneConfig, Outcome, TrainResult, TrainSp
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::state::{CANCEL, PAUSE};
+use crate::state::{CANCEL, DISK_FULL, PAUSE, TIME_LIMIT};
 
 /// Why a launched run failed.
 pub struct LaunchFailure(pub String);
@@ -138,8 +138,8 @@ pub async fn run(
             },
             _ = tick.tick() => {
                 let wanted = match control.load(Ordering::SeqCst) {
-                    CANCEL => Some(Outcome::Cancelled),
-                    PAUSE => Some(Outcome::Paused),
+                    CANCEL | DISK_FULL => Some(Outcome::Cancelled),
+                    PAUSE | TIME_LIMIT => Some(Outcome::Paused),
                     _ if shutting.load(Ordering::SeqCst) => Some(Outcome::Paused),
                     _ => None,
                 };

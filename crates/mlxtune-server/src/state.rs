@@ -15,6 +15,10 @@ use crate::telemetry::Telemetry;
 pub const RUN: u8 = 0;
 pub const PAUSE: u8 = 1;
 pub const CANCEL: u8 = 2;
+/// The job ran past `workers.max_job_seconds`: it checkpoints, stops and fails.
+pub const TIME_LIMIT: u8 = 3;
+/// Its progress could not be recorded (a full disk): it stops and fails once it can be.
+pub const DISK_FULL: u8 = 4;
 
 /// One event as streamed: the job, the event id and the event object.
 #[derive(Debug, Clone)]

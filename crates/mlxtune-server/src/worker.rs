@@ -1,6 +1,8 @@
 //! Workers: each claims the oldest queued job atomically, runs the trainer on a blocking
 //! thread (off the async runtime), and turns its events into database rows and broadcasts.
-//! Cancel and pause reach the trainer through a flag it reads after every step.
+//! Cancel and pause reach the trainer through a flag it reads before every micro-batch; a
+//! trainer that ignores it past `workers.stop_timeout_seconds` is abandoned and its job
+//! failed. How the run ends is `ending`'s.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -8,58 +10,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mlxtune_engine::train::spec::FineTuneType;
-use mlxtune_engine::train::{train, Control, Event, Level, Outcome, TrainResult, TrainSpec};
+use mlxtune_engine::train::stepper::Interrupt;
+use mlxtune_engine::train::{
+    train_interruptible, Control, Event, Level, Outcome, TrainResult, TrainSpec,
+};
 use mlxtune_engine::EngineError;
 
-use crate::api::{
-    fine_tuned_id, CheckpointSaved, EventData, EventKind, JobEvent, JobStatus, Lineage, ModelKind,
-    ModelObject, StatusChange, TrainingUpdate,
-};
+use crate::api::{EventKind, JobStatus, ModelKind, ModelObject};
 use crate::db;
+use crate::ending::{self, Failure};
+use crate::error::is_disk_full;
 use crate::hub;
+use crate::journal::{as_event, log_status, store_event};
 use crate::launched;
+use crate::reconcile;
 use crate::registry;
-use crate::state::{AppState, Broadcast, CANCEL, PAUSE, RUN};
-
-/// Stores an event and, when `live`, broadcasts it to stream subscribers (a stored event
-/// is still replayed to clients that connect with `?after=`).
-async fn store_event(
-    state: &AppState,
-    job: &str,
-    (level, kind, message): (Level, EventKind, &str),
-    data: Option<EventData>,
-    live: bool,
-) {
-    match db::add_event(&state.db, job, level, kind, message, data).await {
-        Ok(_) if !live => {}
-        Ok(event) => broadcast(state, &event),
-        Err(e) => tracing::error!(job_id = %job, error = %e, "storing an event"),
-    }
-}
-
-fn broadcast(state: &AppState, event: &JobEvent) {
-    let Ok(text) = serde_json::to_string(event) else {
-        return;
-    };
-    let _ = state.events.send(Broadcast {
-        job_id: event.job_id.clone(),
-        event_id: event.id,
-        text: text.into(),
-    });
-}
-
-/// Stores and broadcasts a change of a job's state.
-pub async fn log_status(state: &AppState, job: &str, level: Level, text: &str, to: JobStatus) {
-    let data = EventData::Status(StatusChange { status: to });
-    store_event(
-        state,
-        job,
-        (level, EventKind::Status, text),
-        Some(data),
-        true,
-    )
-    .await
-}
+use crate::state::{AppState, CANCEL, DISK_FULL, PAUSE, RUN, TIME_LIMIT};
 
 /// Runs until shutdown, taking jobs one at a time.
 pub async fn run(state: AppState, name: String) {
@@ -84,61 +50,17 @@ pub async fn run(state: AppState, name: String) {
     }
 }
 
-/// An engine event as a stored event: kind, message and data.
-fn as_event(ev: &Event) -> (Level, EventKind, String, Option<EventData>) {
-    match ev {
-        Event::Step(m) => (
-            Level::Info,
-            EventKind::MlxTrainingUpdate,
-            format!("step {}/{}: loss {:.4}", m.step, m.total_steps, m.loss),
-            Some(EventData::TrainingUpdate(TrainingUpdate {
-                metrics: m.clone(),
-                current_loss: m.loss,
-                gpu_memory_used: m.active_memory_bytes,
-                gpu_memory_total: mlxtune_engine::runtime::memory_limit().unwrap_or(0),
-            })),
-        ),
-        Event::Eval(v) => (
-            Level::Info,
-            EventKind::Metrics,
-            format!("step {}: validation loss {:.4}", v.step, v.val_loss),
-            Some(EventData::Validation(v.clone())),
-        ),
-        Event::Checkpoint { step, path } => (
-            Level::Info,
-            EventKind::Checkpoint,
-            format!("checkpoint at step {step}"),
-            Some(EventData::Checkpoint(CheckpointSaved {
-                step: *step,
-                path: path.clone(),
-            })),
-        ),
-        Event::Started(s) => (
-            Level::Info,
-            EventKind::Message,
-            format!(
-                "pre-flight: {} records, {} tokens ({} in the loss), {} truncated; {} steps",
-                s.train.records,
-                s.train.tokens,
-                s.train.loss_tokens,
-                s.train.truncated,
-                s.total_steps
-            ),
-            Some(EventData::Started(s.clone())),
-        ),
-        Event::Message { level, text } => (*level, EventKind::Message, text.clone(), None),
-    }
-}
-
-/// Stores an event (and a step's metrics) and broadcasts it. Step updates go out live at
-/// most once per `server.stream_update_interval_ms` per job (plus the last step), so the
-/// fan-out to many WebSocket clients costs the same whatever the step rate; every step
-/// stays in the events table and the metrics series.
-async fn persist(state: &AppState, id: &str, ev: &Event, last_live: &mut Option<Instant>) {
+/// Stores an event (and a step's metrics) and broadcasts it; false when the disk refused
+/// a write. Step updates go out live at most once per `server.stream_update_interval_ms`
+/// per job (plus the last step), so the fan-out to many WebSocket clients costs the same
+/// whatever the step rate; every step stays in the events table and the metrics series.
+async fn persist(state: &AppState, id: &str, ev: &Event, last_live: &mut Option<Instant>) -> bool {
+    let mut stored = true;
     let live = match ev {
         Event::Step(m) => {
             if let Err(e) = db::record_step(&state.db, id, m).await {
                 tracing::error!(job_id = %id, error = %e, "recording a step");
+                stored &= !is_disk_full(&e);
             }
             let interval = Duration::from_millis(state.settings.server.stream_update_interval_ms);
             let due = last_live.is_none_or(|t| t.elapsed() >= interval) || m.step >= m.total_steps;
@@ -150,7 +72,10 @@ async fn persist(state: &AppState, id: &str, ev: &Event, last_live: &mut Option<
         _ => true,
     };
     let (level, kind, message, data) = as_event(ev);
-    store_event(state, id, (level, kind, &message), data, live).await;
+    match store_event(state, id, (level, kind, &message), data, live).await {
+        Err(e) if is_disk_full(&e) => false,
+        _ => stored,
+    }
 }
 
 /// The stored error of a failed run: code and the offending field.
@@ -160,6 +85,7 @@ fn error_code(e: &EngineError) -> (&'static str, Option<&'static str>) {
         EngineError::Invalid { .. } | EngineError::Config { .. } => ("invalid_request", None),
         EngineError::OutOfMemory(_) => ("out_of_memory", None),
         EngineError::Diverged { .. } => ("diverged", None),
+        EngineError::Io { source, .. } if source.raw_os_error() == Some(28) => ("disk_full", None),
         _ => ("training_failed", None),
     }
 }
@@ -175,6 +101,116 @@ fn register_control(state: &AppState, id: &str) -> Arc<AtomicU8> {
     control
 }
 
+fn unregister_control(state: &AppState, id: &str) {
+    state
+        .controls
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(id);
+}
+
+/// The trainer's answer to the job's control flag (a shutdown pauses, to resume later).
+fn control_of(flag: u8, shutting: bool) -> Control {
+    match flag {
+        CANCEL | DISK_FULL => Control::Cancel,
+        PAUSE | TIME_LIMIT => Control::Pause,
+        _ if shutting => Control::Pause,
+        _ => Control::Continue,
+    }
+}
+
+type Handle = tokio::sync::oneshot::Receiver<Result<TrainResult, Failure>>;
+
+/// Starts the trainer: on its own thread (a step that never ends can then be abandoned),
+/// or as a launched process group for a distributed job.
+fn start_trainer(
+    state: &AppState,
+    job: &db::JobRow,
+    spec: TrainSpec,
+    resume: bool,
+    control: Arc<AtomicU8>,
+) -> (Handle, tokio::sync::mpsc::UnboundedReceiver<Event>) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
+    let (done, handle) = tokio::sync::oneshot::channel();
+    let shutting = state.shutting_down.clone();
+    let output = PathBuf::from(&job.output_dir);
+    if let Some(distributed) = job.config.distributed.clone() {
+        let l = launched::Launch {
+            config: job.config.clone(),
+            spec,
+            distributed,
+            output,
+            resume,
+        };
+        tokio::spawn(async move {
+            let r = launched::run(l, tx, control, shutting).await;
+            let _ = done.send(r.map_err(|f| Failure {
+                code: "training_failed",
+                param: None,
+                message: f.0,
+            }));
+        });
+        return (handle, rx);
+    }
+    let stop = (control.clone(), shutting.clone());
+    let interrupt: Interrupt =
+        Arc::new(move || stop.0.load(Ordering::SeqCst) != RUN || stop.1.load(Ordering::SeqCst));
+    std::thread::spawn(move || {
+        let r = train_interruptible(&spec, &output, resume, interrupt, &mut |e| {
+            let _ = tx.send(e.clone());
+            control_of(control.load(Ordering::SeqCst), shutting.load(Ordering::SeqCst))
+        });
+        let _ = done.send(r.map_err(|e| {
+            let (code, param) = error_code(&e);
+            Failure {
+                code,
+                param,
+                message: e.to_string(),
+            }
+        }));
+    });
+    (handle, rx)
+}
+
+/// Stores the trainer's events as they come while watching the clock: past
+/// `workers.max_job_seconds` the trainer is asked to stop, and a write the full disk
+/// refuses stops it too. False when the trainer has not ended
+/// `workers.stop_timeout_seconds` after a stop request (it is then abandoned).
+async fn pump(
+    state: &AppState,
+    id: &str,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Event>,
+    control: &AtomicU8,
+) -> bool {
+    let w = &state.settings.workers;
+    let (started, mut stop_since) = (Instant::now(), None::<Instant>);
+    let mut last_live = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            ev = rx.recv() => match ev {
+                Some(ev) if !persist(state, id, &ev, &mut last_live).await => {
+                    let _ = control.compare_exchange(RUN, DISK_FULL, Ordering::SeqCst, Ordering::SeqCst);
+                }
+                Some(_) => {}
+                None => return true,
+            },
+            _ = tick.tick() => {
+                if w.max_job_seconds > 0 && started.elapsed().as_secs() >= w.max_job_seconds {
+                    let _ = control.compare_exchange(RUN, TIME_LIMIT, Ordering::SeqCst, Ordering::SeqCst);
+                }
+                if control.load(Ordering::SeqCst) == RUN && !state.shutting_down.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let since = *stop_since.get_or_insert_with(Instant::now);
+                if since.elapsed().as_secs() >= w.stop_timeout_seconds {
+                    return false;
+                }
+            }
+        }
+    }
+}
+
 #[tracing::instrument(skip_all, fields(job_id = %job.id))]
 async fn run_job(state: &AppState, job: db::JobRow) {
     let id = job.id.clone();
@@ -187,8 +223,10 @@ async fn run_job(state: &AppState, job: db::JobRow) {
         }
     };
     let full = spec.fine_tune_type == FineTuneType::Full;
-    let output = PathBuf::from(&job.output_dir);
-    let resume = job.resume && output.join("checkpoints").join("latest").exists();
+    let resume = job.resume && PathBuf::from(&job.output_dir).join("checkpoints").join("latest").exists();
+    if resume {
+        reconcile::before_resume(state, &job).await;
+    }
     let control = register_control(state, &id);
     let _busy = crate::telemetry::GaugeGuard::hold(&state.telemetry.workers_busy);
     let msg = if resume {
@@ -198,78 +236,64 @@ async fn run_job(state: &AppState, job: db::JobRow) {
     };
     log_status(state, &id, Level::Info, msg, JobStatus::Running).await;
     if let Err(e) = fetch_weights(state, &job, &spec.base_model).await {
-        state
-            .controls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
-        let _ = db::fail(&state.db, &id, "download_failed", &e, Some("baseModel")).await;
-        let message = format!("job failed: {e}");
-        log_status(state, &id, Level::Error, &message, JobStatus::Failed).await;
-        return;
+        unregister_control(state, &id);
+        let f = Failure {
+            code: "download_failed",
+            param: Some("baseModel"),
+            message: e,
+        };
+        return ending::fail(state, &id, &f).await;
     }
+    let (handle, mut rx) = start_trainer(state, &job, spec, resume, control.clone());
+    let ended = pump(state, &id, &mut rx, &control).await;
+    unregister_control(state, &id);
+    if !ended {
+        let f = Failure {
+            code: "unresponsive",
+            param: None,
+            message: format!(
+                "the trainer did not stop within {} s of a stop request (workers.stop_timeout_seconds); its thread was abandoned",
+                state.settings.workers.stop_timeout_seconds
+            ),
+        };
+        return ending::fail(state, &id, &f).await;
+    }
+    let result = handle.await.unwrap_or_else(|_| {
+        Err(Failure {
+            code: "internal_error",
+            param: None,
+            message: "the training thread stopped unexpectedly".into(),
+        })
+    });
+    conclude(state, &job, full, result, control.load(Ordering::SeqCst)).await
+}
 
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
-    let shutting = state.shutting_down.clone();
-    let handle = match job.config.distributed.clone() {
-        Some(distributed) => {
-            let l = launched::Launch {
-                config: job.config.clone(),
-                spec,
-                distributed,
-                output,
-                resume,
-            };
-            tokio::spawn(async move {
-                let r = launched::run(l, tx, control, shutting).await;
-                r.map_err(|f| ("training_failed", None, f.0))
-            })
-        }
-        None => tokio::task::spawn_blocking(move || {
-            let r = train(&spec, &output, resume, &mut |e| {
-                let _ = tx.send(e.clone());
-                if shutting.load(Ordering::SeqCst) {
-                    return Control::Pause;
-                }
-                match control.load(Ordering::SeqCst) {
-                    PAUSE => Control::Pause,
-                    CANCEL => Control::Cancel,
-                    _ => Control::Continue,
-                }
-            });
-            r.map_err(|e| {
-                let (code, param) = error_code(&e);
-                (code, param, e.to_string())
-            })
-        }),
+/// The ending of a run the trainer returned from: a stop the worker asked for (time limit,
+/// full disk) is a failure; otherwise the outcome decides.
+async fn conclude(
+    state: &AppState,
+    job: &db::JobRow,
+    full: bool,
+    result: Result<TrainResult, Failure>,
+    flag: u8,
+) {
+    let stopped = |code, message: String| Failure {
+        code,
+        param: None,
+        message,
     };
-    let mut last_live = None;
-    while let Some(ev) = rx.recv().await {
-        persist(state, &id, &ev, &mut last_live).await;
-    }
-    let result = handle.await;
-    state
-        .controls
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&id);
-    match result {
-        Ok(Ok(r)) => {
-            if matches!(r.outcome, Outcome::Completed | Outcome::EarlyStopped) {
-                register_model(state, &job, full, &r).await;
-            }
-            finish(state, &id, &r).await
+    match (result, flag) {
+        (Ok(r), TIME_LIMIT) if r.outcome == Outcome::Paused => {
+            let limit = state.settings.workers.max_job_seconds;
+            let text = format!("stopped at step {} by the {limit} s limit (workers.max_job_seconds); its last checkpoint is kept", r.step);
+            ending::fail(state, &job.id, &stopped("time_limit_exceeded", text)).await
         }
-        Ok(Err((code, param, text))) => {
-            let _ = db::fail(&state.db, &id, code, &text, param).await;
-            let message = format!("job failed: {text}");
-            log_status(state, &id, Level::Error, &message, JobStatus::Failed).await;
+        (Ok(r), DISK_FULL) => {
+            let text = format!("stopped at step {}: the disk is full, its progress could not be recorded", r.step);
+            ending::fail(state, &job.id, &stopped("disk_full", text)).await
         }
-        Err(e) => {
-            let message = "the training thread stopped unexpectedly";
-            let _ = db::fail(&state.db, &id, "internal_error", message, None).await;
-            tracing::error!(error = %e, "training thread");
-        }
+        (Ok(r), _) => ending::finish(state, job, full, &r).await,
+        (Err(f), _) => ending::fail(state, &job.id, &f).await,
     }
 }
 
@@ -300,7 +324,7 @@ async fn fetch_weights(state: &AppState, job: &db::JobRow, dir: &str) -> Result<
             tenth * 10,
             total as f64 / 1e6
         );
-        store_event(
+        let _ = store_event(
             state,
             &job.id,
             (Level::Info, EventKind::Message, &text),
@@ -330,64 +354,3 @@ async fn fetch_weights(state: &AppState, job: &db::JobRow, dir: &str) -> Result<
     Ok(())
 }
 
-/// Registers a succeeded job's model (`ft:<base>:<suffix>:<job id>`) with its lineage.
-async fn register_model(state: &AppState, job: &db::JobRow, full: bool, r: &TrainResult) {
-    let out = r.output_dir.display().to_string();
-    let lineage = Lineage {
-        base_model: job.config.base_model.clone(),
-        job_id: job.id.clone(),
-        checkpoint: r.best_checkpoint.as_ref().map(|p| p.display().to_string()),
-        train_loss: r.final_loss,
-        valid_loss: r.best_val_loss,
-        adapter_path: (!full).then(|| out.clone()),
-        fused_path: full.then(|| r.output_dir.join("model").display().to_string()),
-    };
-    let m = ModelObject {
-        id: fine_tuned_id(&job.config.base_model, job.config.name.as_deref(), &job.id),
-        object: "model".into(),
-        created: db::now(),
-        owned_by: "mlxtune".into(),
-        kind: ModelKind::FineTuned,
-        source: out,
-        path: Some(r.output_dir.display().to_string()),
-        lineage: Some(lineage),
-        loaded: false,
-    };
-    if let Err(e) = db::insert_model(&state.db, &m).await {
-        tracing::error!(job_id = %job.id, error = %e, "registering the fine-tuned model");
-    }
-}
-
-/// Moves a job that ran to the state its outcome calls for.
-async fn finish(state: &AppState, id: &str, r: &TrainResult) {
-    let (to, message) = match r.outcome {
-        Outcome::Completed => (
-            JobStatus::Succeeded,
-            format!("job succeeded at step {}", r.step),
-        ),
-        Outcome::EarlyStopped => (
-            JobStatus::Succeeded,
-            format!("job succeeded (early stopping at step {})", r.step),
-        ),
-        Outcome::Cancelled => (
-            JobStatus::Cancelled,
-            format!("job cancelled at step {}", r.step),
-        ),
-        Outcome::Paused if state.shutting_down.load(Ordering::SeqCst) => (
-            JobStatus::Queued,
-            format!(
-                "server shutting down: checkpointed at step {}, will resume",
-                r.step
-            ),
-        ),
-        Outcome::Paused => (
-            JobStatus::Paused,
-            format!("job paused at step {} (checkpointed)", r.step),
-        ),
-    };
-    match db::transition(&state.db, id, &[JobStatus::Running], to).await {
-        Ok(true) => log_status(state, id, Level::Info, &message, to).await,
-        Ok(false) => tracing::warn!("job left the running state during training"),
-        Err(e) => tracing::error!(error = %e, "finishing a job"),
-    }
-}

@@ -1,6 +1,8 @@
 //! Helpers shared by the CLI's test binaries: fixture paths and running `mlxtune`.
 #![allow(dead_code)]
 
+pub mod service;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 

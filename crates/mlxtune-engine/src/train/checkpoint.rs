@@ -104,7 +104,26 @@ pub fn save(
     let dir = root.join(&name);
     let tmp = root.join(format!(".{name}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| EngineError::io(&tmp, e))?;
+    // A failed write (a full disk) leaves no half-written directory behind.
+    if let Err(e) = write_contents(&tmp, state, trainable, optimizer) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| EngineError::io(&dir, e))?;
+    }
+    std::fs::rename(&tmp, &dir).map_err(|e| EngineError::io(&dir, e))?;
+    write_atomic(&root.join("latest"), name.as_bytes())?;
+    Ok(dir)
+}
+
+fn write_contents(
+    tmp: &Path,
+    state: &TrainState,
+    trainable: &Weights,
+    optimizer: &Weights,
+) -> Result<()> {
+    std::fs::create_dir_all(tmp).map_err(|e| EngineError::io(tmp, e))?;
     let meta = Default::default();
     weights::save_atomic(&tmp.join("trainable.safetensors"), trainable, &meta)?;
     if !optimizer.is_empty() {
@@ -112,13 +131,23 @@ pub fn save(
     }
     let text = serde_json::to_string_pretty(state)
         .map_err(|e| EngineError::serialization("checkpoint state", e))?;
-    write_atomic(&tmp.join("state.json"), text.as_bytes())?;
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(|e| EngineError::io(&dir, e))?;
-    }
-    std::fs::rename(&tmp, &dir).map_err(|e| EngineError::io(&dir, e))?;
-    write_atomic(&root.join("latest"), name.as_bytes())?;
-    Ok(dir)
+    write_atomic(&tmp.join("state.json"), text.as_bytes())
+}
+
+/// Deletes the temporary directories of checkpoints whose writing never finished (a crash,
+/// a kill or a full disk); returns how many went. Run where no trainer writes into `output`.
+pub fn sweep_temporary(output: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(checkpoints_dir(output)) else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(".step-") && name.contains(".tmp")
+        })
+        .filter(|e| std::fs::remove_dir_all(e.path()).is_ok())
+        .count()
 }
 
 /// Marks `step`'s checkpoint as the best one.

@@ -274,6 +274,7 @@ pub fn parse_document(text: &str, toml_syntax: bool) -> Result<Value, ConfigErro
 
 /// Deserializes a config from JSON, naming the field path of the first problem.
 pub fn from_value(value: Value) -> Result<FineTuneConfig, ConfigError> {
+    super::bounds::check_shape(&value)?;
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
@@ -289,6 +290,9 @@ pub fn from_value(value: Value) -> Result<FineTuneConfig, ConfigError> {
         }
         if let Some((param, message)) = super::strict::unknown_field(&path, &inner) {
             return err(&param, message);
+        }
+        if inner.contains("untagged enum BatchSize") {
+            return err(&path, "must be a whole number >= 1 or \"auto\"");
         }
         let message = inner
             .split(" at line ")

@@ -5,6 +5,7 @@
 //! (the loop, one [`stepper`] step at a time, [`checkpoint`]s, [`events`] to the caller).
 
 pub mod board;
+pub mod bounds;
 pub mod checkpoint;
 pub mod config;
 pub mod distributed;
@@ -24,4 +25,4 @@ pub mod trainer;
 pub use config::{read_config, ConfigError, FineTuneConfig};
 pub use events::{Control, EvalMetrics, Event, Level, Outcome, Started, StepMetrics, TrainResult};
 pub use spec::TrainSpec;
-pub use trainer::{train, train_in_group};
+pub use trainer::{train, train_in_group, train_interruptible};

@@ -343,6 +343,7 @@ const SCHEDULES: &[(&str, ScheduleKind)] = &[
 impl TrainSpec {
     /// Validates every field; the first problem is returned with its path.
     pub fn from_config(c: &FineTuneConfig) -> Result<TrainSpec, ConfigError> {
+        super::bounds::check(c)?;
         check_plain_fields(c)?;
         let data = data_spec(c)?;
         let p = &c.parameters;

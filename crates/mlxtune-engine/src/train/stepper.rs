@@ -11,7 +11,7 @@ use super::distributed::Group;
 use super::optim::Optimizer;
 use super::step::{compiled_loss_and_grad, loss_and_grad, StepOptions};
 use crate::data::batch::TrainBatch;
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::models::ModelSpec;
 use crate::weights::Weights;
 
@@ -69,7 +69,13 @@ pub struct Stepper {
     last_gradients: Option<Weights>,
     /// Data parallelism: each step's sums are summed over this group before normalizing.
     group: Option<Rc<Group>>,
+    /// Read before each micro-batch: once it answers true the step stops with
+    /// [`EngineError::Interrupted`] (nothing is updated).
+    pub interrupt: Option<Interrupt>,
 }
+
+/// Asks whether a step should stop between micro-batches (a pause or cancel arrived).
+pub type Interrupt = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
 
 impl Stepper {
     /// `base` holds the frozen weights; `names` the trainable arrays, in argument order.
@@ -102,6 +108,7 @@ impl Stepper {
             keep_gradients: false,
             last_gradients: None,
             group: None,
+            interrupt: None,
         })
     }
 
@@ -132,6 +139,9 @@ impl Stepper {
     ) -> Result<Option<Gradients>> {
         let mut acc: Option<Gradients> = None;
         for m in micro.iter().filter(|m| m.batch.loss_tokens > 0) {
+            if self.interrupt.as_ref().is_some_and(|stop| stop()) {
+                return Err(EngineError::Interrupted);
+            }
             self.dropout_seed.set(m.dropout_seed);
             let args = self.arguments(trainable, &m.batch, loss_scale);
             let (vals, g) = (self.loss_and_grad)(&args)?;

@@ -17,7 +17,7 @@ use super::optim::{learning_rate, Optimizer};
 use super::prepare::{initial_trainables, prepare, write_spec, Dataset, Prepared};
 use super::spec::{FineTuneType, TrainSpec};
 use super::step::StepOptions;
-use super::stepper::{MicroBatch, StepOutcome, StepStats, Stepper};
+use super::stepper::{Interrupt, MicroBatch, StepOutcome, StepStats, Stepper};
 use crate::data::batch::Plan;
 use crate::error::{EngineError, Result};
 use crate::eval;
@@ -49,6 +49,29 @@ pub fn train_in_group(
     group: Option<Rc<Group>>,
     on_event: OnEvent,
 ) -> Result<TrainResult> {
+    train_with(spec, output, resume, (group, None), on_event)
+}
+
+/// [`train`] that also stops inside a long step: `interrupt` is asked before every
+/// micro-batch; once it answers true the step is dropped (its data is taken again on
+/// resume) and the callback's answer to an info event decides between pause and cancel.
+pub fn train_interruptible(
+    spec: &TrainSpec,
+    output: &Path,
+    resume: bool,
+    interrupt: Interrupt,
+    on_event: OnEvent,
+) -> Result<TrainResult> {
+    train_with(spec, output, resume, (None, Some(interrupt)), on_event)
+}
+
+fn train_with(
+    spec: &TrainSpec,
+    output: &Path,
+    resume: bool,
+    (group, interrupt): (Option<Rc<Group>>, Option<Interrupt>),
+    on_event: OnEvent,
+) -> Result<TrainResult> {
     runtime::init()?;
     let root = group.as_ref().is_none_or(|g| g.is_root());
     if root {
@@ -59,6 +82,7 @@ pub fn train_in_group(
         on_event(&Event::warn(w.clone()));
     }
     let mut run = Run::start(spec, output, prepared, resume, group, on_event)?;
+    run.stepper.interrupt = interrupt;
     let c = run.on_event(Event::Started(run.started()));
     if run.agree(c)? == Control::Cancel {
         return Ok(run.result(Outcome::Cancelled));
@@ -272,6 +296,10 @@ impl<'a> Run<'a> {
                 return Ok(Next::Continue);
             }
             // With a group, one rank alone cannot change the split: the run fails.
+            Err(EngineError::Interrupted) => {
+                self.state.micro = micro_before;
+                return self.stop_inside_step();
+            }
             Err(e) if e.is_out_of_memory() && self.can_split_further() && self.group.is_none() => {
                 self.recover_from_out_of_memory(&e)?;
                 return Ok(Next::Continue);
@@ -481,6 +509,24 @@ impl<'a> Run<'a> {
                 Next::Stop(Outcome::EarlyStopped)
             }
             Control::Continue => Next::Continue,
+        })
+    }
+
+    /// A pause or cancel that arrived between micro-batches: the unfinished step is
+    /// dropped; a pause checkpoints the last finished step unless `latest` already is it.
+    fn stop_inside_step(&mut self) -> Result<Next> {
+        let step = self.state.step;
+        let text = format!("step {} stopped between micro-batches", step + 1);
+        Ok(match self.on_event(Event::info(text)) {
+            Control::Continue => Next::Continue,
+            Control::Cancel => Next::Stop(Outcome::Cancelled),
+            Control::Pause => {
+                let saved = checkpoint::list(self.output).first().map(|c| c.step);
+                if step > 0 && saved != Some(step) {
+                    self.save_checkpoint()?;
+                }
+                Next::Stop(Outcome::Paused)
+            }
         })
     }
 

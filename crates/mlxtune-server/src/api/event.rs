@@ -87,6 +87,18 @@ pub enum EventData {
     Status(StatusChange),
 }
 
+impl EventData {
+    /// The step the event is about, for the kinds that are about one.
+    pub fn step(&self) -> Option<u64> {
+        match self {
+            EventData::TrainingUpdate(u) => Some(u.metrics.step),
+            EventData::Validation(v) => Some(v.step),
+            EventData::Checkpoint(c) => Some(c.step),
+            EventData::Started(_) | EventData::Status(_) => None,
+        }
+    }
+}
+
 /// One event.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct JobEvent {

@@ -46,7 +46,8 @@ impl TryFrom<RawEvent> for JobEvent {
     }
 }
 
-/// Stores an event; returns it as the API shows it.
+/// Stores an event; returns it as the API shows it. An event about a step replaces the
+/// job's earlier event of the same type and step (keeping its id): one per step.
 pub async fn add_event(
     pool: &SqlitePool,
     job: &str,
@@ -61,19 +62,25 @@ pub async fn add_event(
         None => None,
     };
     let (level_name, kind_name) = (level.as_str(), kind.as_str());
-    let r = sqlx::query!(
-        "INSERT INTO events (job_id, created_at, level, type, message, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    let step = data.as_ref().and_then(EventData::step).map(|s| s as i64);
+    let id = sqlx::query_scalar!(
+        r#"INSERT INTO events (job_id, created_at, level, type, message, data, step)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (job_id, type, step) WHERE step IS NOT NULL
+         DO UPDATE SET message = excluded.message, data = excluded.data
+         RETURNING id AS "id!""#,
         job,
         t,
         level_name,
         kind_name,
         message,
-        text
+        text,
+        step
     )
-    .execute(pool)
+    .fetch_one(pool)
     .await?;
     Ok(JobEvent {
-        id: r.last_insert_rowid(),
+        id,
         object: "fine_tuning.job.event".into(),
         job_id: job.to_string(),
         created_at: t,
@@ -104,4 +111,17 @@ pub async fn events(
     .into_iter()
     .map(JobEvent::try_from)
     .collect()
+}
+
+/// Forgets a job's events about steps past `step` (they will be recorded again).
+pub async fn drop_events_after(pool: &SqlitePool, job: &str, step: u64) -> sqlx::Result<u64> {
+    let step = step as i64;
+    let r = sqlx::query!(
+        "DELETE FROM events WHERE job_id = ?1 AND step > ?2",
+        job,
+        step
+    )
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected())
 }

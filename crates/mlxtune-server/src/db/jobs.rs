@@ -316,16 +316,69 @@ pub async fn fail(
     Ok(())
 }
 
-/// Jobs a dead process left running go back to the queue, to resume from their checkpoint.
-pub async fn recover_running(pool: &SqlitePool) -> sqlx::Result<Vec<String>> {
+/// Jobs a dead process left running: those whose cancel was requested end `cancelled`
+/// (first list), the others go back to the queue to resume from their checkpoint.
+pub async fn recover_running(pool: &SqlitePool) -> sqlx::Result<(Vec<String>, Vec<String>)> {
     let t = now();
-    sqlx::query_scalar!(
+    let cancelled = sqlx::query_scalar!(
+        r#"UPDATE jobs SET status = 'cancelled', worker = NULL, updated_at = ?1, finished_at = ?1
+         WHERE status = 'running' AND cancel_requested = 1 RETURNING id AS "id!""#,
+        t
+    )
+    .fetch_all(pool)
+    .await?;
+    let queued = sqlx::query_scalar!(
         r#"UPDATE jobs SET status = 'queued', resume = 1, worker = NULL, updated_at = ?1
          WHERE status = 'running' RETURNING id AS "id!""#,
         t
     )
     .fetch_all(pool)
-    .await
+    .await?;
+    Ok((cancelled, queued))
+}
+
+/// Records a cancel request on a running job; false when the job is not running (it
+/// finished meanwhile). Once recorded, the job's final state is `cancelled`.
+pub async fn request_cancel(pool: &SqlitePool, id: &str) -> sqlx::Result<bool> {
+    let t = now();
+    let r = sqlx::query!(
+        "UPDATE jobs SET cancel_requested = 1, updated_at = ?1 WHERE id = ?2 AND status = 'running'",
+        t,
+        id
+    )
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Whether a cancel was requested for the job.
+pub async fn cancel_requested(pool: &SqlitePool, id: &str) -> sqlx::Result<bool> {
+    let r = sqlx::query_scalar!("SELECT cancel_requested FROM jobs WHERE id = ?1", id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(r.is_some_and(|c| c != 0))
+}
+
+/// Moves a running job to `to`, or to `cancelled` when a cancel was requested (it wins over
+/// any outcome); the state it ended in, or None when it was not running.
+pub async fn settle(pool: &SqlitePool, id: &str, to: JobStatus) -> sqlx::Result<Option<JobStatus>> {
+    let (t, to) = (now(), to.as_str());
+    let ended = sqlx::query_scalar!(
+        r#"UPDATE jobs SET status = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE ?1 END,
+                updated_at = ?2,
+                finished_at = CASE WHEN cancel_requested = 1 OR ?1 IN ('succeeded', 'failed')
+                              THEN ?2 ELSE finished_at END,
+                resume = CASE WHEN ?1 = 'queued' THEN 1 ELSE resume END
+         WHERE id = ?3 AND status = 'running' RETURNING status"#,
+        to,
+        t,
+        id
+    )
+    .fetch_optional(pool)
+    .await?;
+    ended
+        .map(|s| s.parse().map_err(|e| decode_error("jobs.status", e)))
+        .transpose()
 }
 
 pub async fn delete_job(pool: &SqlitePool, id: &str) -> sqlx::Result<bool> {

@@ -47,3 +47,27 @@ pub async fn metrics(pool: &SqlitePool, job: &str) -> sqlx::Result<Vec<StepMetri
         .map(|d| serde_json::from_str(&d).map_err(|e| decode_error("metrics.data", e)))
         .collect()
 }
+
+/// Forgets a job's metrics of steps past `step` (they will be recorded again).
+pub async fn drop_metrics_after(pool: &SqlitePool, job: &str, step: u64) -> sqlx::Result<u64> {
+    let step = step as i64;
+    let r = sqlx::query!(
+        "DELETE FROM metrics WHERE job_id = ?1 AND step > ?2",
+        job,
+        step
+    )
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected())
+}
+
+/// The last step a job's metrics hold (0 when none).
+pub async fn last_step(pool: &SqlitePool, job: &str) -> sqlx::Result<u64> {
+    let step = sqlx::query_scalar!(
+        r#"SELECT COALESCE(MAX(step), 0) AS "step!: i64" FROM metrics WHERE job_id = ?1"#,
+        job
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(step.max(0) as u64)
+}

@@ -18,8 +18,8 @@ use sqlx::SqlitePool;
 
 pub use events::{add_event, events};
 pub use jobs::{
-    claim_next, count_by_status, delete_job, fail, get_job, insert_job, list_jobs, recover_running,
-    transition, JobRow, NewJob,
+    cancel_requested, claim_next, count_by_status, delete_job, fail, get_job, insert_job,
+    list_jobs, recover_running, request_cancel, settle, transition, JobRow, NewJob,
 };
 pub use metrics::{metrics, record_step};
 pub use models::{delete_model, derived_from, get_model, insert_model, list_models, model_in_use};

@@ -1,24 +1,29 @@
 //! Cancel, pause and resume. A running job's trainer sees the request through its control
-//! flag after its current step; other states change here, conditionally.
+//! flag before its next micro-batch; other states change here, conditionally. A cancel is
+//! recorded on the job, so it wins over a later pause and over a trainer that finishes
+//! meanwhile; every request is a live event on the job's stream.
 
 use std::sync::atomic::Ordering;
 
 use axum::extract::{Path, State};
 use axum::Json;
-use mlxtune_engine::train::Level;
 
 use super::job_or_404;
-use crate::api::{ErrorBody, EventKind, Job, JobStatus};
+use crate::api::{ErrorBody, Job, JobStatus};
 use crate::db;
 use crate::error::{ApiError, ApiResult};
+use crate::journal;
 use crate::state::{AppState, CANCEL, PAUSE};
 
-/// Sets a running job's control flag; false when no trainer of this process runs it.
+/// Sets a running job's control flag to `value` unless a cancel is already set (a cancel
+/// wins over a later pause); false when no trainer of this process runs the job.
 fn flag(state: &AppState, id: &str, value: u8) -> bool {
     let controls = state.controls.lock().unwrap_or_else(|p| p.into_inner());
     match controls.get(id) {
         Some(f) => {
-            f.store(value, Ordering::SeqCst);
+            let _ = f.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |now| {
+                (now != CANCEL).then_some(value)
+            });
             true
         }
         None => false,
@@ -26,8 +31,20 @@ fn flag(state: &AppState, id: &str, value: u8) -> bool {
 }
 
 async fn note(state: &AppState, id: &str, text: &str) -> ApiResult<()> {
-    db::add_event(&state.db, id, Level::Info, EventKind::Message, text, None).await?;
+    journal::note(state, id, text).await?;
     Ok(())
+}
+
+/// The answer to a control request on a job that has finished meanwhile.
+async fn finished(state: &AppState, id: &str, what: &str) -> ApiError {
+    match db::get_job(&state.db, id).await {
+        Ok(Some(row)) => ApiError::conflict(format!(
+            "job {id} already finished ({}); it cannot be {what}",
+            row.status
+        )),
+        Ok(None) => ApiError::not_found(&format!("job {id}")),
+        Err(e) => e.into(),
+    }
 }
 
 /// POST /v1/fine_tuning/jobs/{id}/cancel
@@ -50,6 +67,11 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Ap
             note(&state, &id, "job cancelled").await?;
         }
         JobStatus::Running => {
+            // Recorded first: from here on the job ends `cancelled`, whatever the trainer
+            // does next (even finishing its last step).
+            if !db::request_cancel(&state.db, &id).await? {
+                return Err(finished(&state, &id, "cancelled").await);
+            }
             flag(&state, &id, CANCEL);
             note(&state, &id, "cancellation requested").await?;
         }
@@ -67,6 +89,11 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> Ap
     responses((status = 200, body = Job), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn pause(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Job>> {
     let row = job_or_404(&state, &id).await?;
+    if row.status == JobStatus::Running && db::cancel_requested(&state.db, &id).await? {
+        return Err(ApiError::conflict(format!(
+            "job {id} is being cancelled; it cannot be paused"
+        )));
+    }
     if row.status != JobStatus::Running || !flag(&state, &id, PAUSE) {
         return Err(ApiError::conflict(format!(
             "a {} job cannot be paused",

@@ -1,0 +1,145 @@
+//! Control under pressure (issue 10): numbers that would wedge a worker are refused, a
+//! cancel wins over a later pause, concurrent deletes are idempotent, control requests are
+//! live events on the stream, and a job past the wall-clock limit stops and fails.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+/// A job that runs for minutes unless stopped.
+fn long_job() -> Value {
+    let mut cfg = product_config();
+    cfg["parameters"]["epochs"] = json!(5000);
+    cfg
+}
+
+async fn running(app: &TestApp, cfg: &Value) -> String {
+    let (status, job) = app.post("/v1/fine_tuning/jobs", cfg).await;
+    assert_eq!(status, 200, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    app.wait_status(&id, &["running"]).await;
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbers_that_would_wedge_a_worker_are_refused_by_name() {
+    let app = spawn_app(vec![]).await;
+    for (path, value, param) in [
+        ("/gradientAccumulationSteps", json!(4294967295u64), "gradientAccumulationSteps"),
+        ("/parameters/learningRate", json!(1e308), "parameters.learningRate"),
+        ("/parameters/epochs", json!(1e12), "parameters.epochs"),
+        ("/maxSteps", json!(u64::MAX), "maxSteps"),
+        ("/optimization", json!([]), "optimization"),
+        ("/parameters/batchSize", json!(1.5), "parameters.batchSize"),
+    ] {
+        let mut cfg = product_config();
+        set(&mut cfg, path, value);
+        let (status, body) = app.post("/v1/fine_tuning/jobs", &cfg).await;
+        assert_eq!((status, body["error"]["param"].as_str()), (422, Some(param)), "{body}");
+        assert!(!body["error"]["message"].as_str().unwrap().contains("untagged"), "{body}");
+    }
+}
+
+fn set(doc: &mut Value, path: &str, value: Value) {
+    let (parent, key) = path.rsplit_once('/').unwrap();
+    let target = if parent.is_empty() { doc } else { doc.pointer_mut(parent).unwrap() };
+    target[key] = value;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_wins_over_a_later_pause() {
+    let app = spawn_app(vec![]).await;
+    let id = running(&app, &long_job()).await;
+    let (s, _) = app.post(&format!("/v1/fine_tuning/jobs/{id}/cancel"), &json!({})).await;
+    assert_eq!(s, 200);
+    let (s, body) = app.post(&format!("/v1/fine_tuning/jobs/{id}/pause"), &json!({})).await;
+    assert_eq!(s, 409, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("being cancelled"));
+    let job = app.wait_status(&id, &["cancelled", "paused", "succeeded"]).await;
+    assert_eq!(job["status"], "cancelled");
+    let (s, body) = app.post(&format!("/v1/fine_tuning/jobs/{id}/cancel"), &json!({})).await;
+    assert_eq!(s, 409, "a finished job says so: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deletes_of_a_finished_job_answer_once() {
+    let app = spawn_app(vec![]).await;
+    let mut cfg = product_config();
+    cfg["parameters"]["epochs"] = json!(1);
+    let (_, job) = app.post("/v1/fine_tuning/jobs", &cfg).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    app.wait_status(&id, &["succeeded"]).await;
+    let path = format!("/v1/fine_tuning/jobs/{id}");
+    let deletes = (0..8).map(|_| app.delete(&path));
+    let mut codes: Vec<u16> = futures_util::future::join_all(deletes)
+        .await
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    codes.sort();
+    assert_eq!(codes, [200, 404, 404, 404, 404, 404, 404, 404]);
+}
+
+/// The messages of a job's stream until `until` appears among them.
+async fn stream_until(url: &str, until: &str) -> Vec<String> {
+    let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let (_, mut read) = ws.split();
+    let mut seen = vec![];
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(60), read.next()).await {
+        let Ok(text) = msg.into_text() else { continue };
+        let v: Value = serde_json::from_str(&text).unwrap();
+        let message = v["message"].as_str().unwrap_or("").to_string();
+        seen.push(message.clone());
+        if message.starts_with(until) {
+            break;
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_resume_and_cancel_requests_are_live_events_and_replayed() {
+    let app = spawn_app_with(vec![], Default::default(), 60_000).await;
+    let id = running(&app, &long_job()).await;
+    let url = format!("ws://127.0.0.1:{}/v1/fine_tuning/jobs/{id}/stream", app.port);
+    let live = tokio::spawn({
+        let url = url.clone();
+        async move { stream_until(&url, "cancellation requested").await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let control = |what: &str| format!("/v1/fine_tuning/jobs/{id}/{what}");
+    assert_eq!(app.post(&control("pause"), &json!({})).await.0, 200);
+    app.wait_status(&id, &["paused"]).await;
+    assert_eq!(app.post(&control("resume"), &json!({})).await.0, 200);
+    app.wait_status(&id, &["running"]).await;
+    assert_eq!(app.post(&control("cancel"), &json!({})).await.0, 200);
+    let seen = live.await.unwrap();
+    for said in ["pause requested", "resumed", "cancellation requested"] {
+        assert!(seen.iter().any(|m| m.starts_with(said)), "{said} not live: {seen:?}");
+    }
+    app.wait_status(&id, &["cancelled"]).await;
+    let replay = stream_until(&format!("{url}?after=0"), "cancellation requested").await;
+    for said in ["pause requested", "resumed", "cancellation requested"] {
+        assert!(replay.iter().any(|m| m.starts_with(said)), "{said} not replayed");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_past_the_wall_clock_limit_stops_checkpointed_and_fails() {
+    let app = spawn_app_tuned(vec![], |s| s.workers.max_job_seconds = 2).await;
+    let mut cfg = long_job();
+    cfg["checkpoint"] = json!({ "everySteps": 1000000 });
+    let id = running(&app, &cfg).await;
+    let job = app.wait_status(&id, &["failed", "succeeded", "cancelled"]).await;
+    assert_eq!(job["error"]["code"], "time_limit_exceeded", "{job}");
+    let step = job["progress"]["step"].as_i64().unwrap();
+    let msg = job["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("workers.max_job_seconds"), "{msg}");
+    let (_, ckpts) = app.get(&format!("/v1/fine_tuning/jobs/{id}/checkpoints")).await;
+    let steps = ckpts["data"].as_array().unwrap().iter();
+    let steps: Vec<i64> = steps.map(|c| c["step_number"].as_i64().unwrap()).collect();
+    assert!(step == 0 || steps.contains(&step), "checkpointed at step {step}: {ckpts}");
+}
