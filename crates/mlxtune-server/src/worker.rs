@@ -158,7 +158,10 @@ fn start_trainer(
     std::thread::spawn(move || {
         let r = train_interruptible(&spec, &output, resume, interrupt, &mut |e| {
             let _ = tx.send(e.clone());
-            control_of(control.load(Ordering::SeqCst), shutting.load(Ordering::SeqCst))
+            control_of(
+                control.load(Ordering::SeqCst),
+                shutting.load(Ordering::SeqCst),
+            )
         });
         let _ = done.send(r.map_err(|e| {
             let (code, param) = error_code(&e);
@@ -222,8 +225,21 @@ async fn run_job(state: &AppState, job: db::JobRow) {
             return;
         }
     };
+    // A job stored before the bounds existed must not wedge this worker either.
+    if let Err(e) = mlxtune_engine::train::bounds::check(&job.config) {
+        let f = Failure {
+            code: "invalid_request",
+            param: None,
+            message: e.to_string(),
+        };
+        return ending::fail(state, &id, &f).await;
+    }
     let full = spec.fine_tune_type == FineTuneType::Full;
-    let resume = job.resume && PathBuf::from(&job.output_dir).join("checkpoints").join("latest").exists();
+    let resume = job.resume
+        && PathBuf::from(&job.output_dir)
+            .join("checkpoints")
+            .join("latest")
+            .exists();
     if resume {
         reconcile::before_resume(state, &job).await;
     }
@@ -289,7 +305,10 @@ async fn conclude(
             ending::fail(state, &job.id, &stopped("time_limit_exceeded", text)).await
         }
         (Ok(r), DISK_FULL) => {
-            let text = format!("stopped at step {}: the disk is full, its progress could not be recorded", r.step);
+            let text = format!(
+                "stopped at step {}: the disk is full, its progress could not be recorded",
+                r.step
+            );
             ending::fail(state, &job.id, &stopped("disk_full", text)).await
         }
         (Ok(r), _) => ending::finish(state, job, full, &r).await,
@@ -353,4 +372,3 @@ async fn fetch_weights(state: &AppState, job: &db::JobRow, dir: &str) -> Result<
         .map_err(|e| e.to_string())?;
     Ok(())
 }
-

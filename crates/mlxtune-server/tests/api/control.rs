@@ -28,8 +28,16 @@ async fn running(app: &TestApp, cfg: &Value) -> String {
 async fn numbers_that_would_wedge_a_worker_are_refused_by_name() {
     let app = spawn_app(vec![]).await;
     for (path, value, param) in [
-        ("/gradientAccumulationSteps", json!(4294967295u64), "gradientAccumulationSteps"),
-        ("/parameters/learningRate", json!(1e308), "parameters.learningRate"),
+        (
+            "/gradientAccumulationSteps",
+            json!(4294967295u64),
+            "gradientAccumulationSteps",
+        ),
+        (
+            "/parameters/learningRate",
+            json!(1e308),
+            "parameters.learningRate",
+        ),
         ("/parameters/epochs", json!(1e12), "parameters.epochs"),
         ("/maxSteps", json!(u64::MAX), "maxSteps"),
         ("/optimization", json!([]), "optimization"),
@@ -38,14 +46,28 @@ async fn numbers_that_would_wedge_a_worker_are_refused_by_name() {
         let mut cfg = product_config();
         set(&mut cfg, path, value);
         let (status, body) = app.post("/v1/fine_tuning/jobs", &cfg).await;
-        assert_eq!((status, body["error"]["param"].as_str()), (422, Some(param)), "{body}");
-        assert!(!body["error"]["message"].as_str().unwrap().contains("untagged"), "{body}");
+        assert_eq!(
+            (status, body["error"]["param"].as_str()),
+            (422, Some(param)),
+            "{body}"
+        );
+        assert!(
+            !body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("untagged"),
+            "{body}"
+        );
     }
 }
 
 fn set(doc: &mut Value, path: &str, value: Value) {
     let (parent, key) = path.rsplit_once('/').unwrap();
-    let target = if parent.is_empty() { doc } else { doc.pointer_mut(parent).unwrap() };
+    let target = if parent.is_empty() {
+        doc
+    } else {
+        doc.pointer_mut(parent).unwrap()
+    };
     target[key] = value;
 }
 
@@ -53,14 +75,25 @@ fn set(doc: &mut Value, path: &str, value: Value) {
 async fn a_cancel_wins_over_a_later_pause() {
     let app = spawn_app(vec![]).await;
     let id = running(&app, &long_job()).await;
-    let (s, _) = app.post(&format!("/v1/fine_tuning/jobs/{id}/cancel"), &json!({})).await;
+    let (s, _) = app
+        .post(&format!("/v1/fine_tuning/jobs/{id}/cancel"), &json!({}))
+        .await;
     assert_eq!(s, 200);
-    let (s, body) = app.post(&format!("/v1/fine_tuning/jobs/{id}/pause"), &json!({})).await;
+    let (s, body) = app
+        .post(&format!("/v1/fine_tuning/jobs/{id}/pause"), &json!({}))
+        .await;
     assert_eq!(s, 409, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("being cancelled"));
-    let job = app.wait_status(&id, &["cancelled", "paused", "succeeded"]).await;
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("being cancelled"));
+    let job = app
+        .wait_status(&id, &["cancelled", "paused", "succeeded"])
+        .await;
     assert_eq!(job["status"], "cancelled");
-    let (s, body) = app.post(&format!("/v1/fine_tuning/jobs/{id}/cancel"), &json!({})).await;
+    let (s, body) = app
+        .post(&format!("/v1/fine_tuning/jobs/{id}/cancel"), &json!({}))
+        .await;
     assert_eq!(s, 409, "a finished job says so: {body}");
 }
 
@@ -104,7 +137,10 @@ async fn stream_until(url: &str, until: &str) -> Vec<String> {
 async fn pause_resume_and_cancel_requests_are_live_events_and_replayed() {
     let app = spawn_app_with(vec![], Default::default(), 60_000).await;
     let id = running(&app, &long_job()).await;
-    let url = format!("ws://127.0.0.1:{}/v1/fine_tuning/jobs/{id}/stream", app.port);
+    let url = format!(
+        "ws://127.0.0.1:{}/v1/fine_tuning/jobs/{id}/stream",
+        app.port
+    );
     let live = tokio::spawn({
         let url = url.clone();
         async move { stream_until(&url, "cancellation requested").await }
@@ -118,12 +154,18 @@ async fn pause_resume_and_cancel_requests_are_live_events_and_replayed() {
     assert_eq!(app.post(&control("cancel"), &json!({})).await.0, 200);
     let seen = live.await.unwrap();
     for said in ["pause requested", "resumed", "cancellation requested"] {
-        assert!(seen.iter().any(|m| m.starts_with(said)), "{said} not live: {seen:?}");
+        assert!(
+            seen.iter().any(|m| m.starts_with(said)),
+            "{said} not live: {seen:?}"
+        );
     }
     app.wait_status(&id, &["cancelled"]).await;
     let replay = stream_until(&format!("{url}?after=0"), "cancellation requested").await;
     for said in ["pause requested", "resumed", "cancellation requested"] {
-        assert!(replay.iter().any(|m| m.starts_with(said)), "{said} not replayed");
+        assert!(
+            replay.iter().any(|m| m.starts_with(said)),
+            "{said} not replayed"
+        );
     }
 }
 
@@ -133,13 +175,58 @@ async fn a_job_past_the_wall_clock_limit_stops_checkpointed_and_fails() {
     let mut cfg = long_job();
     cfg["checkpoint"] = json!({ "everySteps": 1000000 });
     let id = running(&app, &cfg).await;
-    let job = app.wait_status(&id, &["failed", "succeeded", "cancelled"]).await;
+    let job = app
+        .wait_status(&id, &["failed", "succeeded", "cancelled"])
+        .await;
     assert_eq!(job["error"]["code"], "time_limit_exceeded", "{job}");
     let step = job["progress"]["step"].as_i64().unwrap();
     let msg = job["error"]["message"].as_str().unwrap();
     assert!(msg.contains("workers.max_job_seconds"), "{msg}");
-    let (_, ckpts) = app.get(&format!("/v1/fine_tuning/jobs/{id}/checkpoints")).await;
+    let (_, ckpts) = app
+        .get(&format!("/v1/fine_tuning/jobs/{id}/checkpoints"))
+        .await;
     let steps = ckpts["data"].as_array().unwrap().iter();
     let steps: Vec<i64> = steps.map(|c| c["step_number"].as_i64().unwrap()).collect();
-    assert!(step == 0 || steps.contains(&step), "checkpointed at step {step}: {ckpts}");
+    assert!(
+        step == 0 || steps.contains(&step),
+        "checkpointed at step {step}: {ckpts}"
+    );
+}
+
+/// The two orders of a cancel and a trainer's last step, on the real database: a cancel
+/// recorded first ends the job `cancelled` even though the trainer completed; a job that
+/// completed first answers the cancel with "already finished".
+#[tokio::test]
+async fn a_cancel_recorded_before_the_last_step_ends_wins_and_one_after_is_refused() {
+    use mlxtune_server::api::JobStatus;
+    use mlxtune_server::db;
+    let dir = tempfile::tempdir().unwrap();
+    let pool = db::connect(&dir.path().join("jobs.sqlite3")).await.unwrap();
+    let config = product_config().to_string();
+    for id in ["ftjob-a", "ftjob-b"] {
+        let job = db::jobs::NewJob {
+            id,
+            status: JobStatus::Queued,
+            name: None,
+            config: &config,
+            spec: "{}",
+            output_dir: "/nowhere",
+            metadata: None,
+        };
+        db::insert_job(&pool, &job).await.unwrap();
+        db::claim_next(&pool, "w").await.unwrap().unwrap();
+    }
+    assert!(db::request_cancel(&pool, "ftjob-a").await.unwrap());
+    let ended = db::settle(&pool, "ftjob-a", JobStatus::Succeeded)
+        .await
+        .unwrap();
+    assert_eq!(ended, Some(JobStatus::Cancelled));
+    let ended = db::settle(&pool, "ftjob-b", JobStatus::Succeeded)
+        .await
+        .unwrap();
+    assert_eq!(ended, Some(JobStatus::Succeeded));
+    assert!(
+        !db::request_cancel(&pool, "ftjob-b").await.unwrap(),
+        "already finished"
+    );
 }
