@@ -15,10 +15,12 @@ pub mod hub;
 pub mod inference;
 pub mod launched;
 pub mod openapi;
+mod openapi_generic;
 pub mod registry;
 pub mod remote;
 pub mod results;
 pub mod routes;
+mod serve;
 pub mod settings;
 pub mod state;
 pub mod telemetry;
@@ -84,6 +86,9 @@ impl Application {
         let listener =
             TcpListener::bind((settings.server.host.as_str(), settings.server.port)).await?;
         let port = listener.local_addr()?.port();
+        if let Some(warning) = settings.exposure_warning() {
+            tracing::warn!("{warning}");
+        }
         Ok(Application {
             listener,
             state,
@@ -107,13 +112,13 @@ impl Application {
             .collect();
         let app = router(state.clone());
         let stop = state.clone();
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown_signal().await;
-                stop.shutting_down.store(true, Ordering::SeqCst);
-                stop.wake.notify_waiters();
-            })
-            .await?;
+        let limits = state.settings.server.clone();
+        serve::serve(self.listener, app, &limits, async move {
+            shutdown_signal().await;
+            stop.shutting_down.store(true, Ordering::SeqCst);
+            stop.wake.notify_waiters();
+        })
+        .await?;
         for w in workers {
             let _ = w.await;
         }

@@ -5,6 +5,8 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use crate::openapi_generic::GenericResponses;
+
 struct BearerAuth;
 
 impl Modify for BearerAuth {
@@ -51,7 +53,7 @@ impl Modify for BearerAuth {
         crate::routes::inference::completions,
     ),
     components(schemas(crate::api::Snapshot, crate::api::JobEvent, crate::api::inference::ChatCompletionChunk)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &GenericResponses),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;

@@ -25,6 +25,39 @@ pub struct Settings {
     pub inference: InferenceSettings,
     #[serde(default)]
     pub files: FileSettings,
+    #[serde(default)]
+    pub remote: RemoteSettings,
+}
+
+/// Downloads of `http(s)://` and `s3://` datasets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteSettings {
+    /// Allow hosts that resolve to loopback, private, link-local or other non-public
+    /// addresses (off by default: a dataset URI must not make the server read itself or
+    /// its network). The S3 endpoint is checked too.
+    #[serde(default)]
+    pub allow_private_addresses: bool,
+    /// A larger download is refused and deleted (default 512 MiB).
+    #[serde(default = "default_max_upload")]
+    pub max_download_bytes: u64,
+    /// Connecting, and each read of a download, time out after this many seconds.
+    #[serde(default = "default_remote_timeout")]
+    pub timeout_secs: u64,
+}
+
+impl Default for RemoteSettings {
+    fn default() -> Self {
+        RemoteSettings {
+            allow_private_addresses: false,
+            max_download_bytes: default_max_upload(),
+            timeout_secs: default_remote_timeout(),
+        }
+    }
+}
+
+fn default_remote_timeout() -> u64 {
+    30
 }
 
 /// Uploads through `POST /v1/files`, and when a job's datasets are checked.
@@ -159,6 +192,29 @@ pub struct ServerSettings {
     /// is still stored and replayed with `?after=`); 0 sends every step.
     #[serde(default = "default_stream_interval")]
     pub stream_update_interval_ms: u64,
+    /// A connection that has not sent a request's headers within this many seconds is
+    /// closed.
+    #[serde(default = "default_header_timeout")]
+    pub header_read_timeout_secs: u64,
+    /// A request body with no data for this many seconds fails (400) and the connection
+    /// closes.
+    #[serde(default = "default_body_timeout")]
+    pub body_read_timeout_secs: u64,
+    /// At most this many connections are open at once; more wait to be accepted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_header_timeout() -> u64 {
+    10
+}
+
+fn default_body_timeout() -> u64 {
+    30
+}
+
+fn default_max_connections() -> usize {
+    1024
 }
 
 fn default_stream_interval() -> u64 {
@@ -200,6 +256,27 @@ impl std::fmt::Debug for AuthSettings {
             "AuthSettings {{ api_keys: [{} redacted] }}",
             self.api_keys.len()
         )
+    }
+}
+
+impl Settings {
+    /// A warning when the server listens beyond loopback with no API keys: anyone who can
+    /// reach the port can then run and delete jobs.
+    pub fn exposure_warning(&self) -> Option<String> {
+        let host = self
+            .server
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let loopback = host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        (!loopback && self.auth.api_keys.is_empty()).then(|| {
+            format!(
+                "listening on {host} without API keys: anyone who can reach this port can submit, cancel and delete jobs; set auth.api_keys (MLXTUNE__AUTH__API_KEYS) or listen on 127.0.0.1"
+            )
+        })
     }
 }
 
@@ -354,6 +431,19 @@ pub fn per_user_dir() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listening_beyond_loopback_without_keys_is_warned_about() {
+        let mut s = built_in().unwrap();
+        assert_eq!(s.exposure_warning(), None, "127.0.0.1 without keys");
+        s.server.host = "0.0.0.0".into();
+        assert!(s.exposure_warning().unwrap().contains("without API keys"));
+        s.server.host = "[::1]".into();
+        assert_eq!(s.exposure_warning(), None);
+        s.server.host = "0.0.0.0".into();
+        s.auth.api_keys = vec!["k".into()];
+        assert_eq!(s.exposure_warning(), None, "keys set");
+    }
 
     #[test]
     fn the_built_in_defaults_load_and_unknown_keys_are_named() {

@@ -9,12 +9,21 @@ use mlxtune_engine::EngineError;
 
 use crate::error::{ApiError, ApiResult};
 
-/// Resolves a path or `local://` URI inside one of `roots`.
+/// Resolves a path or `local://` URI inside one of `roots`. A path outside them gets the
+/// same answer as a missing one, so the answers tell nothing about files elsewhere.
 pub fn confine(uri: &str, roots: &[PathBuf], param: &str) -> ApiResult<PathBuf> {
-    if uri.contains("://") && !uri.starts_with("local://") {
+    if let Some((scheme, _)) = uri.split_once("://").filter(|(s, _)| *s != "local") {
+        let supported = if param.starts_with("dataset") {
+            "a path, local://, http://, https://, s3:// or an uploaded file's id"
+        } else {
+            "a model name, a path or local://"
+        };
         return Err(ApiError::invalid(
             param,
-            format!("`{uri}`: only local paths and local:// URIs are supported so far"),
+            format!(
+                "`{}`: the {scheme}:// scheme is not supported; use {supported}",
+                crate::remote::redacted(uri)
+            ),
         ));
     }
     let raw = Path::new(uri.strip_prefix("local://").unwrap_or(uri));
@@ -24,23 +33,39 @@ pub fn confine(uri: &str, roots: &[PathBuf], param: &str) -> ApiResult<PathBuf> 
         roots.iter().map(|r| r.join(raw)).collect()
     };
     let canon_roots: Vec<PathBuf> = roots.iter().filter_map(|r| r.canonicalize().ok()).collect();
-    let mut outside = false;
-    for c in candidates {
-        if let Ok(real) = c.canonicalize() {
-            if canon_roots.iter().any(|r| real.starts_with(r)) {
-                return Ok(real);
-            }
-            outside = true;
-        }
+    candidates
+        .iter()
+        .filter_map(|c| c.canonicalize().ok())
+        .find(|real| canon_roots.iter().any(|r| real.starts_with(r)))
+        .ok_or_else(|| {
+            ApiError::invalid(
+                param,
+                format!("`{uri}` was not found under the configured roots"),
+            )
+        })
+}
+
+/// A dataset: confined, and a regular file (a FIFO or device would block the reader).
+fn confine_file(uri: &str, roots: &[PathBuf], param: &str) -> ApiResult<String> {
+    let path = confine(uri, roots, param)?;
+    if !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+        return Err(ApiError::invalid(
+            param,
+            format!("`{uri}` is not a regular file"),
+        ));
     }
-    Err(ApiError::invalid(
-        param,
-        if outside {
-            format!("`{uri}` is outside the configured roots")
-        } else {
-            format!("`{uri}` was not found under the configured roots")
-        },
-    ))
+    Ok(path.display().to_string())
+}
+
+/// Every safetensors file of the model has a well-formed header that fits the file, so a
+/// truncated or empty weights file is refused now rather than when the job starts. A model
+/// without weights yet (a Hugging Face id whose weights the worker fetches) is skipped.
+fn check_weight_headers(model_dir: &Path) -> ApiResult<()> {
+    use mlxtune_engine::weights::{read_header, weight_files};
+    for file in weight_files(model_dir).unwrap_or_default() {
+        read_header(&file).map_err(|e| ApiError::invalid("baseModel", e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Field checks, path confinement, then (blocking, on a worker thread) the model and data
@@ -55,17 +80,12 @@ pub fn validate(
     let mut spec =
         TrainSpec::from_config(config).map_err(|e| ApiError::invalid(&e.param, e.to_string()))?;
     spec.base_model = model_dir.display().to_string();
-    spec.train_data = confine(&spec.train_data, dataset_roots, "dataset.trainingData")?
-        .display()
-        .to_string();
+    spec.train_data = confine_file(&spec.train_data, dataset_roots, "dataset.trainingData")?;
     if let Some(v) = &spec.valid_data {
-        spec.valid_data = Some(
-            confine(v, dataset_roots, "dataset.validationData")?
-                .display()
-                .to_string(),
-        );
+        spec.valid_data = Some(confine_file(v, dataset_roots, "dataset.validationData")?);
     }
     let model_spec = prepare::model_spec(&spec).map_err(|e| named(e, "baseModel"))?;
+    check_weight_headers(model_dir)?;
     let tok = prepare::tokenizer(&spec, &model_spec).map_err(|e| named(e, "baseModel"))?;
     prepare::load_data(&spec, &tok, &spec.train_data)
         .map_err(|e| named(e, "dataset.trainingData"))?;
@@ -80,7 +100,7 @@ pub fn validate(
 /// is a 422 naming `name:line`; the number of records otherwise. Tokenization is checked when
 /// a job uses the file (the tokenizer is the job's model's).
 pub fn check_jsonl(path: &Path, name: &str) -> ApiResult<usize> {
-    use mlxtune_engine::data::{detect_format, read_jsonl, DataFormat};
+    use mlxtune_engine::data::{chat::content_text, detect_format, read_jsonl, DataFormat};
     let at = |line: usize, why: String| ApiError::invalid("file", format!("{name}:{line}: {why}"));
     let mut format = None;
     let mut records = 0;
@@ -103,8 +123,9 @@ pub fn check_jsonl(path: &Path, name: &str) -> ApiResult<usize> {
         let ok = match this {
             DataFormat::Chat => record["messages"].as_array().is_some_and(|m| {
                 !m.is_empty()
-                    && m.iter()
-                        .all(|m| m["role"].is_string() && m["content"].is_string())
+                    && m.iter().enumerate().all(|(i, m)| {
+                        m["role"].is_string() && matches!(content_text(m, i), Ok(Some(_)))
+                    })
             }),
             DataFormat::Completion => {
                 record["prompt"].is_string() && record["completion"].is_string()
@@ -114,7 +135,7 @@ pub fn check_jsonl(path: &Path, name: &str) -> ApiResult<usize> {
         if !ok {
             let want = match this {
                 DataFormat::Chat => {
-                    "`messages` must be a non-empty list of {role, content} strings"
+                    "`messages` must be a non-empty list of {role, content}, each content a string or a list of text parts"
                 }
                 DataFormat::Completion => "`prompt` and `completion` must be strings",
                 DataFormat::Text => "`text` must be a string",
@@ -153,11 +174,7 @@ mod tests {
         assert_eq!(confine("sub/a.jsonl", &roots, "p").unwrap(), real);
         assert_eq!(confine("local://sub/a.jsonl", &roots, "p").unwrap(), real);
         let e = confine("../secret.jsonl", &roots, "p").unwrap_err();
-        assert!(
-            e.message.contains("outside the configured roots"),
-            "{}",
-            e.message
-        );
+        assert!(e.message.contains("not found"), "{}", e.message);
         let e = confine("missing.jsonl", &roots, "p").unwrap_err();
         assert!(e.message.contains("not found"), "{}", e.message);
         assert_eq!(e.param.as_deref(), Some("p"));
@@ -172,12 +189,21 @@ mod tests {
         std::os::unix::fs::symlink(dir.path().join("outside.jsonl"), root.join("link.jsonl"))
             .unwrap();
         let e = confine("link.jsonl", &[root], "p").unwrap_err();
-        assert!(e.message.contains("outside"), "{}", e.message);
+        assert!(e.message.contains("not found"), "{}", e.message);
     }
 
     #[test]
     fn other_uri_schemes_are_refused_by_name() {
-        let e = confine("ftp://host/a.jsonl", &[], "dataset.trainingData").unwrap_err();
-        assert!(e.message.contains("ftp://host/a.jsonl"), "{}", e.message);
+        let e = confine("ftp://u:pw@host/a.jsonl", &[], "dataset.trainingData").unwrap_err();
+        assert!(
+            e.message.contains("ftp://***@host/a.jsonl"),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message.contains("http://, https://, s3://"),
+            "{}",
+            e.message
+        );
     }
 }

@@ -115,6 +115,15 @@ export interface paths {
                         "application/json": components["schemas"]["ChatCompletion"];
                     };
                 };
+                /** @description a browser request from an origin that is neither this server nor in server.cors_origins */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 404: {
                     headers: {
                         [name: string]: unknown;
@@ -124,6 +133,15 @@ export interface paths {
                     };
                 };
                 409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description a body that is not application/json (multipart/form-data for uploads) */
+                415: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -187,6 +205,15 @@ export interface paths {
                         "application/json": components["schemas"]["Completion"];
                     };
                 };
+                /** @description a browser request from an origin that is neither this server nor in server.cors_origins */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 404: {
                     headers: {
                         [name: string]: unknown;
@@ -196,6 +223,15 @@ export interface paths {
                     };
                 };
                 409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description a body that is not application/json (multipart/form-data for uploads) */
+                415: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -257,6 +293,15 @@ export interface paths {
                         "application/json": components["schemas"]["FileList"];
                     };
                 };
+                /** @description a query string that cannot be read */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 422: {
                     headers: {
                         [name: string]: unknown;
@@ -298,7 +343,25 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description a browser request from an origin that is neither this server nor in server.cors_origins */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description a body that is not application/json (multipart/form-data for uploads) */
+                415: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -386,6 +449,15 @@ export interface paths {
                         "application/json": components["schemas"]["FileDeleted"];
                     };
                 };
+                /** @description a browser request from an origin that is neither this server nor in server.cors_origins */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 404: {
                     headers: {
                         [name: string]: unknown;
@@ -395,6 +467,15 @@ export interface paths {
                     };
                 };
                 409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description a body that is not application/json (multipart/form-data for uploads) */
+                415: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -487,6 +568,15 @@ export interface paths {
                         "application/json": components["schemas"]["JobList"];
                     };
                 };
+                /** @description a query string that cannot be read */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 422: {
                     headers: {
                         [name: string]: unknown;
@@ -528,7 +618,25 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description a browser request from an origin that is neither this server nor in server.cors_origins */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description a body that is not application/json (multipart/form-data for uploads) */
+                415: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -613,6 +721,15 @@ export interface paths {
                         "application/json": components["schemas"]["Deleted"];
                     };
                 };
+                /** @description a browser request from an origin that is neither this server nor in server.cors_origins */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 404: {
                     headers: {
                         [name: string]: unknown;
@@ -622,6 +739,15 @@ export interface paths {
                     };
                 };
                 409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description a body that is not application/json (multipart/form-data for uploads) */
+                415: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -722,6 +848,15 @@ export interface paths {
                         "application/json": components["schemas"]["Job"];
                     };
                 };
+                /** @description a browser request from an origin that is neither this server nor in server.cors_origins */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 404: {
                     headers: {
                         [name: string]: unknown;
@@ -731,6 +866,15 @@ export interface paths {
                     };
                 };
                 409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description a body that is not application/json (multipart/form-data for uploads) */
+                415: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -776,6 +920,15 @@ export interface paths {
                     };
                     content: {
                         "application/json": components["schemas"]["CheckpointList"];
+                    };
+                };
+                /** @description a query string that cannot be read */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
                 404: {
@@ -834,6 +987,15 @@ export interface paths {
                     };
                     content: {
                         "application/json": components["schemas"]["EventList"];
+                    };
+                };
+                /** @description a query string that cannot be read */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
                 404: {
@@ -938,6 +1100,15 @@ export interface paths {
                         "application/json": components["schemas"]["Job"];
                     };
                 };
+                /** @description a browser request from an origin that is neither this server nor in server.cors_origins */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 404: {
                     headers: {
                         [name: string]: unknown;
@@ -947,6 +1118,15 @@ export interface paths {
                     };
                 };
                 409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description a body that is not application/json (multipart/form-data for uploads) */
+                415: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -992,6 +1172,15 @@ export interface paths {
                         "application/json": components["schemas"]["Job"];
                     };
                 };
+                /** @description a browser request from an origin that is neither this server nor in server.cors_origins */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 404: {
                     headers: {
                         [name: string]: unknown;
@@ -1001,6 +1190,15 @@ export interface paths {
                     };
                 };
                 409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description a body that is not application/json (multipart/form-data for uploads) */
+                415: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -1046,6 +1244,24 @@ export interface paths {
                     };
                     content?: never;
                 };
+                /** @description not a WebSocket upgrade request */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description a browser request from an origin that is neither this server nor in server.cors_origins */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 404: {
                     headers: {
                         [name: string]: unknown;
@@ -1055,6 +1271,15 @@ export interface paths {
                     };
                 };
                 422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description the connection cannot be upgraded */
+                426: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -1095,6 +1320,33 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content?: never;
+                };
+                /** @description not a WebSocket upgrade request */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description a browser request from an origin that is neither this server nor in server.cors_origins */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description the connection cannot be upgraded */
+                426: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
                 };
             };
         };
@@ -1159,6 +1411,15 @@ export interface paths {
                         "application/json": components["schemas"]["ModelObject"];
                     };
                 };
+                /** @description a browser request from an origin that is neither this server nor in server.cors_origins */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 404: {
                     headers: {
                         [name: string]: unknown;
@@ -1168,6 +1429,15 @@ export interface paths {
                     };
                 };
                 409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description a body that is not application/json (multipart/form-data for uploads) */
+                415: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -1255,6 +1525,15 @@ export interface paths {
                         "application/json": components["schemas"]["ModelDeleted"];
                     };
                 };
+                /** @description a browser request from an origin that is neither this server nor in server.cors_origins */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 404: {
                     headers: {
                         [name: string]: unknown;
@@ -1264,6 +1543,15 @@ export interface paths {
                     };
                 };
                 409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description a body that is not application/json (multipart/form-data for uploads) */
+                415: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -1312,6 +1600,15 @@ export interface paths {
                         "application/json": components["schemas"]["GenerateResponse"];
                     };
                 };
+                /** @description a browser request from an origin that is neither this server nor in server.cors_origins */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 404: {
                     headers: {
                         [name: string]: unknown;
@@ -1321,6 +1618,15 @@ export interface paths {
                     };
                 };
                 409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description a body that is not application/json (multipart/form-data for uploads) */
+                415: {
                     headers: {
                         [name: string]: unknown;
                     };

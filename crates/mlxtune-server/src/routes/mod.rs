@@ -7,9 +7,11 @@ pub mod files;
 mod generation;
 pub mod inference;
 pub mod jobs;
+mod json_errors;
 pub mod metrics;
 pub mod models;
 mod names;
+mod origin;
 pub mod stream;
 
 use axum::extract::{Request, State};
@@ -136,6 +138,8 @@ pub fn router(state: AppState) -> Router {
         .merge(jobs::artifacts::routes())
         .merge(dashboard::routes())
         .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(middleware::from_fn_with_state(state.clone(), origin::guard))
+        .layer(middleware::from_fn(json_errors::as_json))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             metrics::track_requests,

@@ -60,7 +60,12 @@ async fn datasets_come_from_s3_and_http_through_the_cache() {
         access_key_id: "test".into(),
         secret_access_key: "test".into(),
     };
-    let app = spawn_app_with(vec![], s3, 0).await;
+    // The test's servers are on loopback, which downloads may reach only when allowed.
+    let app = spawn_app_tuned(vec![], |s| {
+        s.s3 = s3;
+        s.remote.allow_private_addresses = true;
+    })
+    .await;
     let mut cfg = product_config();
     cfg["dataset"]["trainingData"] = json!("s3://mlxtune-data/train/chat.jsonl");
     cfg["dataset"]

@@ -86,6 +86,9 @@ pub async fn spawn_app_tuned(api_keys: Vec<String>, tune: impl FnOnce(&mut Setti
             max_body_bytes: 64 * 1024,
             cors_origins: vec!["http://dashboard.test".into()],
             stream_update_interval_ms: 0,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 30,
+            max_connections: 1024,
         },
         storage: StorageSettings {
             data_dir: dir.path().join("data"),
@@ -103,6 +106,7 @@ pub async fn spawn_app_tuned(api_keys: Vec<String>, tune: impl FnOnce(&mut Setti
         models: Default::default(),
         inference: Default::default(),
         files: Default::default(),
+        remote: Default::default(),
     };
     tune(&mut settings);
     let app = Application::build(settings).await.unwrap();

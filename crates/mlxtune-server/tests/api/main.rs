@@ -7,6 +7,7 @@ mod dashboard;
 mod datasets;
 mod files;
 mod first_hour;
+mod hardening;
 mod helpers;
 mod hub;
 mod jobs;

@@ -98,26 +98,32 @@ async fn validated_spec(
     if let Some(v) = d.validation_data.as_mut() {
         resolve_file_id(state, v, "dataset.validationData").await?;
     }
+    // Downloads of a refused submission are removed when `fetched` drops.
+    let mut fetched = Vec::new();
     if remote::is_remote(&d.training_data) {
-        let path = remote::fetch(&d.training_data, &state.settings, "dataset.trainingData").await?;
-        d.training_data = path.display().to_string();
+        let f = remote::fetch(&d.training_data, &state.settings, "dataset.trainingData").await?;
+        d.training_data = f.path().display().to_string();
+        fetched.push(f);
     }
     if let Some(v) = d.validation_data.as_mut().filter(|v| remote::is_remote(v)) {
-        let path = remote::fetch(v, &state.settings, "dataset.validationData").await?;
-        *v = path.display().to_string();
+        let f = remote::fetch(v, &state.settings, "dataset.validationData").await?;
+        *v = f.path().display().to_string();
+        fetched.push(f);
     }
     let model_dir = base_model_dir(state, &config.base_model).await?;
     let mut datasets = state.settings.paths.dataset_roots.clone();
     datasets.push(remote::cache_dir(&state.settings));
     datasets.push(super::files::files_dir(state));
-    tokio::task::spawn_blocking(move || {
+    let spec = tokio::task::spawn_blocking(move || {
         if cap_sequence_length {
             cap_at_context(&mut local, &model_dir)?;
         }
         validate(&local, &model_dir, &datasets)
     })
     .await
-    .map_err(|e| ApiError::internal("validation task", e))?
+    .map_err(|e| ApiError::internal("validation task", e))??;
+    fetched.into_iter().for_each(remote::Fetched::keep);
+    Ok(spec)
 }
 
 /// A dataset named by an uploaded file's id (`file-…`) becomes that file's path.
