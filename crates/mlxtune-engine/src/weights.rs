@@ -215,9 +215,13 @@ pub fn save_atomic(
     ));
     let mut sorted: Vec<(&String, &Array)> = weights.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(b.0));
-    Array::save_safetensors(sorted, metadata, &tmp).map_err(|e| EngineError::Safetensors {
-        file: path.to_path_buf(),
-        message: format!("writing: {e}"),
+    // A failed write (a full disk) leaves no temporary file behind.
+    Array::save_safetensors(sorted, metadata, &tmp).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        EngineError::Safetensors {
+            file: path.to_path_buf(),
+            message: format!("writing: {e}"),
+        }
     })?;
     File::open(&tmp)
         .and_then(|f| f.sync_all())

@@ -91,7 +91,10 @@ async fn register_model(state: &AppState, job: &db::JobRow, full: bool, r: &Trai
 /// was recorded before), and registers its model when it succeeded.
 pub async fn finish(state: &AppState, job: &db::JobRow, full: bool, r: &TrainResult) {
     let (to, message) = outcome_state(state, r);
-    let ended = retrying(state, "finishing a job", || db::settle(&state.db, &job.id, to)).await;
+    let ended = retrying(state, "finishing a job", || {
+        db::settle(&state.db, &job.id, to)
+    })
+    .await;
     let Some(ended) = ended.flatten() else {
         tracing::warn!(job_id = %job.id, "the job left the running state during training");
         return;

@@ -77,7 +77,9 @@ impl ApiError {
 /// Whether a database error is SQLite's "database or disk is full" (SQLITE_FULL).
 pub fn is_disk_full(e: &sqlx::Error) -> bool {
     match e {
-        sqlx::Error::Database(d) => d.code().is_some_and(|c| c == "13") || d.message().contains("disk is full"),
+        sqlx::Error::Database(d) => {
+            d.code().is_some_and(|c| c == "13") || d.message().contains("disk is full")
+        }
         sqlx::Error::Io(io) => io.raw_os_error() == Some(28),
         _ => false,
     }

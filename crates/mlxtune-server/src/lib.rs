@@ -10,12 +10,16 @@
 
 pub mod api;
 pub mod db;
+pub mod ending;
 pub mod error;
 pub mod hub;
 pub mod inference;
+pub mod journal;
 pub mod launched;
 pub mod openapi;
 mod openapi_generic;
+pub mod reconcile;
+pub mod recovery;
 pub mod registry;
 pub mod remote;
 pub mod results;
@@ -31,11 +35,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use mlxtune_engine::train::Level;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, Notify};
 
-use api::JobStatus;
 pub use routes::router;
 pub use settings::Settings;
 pub use state::AppState;
@@ -77,11 +79,7 @@ impl Application {
             )?),
         };
         state.telemetry.workers.set(settings.workers.count as i64);
-        for id in db::recover_running(&state.db).await? {
-            tracing::warn!(job_id = %id, "recovering a job left running by a stopped server");
-            let text = "the server stopped while this job ran; it resumes from its last checkpoint";
-            worker::log_status(&state, &id, Level::Warn, text, JobStatus::Queued).await;
-        }
+        recovery::at_start(&state).await?;
         routes::jobs::preflight::resume_interrupted(&state).await?;
         let listener =
             TcpListener::bind((settings.server.host.as_str(), settings.server.port)).await?;

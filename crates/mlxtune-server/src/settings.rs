@@ -233,6 +233,11 @@ pub struct StorageSettings {
 #[serde(deny_unknown_fields)]
 pub struct WorkerSettings {
     pub count: usize,
+    /// A running job stops (checkpointed) and fails after this many seconds; 0: no limit.
+    pub max_job_seconds: u64,
+    /// A trainer that has not stopped this many seconds after a cancel, pause or shutdown
+    /// (a step that never ends) fails its job, and its thread is abandoned.
+    pub stop_timeout_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -94,7 +94,11 @@ pub async fn spawn_app_tuned(api_keys: Vec<String>, tune: impl FnOnce(&mut Setti
             data_dir: dir.path().join("data"),
             database_path: String::new(),
         },
-        workers: WorkerSettings { count: 1 },
+        workers: WorkerSettings {
+            count: 1,
+            max_job_seconds: 0,
+            stop_timeout_seconds: 120,
+        },
         paths: PathSettings {
             model_roots: vec![models],
             dataset_roots: vec![datasets],

@@ -280,9 +280,11 @@ pub async fn delete(
 ) -> ApiResult<Json<Deleted>> {
     let row = job_or_404(&state, &id).await?;
     if !db::delete_job(&state.db, &id).await? {
+        // Another request may have deleted it meanwhile: then it is simply gone.
+        let now = job_or_404(&state, &id).await?;
         return Err(ApiError::conflict(format!(
             "a {} job cannot be deleted; cancel it first",
-            row.status
+            now.status
         )));
     }
     let _ = std::fs::remove_dir_all(&row.output_dir);
