@@ -57,6 +57,27 @@ fn confine_file(uri: &str, roots: &[PathBuf], param: &str) -> ApiResult<String> 
     Ok(path.display().to_string())
 }
 
+/// The model directory holds no FIFO, socket or device: reading one (a `config.json` that is
+/// a FIFO) would hold the request.
+fn check_model_files(model_dir: &Path) -> ApiResult<()> {
+    let Ok(entries) = std::fs::read_dir(model_dir) else {
+        return Ok(()); // reading the config names the problem
+    };
+    for entry in entries.flatten() {
+        let special = std::fs::metadata(entry.path()).is_ok_and(|m| !m.is_file() && !m.is_dir());
+        if special {
+            return Err(ApiError::invalid(
+                "baseModel",
+                format!(
+                    "`{}` in the model directory is not a regular file",
+                    entry.file_name().to_string_lossy()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Every safetensors file of the model has a well-formed header that fits the file, so a
 /// truncated or empty weights file is refused now rather than when the job starts. A model
 /// without weights yet (a Hugging Face id whose weights the worker fetches) is skipped.
@@ -84,6 +105,7 @@ pub fn validate(
     if let Some(v) = &spec.valid_data {
         spec.valid_data = Some(confine_file(v, dataset_roots, "dataset.validationData")?);
     }
+    check_model_files(model_dir)?;
     let model_spec = prepare::model_spec(&spec).map_err(|e| named(e, "baseModel"))?;
     check_weight_headers(model_dir)?;
     let tok = prepare::tokenizer(&spec, &model_spec).map_err(|e| named(e, "baseModel"))?;

@@ -45,11 +45,24 @@ pub async fn as_json(req: Request, next: Next) -> Response {
         ),
         _ => ("invalid_request", text),
     };
-    let mut out = ApiError::new(status, code, message).into_response();
+    let param = query_field(&message);
+    let mut out = ApiError {
+        param,
+        ..ApiError::new(status, code, message)
+    }
+    .into_response();
     for (name, value) in parts.headers.iter() {
         if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
             out.headers_mut().insert(name.clone(), value.clone());
         }
     }
     out
+}
+
+/// The field axum's `Query` extractor names (`Failed to deserialize query string: limit:
+/// invalid digit found in string` → `limit`).
+fn query_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("Failed to deserialize query string: ")?;
+    let (field, _) = rest.split_once(": ")?;
+    (!field.is_empty() && !field.contains(' ')).then(|| field.to_string())
 }

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -52,24 +52,47 @@ fn uuid_like(app: &TestApp) -> String {
     app.root.file_name().unwrap().to_string_lossy().into_owned()
 }
 
+fn mkfifo(path: &std::path::Path) {
+    let made = std::process::Command::new("mkfifo").arg(path).status();
+    assert!(made.unwrap().success());
+}
+
+/// Submits `cfg`; a request still waiting after 20 s fails the test (after releasing the
+/// reader of `fifo` with a writer that closes at once, so the test ends).
+async fn submit_beside_fifo(app: &TestApp, cfg: &Value, fifo: &std::path::Path) -> (u16, Value) {
+    let post = app.post("/v1/fine_tuning/jobs", cfg);
+    let Ok(answer) = tokio::time::timeout(Duration::from_secs(20), post).await else {
+        drop(std::fs::OpenOptions::new().write(true).open(fifo));
+        panic!("the request waited on the FIFO {}", fifo.display());
+    };
+    answer
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fifo_in_the_dataset_root_is_refused_without_reading_it() {
+async fn a_fifo_as_a_dataset_or_model_file_is_refused_without_reading_it() {
     let app = spawn_app_tuned(vec![], |s| s.workers.count = 0).await;
     let fifo = app.root.join("datasets/pipe.jsonl");
-    let made = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap();
-    assert!(made.success());
-    let cfg = config_with_data("pipe.jsonl");
-    let post = app.post("/v1/fine_tuning/jobs", &cfg);
-    let Ok((s, v)) = tokio::time::timeout(Duration::from_secs(20), post).await else {
-        // Release the reader (a writer that closes at once) so the test ends, then fail.
-        drop(std::fs::OpenOptions::new().write(true).open(&fifo));
-        panic!("the request waited on the FIFO");
-    };
+    mkfifo(&fifo);
+    let (s, v) = submit_beside_fifo(&app, &config_with_data("pipe.jsonl"), &fifo).await;
     assert_eq!(s, 422, "{v}");
     assert_eq!(v["error"]["message"], "`pipe.jsonl` is not a regular file");
+
+    // A model directory whose config.json is a FIFO.
+    let model = app.root.join("models/piped");
+    copy_dir(&fixture("lfm2"), &model);
+    let fifo = model.join("config.json");
+    std::fs::remove_file(&fifo).unwrap();
+    mkfifo(&fifo);
+    let mut cfg = product_config();
+    cfg["baseModel"] = json!("piped");
+    let (s, v) = submit_beside_fifo(&app, &cfg, &fifo).await;
+    assert_eq!(
+        (s, v["error"]["param"].as_str()),
+        (422, Some("baseModel")),
+        "{v}"
+    );
+    let why = "`config.json` in the model directory is not a regular file";
+    assert_eq!(v["error"]["message"], why);
 }
 
 /// Reads until the server closes the connection (or `limit` passes); what it sent.
