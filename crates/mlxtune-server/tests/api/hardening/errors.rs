@@ -16,6 +16,7 @@ async fn query_strings_unknown_routes_wrong_methods_and_plain_stream_requests_ge
         (400, Some("invalid_request")),
         "{v}"
     );
+    assert_eq!(v["error"]["param"], "limit", "{v}");
     let (s, v) = app.get("/v1/fine_tuning/stream").await;
     assert_eq!(s, 400, "{v}");
 
