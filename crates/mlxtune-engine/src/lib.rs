@@ -11,6 +11,7 @@ pub mod fsutil;
 pub mod fuse;
 pub mod generate;
 pub mod gguf;
+pub mod kernels;
 pub mod models;
 pub mod runtime;
 pub mod tokenizer;

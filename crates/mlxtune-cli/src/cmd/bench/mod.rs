@@ -1,6 +1,7 @@
 //! `mlxtune bench`: commands that print measured numbers (never timed tests). Each calls
 //! the engine's own APIs, so what is measured is what runs.
 
+mod cuda_profiler;
 mod init_model;
 mod matmul;
 mod train;

@@ -268,12 +268,14 @@ fn measure(
         step(&mut s)?;
     }
     runtime::reset_peak_memory();
+    super::cuda_profiler::start();
     let t = Instant::now();
     let mut loss = 0.0;
     for _ in 0..a.steps.max(1) {
         loss = step(&mut s)?;
     }
     let dt = t.elapsed().as_secs_f64() / a.steps.max(1) as f64;
+    super::cuda_profiler::stop();
     let peak_memory_bytes = runtime::memory_stats().peak;
     let memory = if a.memory_profile {
         Some(memory_profile(&mut s)?)

@@ -1,0 +1,188 @@
+//! Fused kernels (crates/mlxtune-engine/src/kernels) against their unfused references, in
+//! value and gradient, f32 and bf16. On the CPU the public ops are the references, so there
+//! the tests check the references themselves (a host loop, a wrong formula failing) and the
+//! custom-VJP plumbing with MLX operations; on a GPU build (docs/cuda.md: the `kernels`
+//! binary on the device) the same tests run the CUDA kernels against the references.
+#![allow(clippy::unwrap_used)]
+
+use mlxtune_engine::kernels::{self, short_conv, swiglu};
+use mlxtune_engine::mlx_rs::error::Exception;
+use mlxtune_engine::mlx_rs::transforms::fallible_vjp;
+use mlxtune_engine::mlx_rs::{random, Array, Dtype};
+use mlxtune_engine::Result;
+
+/// An op of the differentiated inputs (`&x[..n]`) and fixed extra inputs (`&x[n..]`).
+type Op = Box<dyn Fn(&[Array]) -> Result<Array>>;
+
+const DTYPES: [Dtype; 2] = [Dtype::Float32, Dtype::Bfloat16];
+
+fn normal(shape: &[i32], scale: f32, seed: u64) -> Array {
+    let key = random::key(seed).unwrap();
+    random::normal::<f32>(shape, None, Some(scale), &key).unwrap()
+}
+
+/// Value and gradients of `op` with respect to `x`, cotangent `d`, all as f32.
+fn value_and_vjp(op: &Op, x: &[Array], d: &Array) -> Vec<Array> {
+    let f = |a: &[Array]| -> std::result::Result<Vec<Array>, Exception> {
+        op(a)
+            .map(|y| vec![y])
+            .map_err(|e| e.to_string().as_str().into())
+    };
+    let (out, grads) = fallible_vjp(f, x, std::slice::from_ref(d)).unwrap();
+    out.iter()
+        .chain(grads.iter())
+        .map(|a| a.as_dtype(Dtype::Float32).unwrap())
+        .collect()
+}
+
+/// max |a − b| / max |b|.
+fn rel_err(a: &Array, b: &Array) -> f32 {
+    let diff = a.subtract(b).unwrap().abs().unwrap().max(None).unwrap();
+    let scale = b.abs().unwrap().max(None).unwrap();
+    diff.item_cast::<f32>() / scale.item_cast::<f32>().max(1e-12)
+}
+
+/// `op` on `x` (f32 inputs cast to `dtype`) against `reference` in f32 on the same rounded
+/// inputs, in value and in every gradient.
+fn check(op: &Op, reference: &Op, x: &[Array], d: &Array, dtype: Dtype) {
+    let xd: Vec<Array> = x.iter().map(|a| a.as_dtype(dtype).unwrap()).collect();
+    let x32: Vec<Array> = xd
+        .iter()
+        .map(|a| a.as_dtype(Dtype::Float32).unwrap())
+        .collect();
+    let dd = d.as_dtype(dtype).unwrap();
+    let got = value_and_vjp(op, &xd, &dd);
+    let want = value_and_vjp(reference, &x32, &dd.as_dtype(Dtype::Float32).unwrap());
+    let tol = if dtype == Dtype::Float32 { 1e-5 } else { 2e-2 };
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(g.shape(), w.shape(), "output {i} shape");
+        let e = rel_err(g, w);
+        assert!(
+            e.is_finite() && e < tol,
+            "output {i} ({dtype:?}): relative error {e} >= {tol}"
+        );
+    }
+}
+
+fn swiglu_inputs(seed: u64) -> (Vec<Array>, Array) {
+    let shape = [3, 37, 129]; // odd: not a multiple of the per-thread count or a group
+    (
+        vec![normal(&shape, 3.0, seed), normal(&shape, 1.0, seed + 1)],
+        normal(&shape, 1.0, seed + 2),
+    )
+}
+
+#[test]
+fn swiglu_matches_the_unfused_reference_in_value_and_gradient() {
+    println!("fused kernels on: {:?}", kernels::gpu());
+    let op: Op = Box::new(|x| swiglu::swiglu(&x[0], &x[1]));
+    let reference: Op = Box::new(|x| swiglu::reference(&x[0], &x[1]));
+    for (i, dt) in DTYPES.into_iter().enumerate() {
+        let (x, d) = swiglu_inputs(10 + 3 * i as u64);
+        check(&op, &reference, &x, &d, dt);
+    }
+}
+
+#[test]
+fn swiglu_backward_formula_through_a_custom_vjp_matches_autodiff() {
+    let op: Op = Box::new(|x| swiglu::composed(&x[0], &x[1]));
+    let reference: Op = Box::new(|x| swiglu::reference(&x[0], &x[1]));
+    for (i, dt) in DTYPES.into_iter().enumerate() {
+        let (x, d) = swiglu_inputs(20 + 3 * i as u64);
+        check(&op, &reference, &x, &d, dt);
+    }
+}
+
+#[test]
+fn a_wrong_formula_fails_the_comparison() {
+    let wrong: Op = Box::new(|x| {
+        Ok(x[0]
+            .multiply(mlxtune_engine::mlx_rs::ops::sigmoid(&x[1])?)?
+            .multiply(&x[1])?)
+    });
+    let reference: Op = Box::new(|x| swiglu::reference(&x[0], &x[1]));
+    let (x, d) = swiglu_inputs(30);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        check(&wrong, &reference, &x, &d, Dtype::Float32)
+    }));
+    assert!(r.is_err(), "a wrong formula passed the comparison");
+}
+
+const CONV: (i32, i32, i32, i32) = (2, 19, 40, 3); // B, T, H, L
+
+/// Example ids of packed rows: row 0 holds examples of 5, 9 and 5 tokens, row 1 one of 19.
+fn segments() -> Array {
+    let mut ids: Vec<i32> = (0..19)
+        .map(|t| {
+            if t < 5 {
+                1
+            } else if t < 14 {
+                2
+            } else {
+                3
+            }
+        })
+        .collect();
+    ids.extend([1; 19]);
+    Array::from_slice(&ids, &[2, 19])
+}
+
+fn conv_inputs(seed: u64) -> (Vec<Array>, Array) {
+    let (b, t, h, l) = CONV;
+    let bcx = normal(&[b, t, 3 * h], 1.0, seed);
+    let w = normal(&[h, 1, l], 0.5, seed + 1);
+    (vec![bcx, w], normal(&[b, t, h], 1.0, seed + 2))
+}
+
+fn conv_ops(packed: bool) -> (Op, Op) {
+    let seg = packed.then(segments);
+    let s2 = seg.clone();
+    let op: Op = Box::new(move |x| short_conv::gated_short_conv(&x[0], &x[1], seg.as_ref()));
+    let reference: Op = Box::new(move |x| short_conv::reference(&x[0], &x[1], s2.as_ref()));
+    (op, reference)
+}
+
+#[test]
+fn short_conv_matches_the_unfused_reference_in_value_and_gradient() {
+    for packed in [false, true] {
+        let (op, reference) = conv_ops(packed);
+        for (i, dt) in DTYPES.into_iter().enumerate() {
+            let (x, d) = conv_inputs(40 + 3 * i as u64 + 10 * packed as u64);
+            check(&op, &reference, &x, &d, dt);
+        }
+    }
+}
+
+#[test]
+fn short_conv_reference_equals_a_host_loop_and_stays_inside_examples() {
+    let (b, t, h, l) = CONV;
+    let (x, _) = conv_inputs(70);
+    let seg = segments();
+    let y = short_conv::reference(&x[0], &x[1], Some(&seg)).unwrap();
+    let (bcx, w, s) = (
+        x[0].as_slice::<f32>(),
+        x[1].as_slice::<f32>(),
+        seg.as_slice::<i32>(),
+    );
+    let at = |r: i32, c: i32| bcx[(r * 3 * h + c) as usize];
+    let mut want = vec![0f32; (b * t * h) as usize];
+    for r in 0..b * t {
+        for c in 0..h {
+            let mut acc = 0.0;
+            for k in 0..l {
+                let j = l - 1 - k;
+                if r % t >= j && s[(r - j) as usize] == s[r as usize] {
+                    acc += w[(c * l + k) as usize] * at(r - j, c) * at(r - j, 2 * h + c);
+                }
+            }
+            want[(r * h + c) as usize] = at(r, h + c) * acc;
+        }
+    }
+    let want = Array::from_slice(&want, &[b, t, h]);
+    assert!(
+        rel_err(&y, &want) < 1e-5,
+        "reference differs from the host loop"
+    );
+    let causal = short_conv::reference(&x[0], &x[1], None).unwrap();
+    assert!(rel_err(&causal, &want) > 1e-3, "segments changed nothing");
+}

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine, call 2 instead of `on-device.sh bench` (docs/cuda.md): mlxtune
+# and its peers in ONE call on one card — `mlxtune bench train` (LFM2-1.2B shape, bf16,
+# compiled step; OURS: ';'-separated configurations, leading VAR=value words are their
+# environment), mlx-lm on the same libmlx (default MLX settings, and ours for 8 x 2048), and
+# PyTorch + PEFT eager and torch.compile, at 4 x 1024, 8 x 2048 and 16 x 4096 (the last with
+# gradient checkpointing for everyone: un-checkpointed it does not fit the card for the peers).
+# Needs in .device/b: bench/{torch_baseline,mlxlm_bench}.py, whl/ (mlx + mlx-lm cp312).
+# Writes $OUT/{ours,mlxlm,mlxlm-tuned,torch}.jsonl and table.md (scripts/bench/peers_table.py).
+set -uo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+source "$root/scripts/cuda/runtime.sh"
+out=${OUT:-/tmp/out}; mkdir -p "$out"
+bench="$root/.device/b/bench"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+lora="--type lora --compile"
+OURS=${OURS:-"$lora --batch 8 --seq 2048;MLXTUNE_FUSED_KERNELS=0 $lora --batch 8 --seq 2048;$lora --batch 4 --seq 1024;$lora --batch 16 --seq 4096 --grad-checkpoint;$lora --batch 8 --seq 2048 --grad-checkpoint;--type full --compile --batch 8 --seq 2048"}
+IFS=';' read -ra list <<< "$OURS"
+echo "== mlxtune bench train"
+for args in "${list[@]}"; do
+  read -ra words <<< "$args"; envs=(); rest=()
+  for w in "${words[@]}"; do
+    if [ ${#rest[@]} -eq 0 ] && [[ "$w" == *=* ]]; then envs+=("$w"); else rest+=("$w"); fi
+  done
+  line=$(timeout 150 env "${envs[@]}" "$rt/bin/mlxtune" bench train --shape lfm2-1.2b --precision bf16 \
+    --steps 5 --warmup 2 --peak-tflops 989 --json "${rest[@]}" 2>&1 | tail -1)
+  echo "{\"env\":\"${envs[*]}\",\"result\":$line}" | tee -a "$out/ours.jsonl" | cut -c1-220
+done
+site=/tmp/mlxsite
+python3 -m pip install -q --no-index --no-deps --target "$site" "$root"/.device/b/whl/*.whl
+mkdir -p "$site/mlx/lib"
+ln -sf "$rt/mlx/lib/libmlx.so" "$site/mlx/lib/libmlx.so"
+ln -sfn "$rt/mlx/include" "$site/mlx/include"
+ln -sfn "$rt/mlx_cuda_13.libs" "$site/mlx_cuda_13.libs"
+# Peer configurations: mode,batch,seq,ckpt,compile (0|1), ';'-separated; empty skips.
+MLXLM=${MLXLM-"lora,4,1024,0,1;lora,8,2048,0,1;lora,16,4096,1,1"}
+MLXLM_TUNED=${MLXLM_TUNED-"lora,8,2048,0,1"}
+TORCH=${TORCH-"lora,8,2048,0,0;lora,8,2048,0,1;lora,4,1024,0,1;lora,4,1024,0,0;lora,16,4096,1,1;lora,16,4096,1,0;full,8,2048,0,0"}
+if [ -n "$MLXLM" ]; then
+  echo "== mlx-lm (same libmlx), MLX defaults"
+  PYTHONPATH="$site" timeout ${MLXLM_TIMEOUT:-150} python3 "$root/scripts/bench/peers.py" mlxlm "$bench" \
+    "$MLXLM" 2>&1 | grep "^{" | tee "$out/mlxlm.jsonl"
+fi
+if [ -n "$MLXLM_TUNED" ]; then
+  echo "== mlx-lm with mlxtune's MLX settings"
+  MLX_MAX_OPS_PER_BUFFER=2 MLX_BFS_MAX_WIDTH=1 PYTHONPATH="$site" timeout 60 python3 \
+    "$root/scripts/bench/peers.py" mlxlm "$bench" "$MLXLM_TUNED" 2>&1 | grep "^{" | tee "$out/mlxlm-tuned.jsonl"
+fi
+if [ -n "$TORCH" ]; then
+  echo "== PyTorch + PEFT, eager then torch.compile"
+  PYTHONUNBUFFERED=1 timeout ${TORCH_TIMEOUT:-240} python3 "$root/scripts/bench/peers.py" torch "$bench" \
+    "$TORCH" 2>&1 | grep "^{" | tee "$out/torch.jsonl"
+fi
+python3 "$root/scripts/bench/peers_table.py" "$out" | tee "$out/table.md"
