@@ -1,6 +1,7 @@
 //! Responses every operation of a kind can give, whatever its handler: a query string that
 //! does not parse (400), a cross-site request or WebSocket (403), a state-changing request
-//! that is not JSON (415), a stream request that is not a WebSocket upgrade (400, 426).
+//! that is not JSON (415), a full disk (507), a stream request that is not a WebSocket
+//! upgrade (400, 426).
 //! Added to the document here, where the layers that send them are described once.
 
 use utoipa::openapi::path::{Operation, ParameterIn};
@@ -53,6 +54,11 @@ impl Modify for GenericResponses {
                     op,
                     "415",
                     "a body that is not application/json (multipart/form-data for uploads)",
+                );
+                add(
+                    op,
+                    "507",
+                    "the server's disk is full (code disk_full): nothing was changed",
                 );
             }
             for op in [&mut item.get, &mut item.post, &mut item.delete]

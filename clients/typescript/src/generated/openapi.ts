@@ -165,6 +165,15 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description the server's disk is full (code disk_full): nothing was changed */
+                507: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
             };
         };
         delete?: never;
@@ -248,6 +257,15 @@ export interface paths {
                     };
                 };
                 503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description the server's disk is full (code disk_full): nothing was changed */
+                507: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -377,6 +395,15 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description the server's disk is full (code disk_full): nothing was changed */
+                507: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
             };
         };
         delete?: never;
@@ -476,6 +503,15 @@ export interface paths {
                 };
                 /** @description a body that is not application/json (multipart/form-data for uploads) */
                 415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description the server's disk is full (code disk_full): nothing was changed */
+                507: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -652,6 +688,15 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description the server's disk is full (code disk_full): nothing was changed */
+                507: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
             };
         };
         delete?: never;
@@ -748,6 +793,15 @@ export interface paths {
                 };
                 /** @description a body that is not application/json (multipart/form-data for uploads) */
                 415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description the server's disk is full (code disk_full): nothing was changed */
+                507: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -875,6 +929,15 @@ export interface paths {
                 };
                 /** @description a body that is not application/json (multipart/form-data for uploads) */
                 415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description the server's disk is full (code disk_full): nothing was changed */
+                507: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -1134,6 +1197,15 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description the server's disk is full (code disk_full): nothing was changed */
+                507: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
             };
         };
         delete?: never;
@@ -1199,6 +1271,15 @@ export interface paths {
                 };
                 /** @description a body that is not application/json (multipart/form-data for uploads) */
                 415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description the server's disk is full (code disk_full): nothing was changed */
+                507: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -1453,6 +1534,15 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description the server's disk is full (code disk_full): nothing was changed */
+                507: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
             };
         };
         delete?: never;
@@ -1559,6 +1649,15 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description the server's disk is full (code disk_full): nothing was changed */
+                507: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
             };
         };
         options?: never;
@@ -1643,6 +1742,15 @@ export interface paths {
                     };
                 };
                 503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description the server's disk is full (code disk_full): nothing was changed */
+                507: {
                     headers: {
                         [name: string]: unknown;
                     };
