@@ -1,18 +1,17 @@
-//! The journal of a job: events stored in the `events` table and, when live, broadcast to
-//! the stream's subscribers (a stored event is still replayed to clients that reconnect
-//! with `?after=`). Every writer of events goes through here: the workers, the control
-//! routes and the recovery at start.
+//! The journal of a job: events stored in the `events` table; the live ones reach stream
+//! subscribers through each process's feed (`crate::feed`, kicked here so this process's
+//! clients get them at once), and every stored event is replayed to clients that
+//! reconnect with `?after=`. Every writer of events goes through here: the workers, the
+//! control routes, the pre-flight and the recovery.
 
 use mlxtune_engine::train::{Event, Level};
 
-use crate::api::{
-    CheckpointSaved, EventData, EventKind, JobEvent, JobStatus, StatusChange, TrainingUpdate,
-};
+use crate::api::{CheckpointSaved, EventData, EventKind, JobStatus, StatusChange, TrainingUpdate};
 use crate::db;
-use crate::state::{AppState, Broadcast};
+use crate::state::AppState;
 
-/// Stores an event and, when `live`, broadcasts it to stream subscribers (a stored event
-/// is still replayed to clients that connect with `?after=`).
+/// Stores an event; a `live` one goes out to stream subscribers of every process (a stored
+/// event is still replayed to clients that connect with `?after=`).
 pub async fn store_event(
     state: &AppState,
     job: &str,
@@ -20,10 +19,11 @@ pub async fn store_event(
     data: Option<EventData>,
     live: bool,
 ) -> sqlx::Result<()> {
-    match db::add_event(&state.db, job, level, kind, message, data).await {
-        Ok(_) if !live => Ok(()),
-        Ok(event) => {
-            broadcast(state, &event);
+    match db::add_event(&state.db, job, (level, kind, message), data, live).await {
+        Ok(_) => {
+            if live {
+                state.feed_kick.notify_one();
+            }
             Ok(())
         }
         Err(e) => {
@@ -31,17 +31,6 @@ pub async fn store_event(
             Err(e)
         }
     }
-}
-
-pub fn broadcast(state: &AppState, event: &JobEvent) {
-    let Ok(text) = serde_json::to_string(event) else {
-        return;
-    };
-    let _ = state.events.send(Broadcast {
-        job_id: event.job_id.clone(),
-        event_id: event.id,
-        text: text.into(),
-    });
 }
 
 /// Stores and broadcasts a change of a job's state.
@@ -106,7 +95,8 @@ pub fn as_event(ev: &Event) -> (Level, EventKind, String, Option<EventData>) {
 /// Stores and broadcasts a control note (pause or cancellation requested, resumed):
 /// clients watching the stream see it as it happens.
 pub async fn note(state: &AppState, job: &str, text: &str) -> sqlx::Result<()> {
-    let event = db::add_event(&state.db, job, Level::Info, EventKind::Message, text, None).await?;
-    broadcast(state, &event);
+    let what = (Level::Info, EventKind::Message, text);
+    db::add_event(&state.db, job, what, None, true).await?;
+    state.feed_kick.notify_one();
     Ok(())
 }

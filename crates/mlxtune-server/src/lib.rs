@@ -12,10 +12,12 @@ pub mod api;
 pub mod db;
 pub mod ending;
 pub mod error;
+pub mod feed;
 pub mod hub;
 pub mod inference;
 pub mod journal;
 pub mod launched;
+pub mod lease;
 pub mod openapi;
 mod openapi_generic;
 pub mod reconcile;
@@ -70,6 +72,8 @@ impl Application {
             controls: Arc::new(Mutex::new(HashMap::new())),
             wake: Arc::new(Notify::new()),
             events,
+            feed_kick: Arc::new(Notify::new()),
+            node: settings.node().into(),
             shutting_down: Arc::new(AtomicBool::new(false)),
             openapi: openapi::document().to_string().into(),
             telemetry: telemetry.clone(),
@@ -78,7 +82,14 @@ impl Application {
                 telemetry,
             )?),
         };
-        state.telemetry.workers.set(settings.workers.count as i64);
+        let role = settings.server.role;
+        let workers = if role.runs_workers() {
+            settings.workers.count
+        } else {
+            0
+        };
+        state.telemetry.workers.set(workers as i64);
+        feed::start(&state).await?;
         recovery::at_start(&state).await?;
         routes::jobs::preflight::resume_interrupted(&state).await?;
         let listener =
@@ -103,12 +114,24 @@ impl Application {
     }
 
     /// Serves until ctrl-c / SIGTERM; running jobs then checkpoint and go back to the queue.
+    /// What runs is `server.role`'s: the API, the workers (`<node>/worker-<i>`) with the
+    /// sweep of expired leases, or both.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let state = self.state.clone();
-        let workers: Vec<_> = (0..state.settings.workers.count)
-            .map(|i| tokio::spawn(worker::run(state.clone(), format!("worker-{i}"))))
-            .collect();
-        let app = router(state.clone());
+        let role = state.settings.server.role;
+        let mut workers: Vec<_> = Vec::new();
+        let mut sweep = None;
+        if role.runs_workers() {
+            for i in 0..state.settings.workers.count {
+                let name = format!("{}/worker-{i}", state.node);
+                workers.push(tokio::spawn(worker::run(state.clone(), name)));
+            }
+            sweep = Some(tokio::spawn(recovery::sweep(state.clone())));
+        }
+        let app = match role.serves_api() {
+            true => router(state.clone()),
+            false => routes::worker_router(state.clone()),
+        };
         let stop = state.clone();
         let limits = state.settings.server.clone();
         serve::serve(self.listener, app, &limits, async move {
@@ -117,6 +140,9 @@ impl Application {
             stop.wake.notify_waiters();
         })
         .await?;
+        if let Some(s) = sweep {
+            s.abort();
+        }
         for w in workers {
             let _ = w.await;
         }

@@ -203,6 +203,44 @@ pub struct ServerSettings {
     /// At most this many connections are open at once; more wait to be accepted.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// What this process runs: the API and workers (`all`), the API only (`api`: jobs are
+    /// queued for worker processes) or workers only (`worker`: no API, its port serves
+    /// `/healthz` and `/metrics`). Processes of every role may share one database.
+    pub role: Role,
+    /// This process's name among those sharing the database; empty: `<hostname>-<pid>`.
+    /// Its workers claim jobs as `<node>/worker-<i>`; at start it takes back at once the
+    /// jobs its own workers held (others wait for their lease to expire).
+    pub node_name: String,
+}
+
+/// What a process runs (`server.role`, `mlxtune serve --role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The HTTP API and `workers.count` workers.
+    All,
+    /// The HTTP API, no workers.
+    Api,
+    /// Workers (and the lease sweep), no API: the port serves `/healthz` and `/metrics`.
+    Worker,
+}
+
+impl Role {
+    pub fn serves_api(self) -> bool {
+        self != Role::Worker
+    }
+
+    pub fn runs_workers(self) -> bool {
+        self != Role::Api
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::All => "all",
+            Role::Api => "api",
+            Role::Worker => "worker",
+        }
+    }
 }
 
 fn default_header_timeout() -> u64 {
@@ -238,6 +276,11 @@ pub struct WorkerSettings {
     /// A trainer that has not stopped this many seconds after a cancel, pause or shutdown
     /// (a step that never ends) fails its job, and its thread is abandoned.
     pub stop_timeout_seconds: u64,
+    /// A claimed job is leased for this many seconds, renewed by its worker every third
+    /// of it while the job runs (whatever its step is doing); a job whose lease expired
+    /// (its process died) is re-queued by the sweep of any worker process and resumes
+    /// from its last checkpoint.
+    pub lease_seconds: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -380,6 +423,15 @@ impl Settings {
         }
     }
 
+    /// This process's node name: `server.node_name`, else `<hostname>-<pid>`.
+    pub fn node(&self) -> String {
+        if !self.server.node_name.is_empty() {
+            return self.server.node_name.clone();
+        }
+        let host = gethostname::gethostname();
+        format!("{}-{}", host.to_string_lossy(), std::process::id())
+    }
+
     /// The SQLite database file.
     pub fn database_path(&self) -> PathBuf {
         if self.storage.database_path.is_empty() {
@@ -460,6 +512,24 @@ mod tests {
             e,
             "server.prot is an unknown field; did you mean server.port?"
         );
+    }
+
+    #[test]
+    fn the_role_defaults_to_all_and_names_a_node() {
+        let mut s = built_in().unwrap();
+        assert_eq!(s.server.role, Role::All);
+        assert!(s.workers.lease_seconds >= 3);
+        assert!(s.node().ends_with(&format!("-{}", std::process::id())));
+        s.server.node_name = "gpu-1".into();
+        assert_eq!(s.node(), "gpu-1");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("default.toml"),
+            "[server]\nrole = \"wrker\"\n",
+        )
+        .unwrap();
+        let e = Settings::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("server.role") && e.contains("worker"), "{e}");
     }
 
     #[test]

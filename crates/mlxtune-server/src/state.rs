@@ -19,6 +19,9 @@ pub const CANCEL: u8 = 2;
 pub const TIME_LIMIT: u8 = 3;
 /// Its progress could not be recorded (a full disk): it stops and fails once it can be.
 pub const DISK_FULL: u8 = 4;
+/// Its lease was lost (another process took the job over): it stops at once and writes
+/// nothing more about the job.
+pub const LOST: u8 = 5;
 
 /// One event as streamed: the job, the event id and the event object.
 #[derive(Debug, Clone)]
@@ -40,6 +43,11 @@ pub struct AppState {
     /// Wakes idle workers when a job is queued.
     pub wake: Arc<Notify>,
     pub events: broadcast::Sender<Broadcast>,
+    /// Wakes this process's event feed (`feed.rs`) after a live event is stored.
+    pub feed_kick: Arc<Notify>,
+    /// This process's name among those sharing the database (`server.node_name`, else
+    /// `<hostname>-<pid>`); its workers claim jobs as `<node>/worker-<i>`.
+    pub node: Arc<str>,
     /// Set on SIGTERM / ctrl-c: running jobs checkpoint and go back to the queue.
     pub shutting_down: Arc<AtomicBool>,
     /// The OpenAPI document as served at `/openapi.json`.

@@ -1,14 +1,17 @@
 //! Workers: each claims the oldest queued job atomically, runs the trainer on a blocking
 //! thread (off the async runtime), and turns its events into database rows and broadcasts.
-//! Cancel and pause reach the trainer through a flag it reads before every micro-batch; a
-//! trainer that ignores it past `workers.stop_timeout_seconds` is abandoned and its job
-//! failed. How the run ends is `ending`'s.
+//! Cancel and pause reach the trainer through a flag it reads before every micro-batch (set
+//! by this process's routes, or by the job's lease task from requests recorded on any
+//! process); a trainer that ignores it past `workers.stop_timeout_seconds` is abandoned and
+//! its job failed. A claim is a lease (`lease.rs`): a worker that finds its lease lost
+//! stops and writes nothing more about the job. How the run ends is `ending`'s.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mlxtune_engine::train::checkpoint;
 use mlxtune_engine::train::spec::FineTuneType;
 use mlxtune_engine::train::stepper::Interrupt;
 use mlxtune_engine::train::{
@@ -23,19 +26,21 @@ use crate::error::is_disk_full;
 use crate::hub;
 use crate::journal::{as_event, log_status, store_event};
 use crate::launched;
+use crate::lease;
 use crate::reconcile;
 use crate::registry;
-use crate::state::{AppState, CANCEL, DISK_FULL, PAUSE, RUN, TIME_LIMIT};
+use crate::state::{AppState, CANCEL, DISK_FULL, LOST, PAUSE, RUN, TIME_LIMIT};
 
-/// Runs until shutdown, taking jobs one at a time.
+/// Runs until shutdown, taking jobs one at a time; `name` is `<node>/worker-<i>`.
 pub async fn run(state: AppState, name: String) {
     loop {
         if state.shutting_down.load(Ordering::SeqCst) {
             return;
         }
         let woken = state.wake.notified();
-        match db::claim_next(&state.db, &name).await {
-            Ok(Some(job)) => run_job(&state, job).await,
+        let lease = state.settings.workers.lease_seconds;
+        match db::claim_next(&state.db, &name, lease).await {
+            Ok(Some(job)) => run_job(&state, job, &name).await,
             Ok(None) => {
                 tokio::select! {
                     _ = woken => {}
@@ -112,7 +117,7 @@ fn unregister_control(state: &AppState, id: &str) {
 /// The trainer's answer to the job's control flag (a shutdown pauses, to resume later).
 fn control_of(flag: u8, shutting: bool) -> Control {
     match flag {
-        CANCEL | DISK_FULL => Control::Cancel,
+        CANCEL | DISK_FULL | LOST => Control::Cancel,
         PAUSE | TIME_LIMIT => Control::Pause,
         _ if shutting => Control::Pause,
         _ => Control::Continue,
@@ -192,6 +197,8 @@ async fn pump(
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {
+                // Another process runs the job now: nothing more is recorded from here.
+                Some(_) if control.load(Ordering::SeqCst) == LOST => {}
                 Some(ev) if !persist(state, id, &ev, &mut last_live).await => {
                     let _ = control.compare_exchange(RUN, DISK_FULL, Ordering::SeqCst, Ordering::SeqCst);
                 }
@@ -214,12 +221,16 @@ async fn pump(
     }
 }
 
-#[tracing::instrument(skip_all, fields(job_id = %job.id))]
-async fn run_job(state: &AppState, job: db::JobRow) {
+#[tracing::instrument(skip_all, fields(job_id = %job.id, worker))]
+async fn run_job(state: &AppState, job: db::JobRow, worker: &str) {
     let id = job.id.clone();
+    // Held from the claim on (reconciling and downloading weights take time too).
+    let control = register_control(state, &id);
+    let lease = lease::hold(state, &id, worker, control.clone());
     let spec: TrainSpec = match serde_json::from_str(&job.spec) {
         Ok(s) => s,
         Err(e) => {
+            unregister_control(state, &id);
             let message = format!("stored spec unreadable: {e}");
             let _ = db::fail(&state.db, &id, "internal_error", &message, None).await;
             return;
@@ -227,6 +238,7 @@ async fn run_job(state: &AppState, job: db::JobRow) {
     };
     // A job stored before the bounds existed must not wedge this worker either.
     if let Err(e) = mlxtune_engine::train::bounds::check(&job.config) {
+        unregister_control(state, &id);
         let f = Failure {
             code: "invalid_request",
             param: None,
@@ -241,16 +253,21 @@ async fn run_job(state: &AppState, job: db::JobRow) {
             .join("latest")
             .exists();
     if resume {
+        // This worker holds the lease: no trainer writes there but the one it starts.
+        let swept = checkpoint::sweep_temporary(std::path::Path::new(&job.output_dir));
+        if swept > 0 {
+            tracing::warn!(count = swept, "deleted half-written checkpoint directories");
+        }
         reconcile::before_resume(state, &job).await;
     }
-    let control = register_control(state, &id);
     let _busy = crate::telemetry::GaugeGuard::hold(&state.telemetry.workers_busy);
+    // The claim: one such event per run, naming the worker that took the job.
     let msg = if resume {
-        "training resumed from the last checkpoint"
+        format!("training resumed from the last checkpoint by {worker}")
     } else {
-        "training started"
+        format!("training started by {worker}")
     };
-    log_status(state, &id, Level::Info, msg, JobStatus::Running).await;
+    log_status(state, &id, Level::Info, &msg, JobStatus::Running).await;
     if let Err(e) = fetch_weights(state, &job, &spec.base_model).await {
         unregister_control(state, &id);
         let f = Failure {
@@ -262,7 +279,12 @@ async fn run_job(state: &AppState, job: db::JobRow) {
     }
     let (handle, mut rx) = start_trainer(state, &job, spec, resume, control.clone());
     let ended = pump(state, &id, &mut rx, &control).await;
+    drop(lease);
     unregister_control(state, &id);
+    if control.load(Ordering::SeqCst) == LOST {
+        tracing::warn!(job_id = %id, "stopped a job another process took over");
+        return;
+    }
     if !ended {
         let f = Failure {
             code: "unresponsive",

@@ -126,3 +126,25 @@ impl Shape {
             .unwrap_or_default()
     }
 }
+
+/// What `mlxtune serve` runs (`--role`, over `server.role`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    /// The HTTP API and the workers.
+    All,
+    /// The HTTP API only: jobs are queued for worker processes.
+    Api,
+    /// Workers only: no API (the port serves /healthz and /metrics).
+    Worker,
+}
+
+impl RoleArg {
+    pub fn role(self) -> mlxtune_server::settings::Role {
+        use mlxtune_server::settings::Role;
+        match self {
+            RoleArg::All => Role::All,
+            RoleArg::Api => Role::Api,
+            RoleArg::Worker => Role::Worker,
+        }
+    }
+}

@@ -1,6 +1,8 @@
 use std::path::PathBuf;
 
 use mlxtune_server::settings::Sources;
+
+use super::choices::RoleArg;
 use mlxtune_server::{Application, Settings};
 
 #[derive(clap::Args)]
@@ -22,6 +24,11 @@ pub struct Args {
     /// Where jobs, the database and caches live (overrides storage.data_dir).
     #[arg(long, env = "MLXTUNE_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// What this process runs (overrides server.role): the API and workers, the API only,
+    /// or workers only; processes of every role may share one data directory
+    /// (docs/deploy.md).
+    #[arg(long, value_enum)]
+    role: Option<RoleArg>,
 }
 
 /// The settings the flags select.
@@ -42,6 +49,9 @@ pub fn settings(a: &Args) -> anyhow::Result<Settings> {
     if let Some(d) = &a.data_dir {
         s.storage.data_dir = d.clone();
     }
+    if let Some(r) = a.role {
+        s.server.role = r.role();
+    }
     Ok(s)
 }
 
@@ -49,6 +59,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let settings = settings(&a)?;
     let host = settings.server.host.clone();
     let data_dir = settings.storage.data_dir.clone();
+    let role = settings.server.role;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -60,11 +71,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             host
         };
         eprintln!(
-            "mlxtune serving on port {} (backend {}) at http://{url_host}:{}/ (data in {})",
+            "mlxtune serving on port {} (backend {}) at http://{url_host}:{}/ (data in {}; role {}, node {})",
             app.port(),
             mlxtune_engine::runtime::backend(),
             app.port(),
-            data_dir.display()
+            data_dir.display(),
+            role.as_str(),
+            app.state().node
         );
         app.run_until_stopped().await
     })

@@ -98,7 +98,9 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// A server in `d` over the llama fixture and a small text dataset.
+/// A server in `d` over the llama fixture and a small text dataset. Its lease is short (5 s)
+/// so that a restarted server (a new node: another pid) soon takes over the jobs a killed
+/// one held.
 pub fn setup(d: &Path) {
     copy_dir(&fixture("llama"), &d.join("models/llama-tiny"));
     std::fs::create_dir_all(d.join("datasets")).unwrap();
@@ -114,7 +116,7 @@ pub fn setup(d: &Path) {
     .collect();
     std::fs::write(d.join("datasets/t.jsonl"), lines.join("\n")).unwrap();
     let settings = format!(
-        "[server]\nhost = \"127.0.0.1\"\nport = 0\nmax_body_bytes = 65536\n[storage]\ndata_dir = \"{}\"\ndatabase_path = \"\"\n[workers]\ncount = 1\n[paths]\nmodel_roots = [\"{}\"]\ndataset_roots = [\"{}\"]\n[auth]\napi_keys = []\n",
+        "[server]\nhost = \"127.0.0.1\"\nport = 0\nmax_body_bytes = 65536\n[storage]\ndata_dir = \"{}\"\ndatabase_path = \"\"\n[workers]\ncount = 1\nlease_seconds = 5\n[paths]\nmodel_roots = [\"{}\"]\ndataset_roots = [\"{}\"]\n[auth]\napi_keys = []\n",
         d.join("data").display(),
         d.join("models").display(),
         d.join("datasets").display()

@@ -47,14 +47,14 @@ impl TryFrom<RawEvent> for JobEvent {
 }
 
 /// Stores an event; returns it as the API shows it. An event about a step replaces the
-/// job's earlier event of the same type and step (keeping its id): one per step.
+/// job's earlier event of the same type and step (keeping its id): one per step. A `live`
+/// event is broadcast to stream clients by every process's feed (`crate::feed`).
 pub async fn add_event(
     pool: &SqlitePool,
     job: &str,
-    level: Level,
-    kind: EventKind,
-    message: &str,
+    (level, kind, message): (Level, EventKind, &str),
     data: Option<EventData>,
+    live: bool,
 ) -> sqlx::Result<JobEvent> {
     let t = now();
     let text = match &data {
@@ -64,8 +64,8 @@ pub async fn add_event(
     let (level_name, kind_name) = (level.as_str(), kind.as_str());
     let step = data.as_ref().and_then(EventData::step).map(|s| s as i64);
     let id = sqlx::query_scalar!(
-        r#"INSERT INTO events (job_id, created_at, level, type, message, data, step)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+        r#"INSERT INTO events (job_id, created_at, level, type, message, data, step, live)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT (job_id, type, step) WHERE step IS NOT NULL
          DO UPDATE SET message = excluded.message, data = excluded.data
          RETURNING id AS "id!""#,
@@ -75,7 +75,8 @@ pub async fn add_event(
         kind_name,
         message,
         text,
-        step
+        step,
+        live
     )
     .fetch_one(pool)
     .await?;
@@ -111,6 +112,44 @@ pub async fn events(
     .into_iter()
     .map(JobEvent::try_from)
     .collect()
+}
+
+/// The newest event id (0 when there is none): where a process's feed starts.
+pub async fn last_id(pool: &SqlitePool) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(r#"SELECT COALESCE(MAX(id), 0) AS "id!: i64" FROM events"#)
+        .fetch_one(pool)
+        .await
+}
+
+/// Events of every job after event id `after`, oldest first, each with whether it goes
+/// out live: what a process's feed reads (by the primary key, so cheap).
+pub async fn since(
+    pool: &SqlitePool,
+    after: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<(JobEvent, bool)>> {
+    let rows = sqlx::query!(
+        r#"SELECT id AS "id!", job_id, created_at, level, type AS kind, message, data, live
+         FROM events WHERE id > ?1 ORDER BY id LIMIT ?2"#,
+        after,
+        limit
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            let raw = RawEvent {
+                id: r.id,
+                job_id: r.job_id,
+                created_at: r.created_at,
+                level: r.level,
+                kind: r.kind,
+                message: r.message,
+                data: r.data,
+            };
+            Ok((JobEvent::try_from(raw)?, r.live != 0))
+        })
+        .collect()
 }
 
 /// Forgets a job's events about steps past `step` (they will be recorded again).

@@ -245,20 +245,27 @@ pub async fn list_jobs(
     .and_then(typed)
 }
 
-/// Atomically takes the oldest queued job for `worker`.
-pub async fn claim_next(pool: &SqlitePool, worker: &str) -> sqlx::Result<Option<JobRow>> {
+/// Atomically takes the oldest queued job for `worker` (`<node>/worker-<i>`), with a lease
+/// of `lease_seconds` that the worker renews while the job runs (`leases::renew`).
+pub async fn claim_next(
+    pool: &SqlitePool,
+    worker: &str,
+    lease_seconds: u64,
+) -> sqlx::Result<Option<JobRow>> {
     let t = now();
+    let expires = t + lease_seconds as i64;
     sqlx::query_as!(
         RawJob,
         r#"UPDATE jobs SET status = 'running', worker = ?1, heartbeat_at = ?2, updated_at = ?2,
-                started_at = COALESCE(started_at, ?2)
+                started_at = COALESCE(started_at, ?2), lease_expires_at = ?3, pause_requested = 0
          WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1)
            AND status = 'queued'
          RETURNING id AS "id!", seq, created_at, updated_at, status, name, config, spec, output_dir, step,
                 total_steps, trained_tokens, latest_metrics, error_code, error_message, error_param,
                 worker, heartbeat_at, started_at, finished_at, resume, metadata"#,
         worker,
-        t
+        t,
+        expires
     )
     .fetch_optional(pool)
     .await?
@@ -316,27 +323,6 @@ pub async fn fail(
     Ok(())
 }
 
-/// Jobs a dead process left running: those whose cancel was requested end `cancelled`
-/// (first list), the others go back to the queue to resume from their checkpoint.
-pub async fn recover_running(pool: &SqlitePool) -> sqlx::Result<(Vec<String>, Vec<String>)> {
-    let t = now();
-    let cancelled = sqlx::query_scalar!(
-        r#"UPDATE jobs SET status = 'cancelled', worker = NULL, updated_at = ?1, finished_at = ?1
-         WHERE status = 'running' AND cancel_requested = 1 RETURNING id AS "id!""#,
-        t
-    )
-    .fetch_all(pool)
-    .await?;
-    let queued = sqlx::query_scalar!(
-        r#"UPDATE jobs SET status = 'queued', resume = 1, worker = NULL, updated_at = ?1
-         WHERE status = 'running' RETURNING id AS "id!""#,
-        t
-    )
-    .fetch_all(pool)
-    .await?;
-    Ok((cancelled, queued))
-}
-
 /// Records a cancel request on a running job; false when the job is not running (it
 /// finished meanwhile). Once recorded, the job's final state is `cancelled`.
 pub async fn request_cancel(pool: &SqlitePool, id: &str) -> sqlx::Result<bool> {
@@ -368,7 +354,7 @@ pub async fn settle(pool: &SqlitePool, id: &str, to: JobStatus) -> sqlx::Result<
                 updated_at = ?2,
                 finished_at = CASE WHEN cancel_requested = 1 OR ?1 IN ('succeeded', 'failed')
                               THEN ?2 ELSE finished_at END,
-                resume = CASE WHEN ?1 = 'queued' THEN 1 ELSE resume END
+                resume = CASE WHEN ?1 = 'queued' THEN 1 ELSE resume END, pause_requested = 0
          WHERE id = ?3 AND status = 'running' RETURNING status"#,
         to,
         t,

@@ -5,6 +5,7 @@
 pub mod events;
 pub mod files;
 pub mod jobs;
+pub mod leases;
 pub mod metrics;
 pub mod models;
 pub mod preflight;
@@ -19,7 +20,7 @@ use sqlx::SqlitePool;
 pub use events::{add_event, events};
 pub use jobs::{
     cancel_requested, claim_next, count_by_status, delete_job, fail, get_job, insert_job,
-    list_jobs, recover_running, request_cancel, settle, transition, JobRow, NewJob,
+    list_jobs, request_cancel, settle, transition, JobRow, NewJob,
 };
 pub use metrics::{metrics, record_step};
 pub use models::{delete_model, derived_from, get_model, insert_model, list_models, model_in_use};
@@ -37,7 +38,8 @@ fn decode_error(what: &str, e: impl std::fmt::Display) -> sqlx::Error {
     sqlx::Error::Decode(format!("{what}: {e}").into())
 }
 
-/// Opens (creating) the database in WAL mode and applies the migrations.
+/// Opens (creating) the database in WAL mode and applies the migrations (one process at a
+/// time: several may share the database, `docs/deploy.md`).
 pub async fn connect(path: &Path) -> anyhow::Result<SqlitePool> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -52,6 +54,15 @@ pub async fn connect(path: &Path) -> anyhow::Result<SqlitePool> {
         .max_connections(8)
         .connect_with(opts)
         .await?;
+    // Processes starting together on one database migrate it one at a time (sqlx's SQLite
+    // migrator takes no lock of its own): an exclusive lock on a file beside it.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path.with_extension("migrations.lock"))?;
+    lock.lock()?;
     sqlx::migrate!("../../migrations").run(&pool).await?;
+    drop(lock);
     Ok(pool)
 }

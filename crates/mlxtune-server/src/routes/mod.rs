@@ -90,6 +90,18 @@ fn cors(origins: &[String]) -> CorsLayer {
         .allow_headers(Any)
 }
 
+/// A worker process's routes (`server.role = "worker"`): liveness and its Prometheus
+/// metrics, behind the same key check; everything else is the JSON 404.
+pub fn worker_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), auth))
+        .layer(middleware::from_fn(json_errors::as_json))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
 /// All routes over `state`; tests call this without a socket.
 pub fn router(state: AppState) -> Router {
     let limit = state.settings.server.max_body_bytes;

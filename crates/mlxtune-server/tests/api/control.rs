@@ -214,7 +214,7 @@ async fn a_cancel_recorded_before_the_last_step_ends_wins_and_one_after_is_refus
             metadata: None,
         };
         db::insert_job(&pool, &job).await.unwrap();
-        db::claim_next(&pool, "w").await.unwrap().unwrap();
+        db::claim_next(&pool, "w", 30).await.unwrap().unwrap();
     }
     assert!(db::request_cancel(&pool, "ftjob-a").await.unwrap());
     let ended = db::settle(&pool, "ftjob-a", JobStatus::Succeeded)

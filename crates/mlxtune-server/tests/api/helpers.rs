@@ -89,6 +89,8 @@ pub async fn spawn_app_tuned(api_keys: Vec<String>, tune: impl FnOnce(&mut Setti
             header_read_timeout_secs: 10,
             body_read_timeout_secs: 30,
             max_connections: 1024,
+            role: mlxtune_server::settings::Role::All,
+            node_name: String::new(),
         },
         storage: StorageSettings {
             data_dir: dir.path().join("data"),
@@ -98,6 +100,7 @@ pub async fn spawn_app_tuned(api_keys: Vec<String>, tune: impl FnOnce(&mut Setti
             count: 1,
             max_job_seconds: 0,
             stop_timeout_seconds: 120,
+            lease_seconds: 30,
         },
         paths: PathSettings {
             model_roots: vec![models],

@@ -1,7 +1,9 @@
-//! Cancel, pause and resume. A running job's trainer sees the request through its control
-//! flag before its next micro-batch; other states change here, conditionally. A cancel is
-//! recorded on the job, so it wins over a later pause and over a trainer that finishes
-//! meanwhile; every request is a live event on the job's stream.
+//! Cancel, pause and resume. A running job's cancel or pause is recorded on the job, so the
+//! worker running it sees it whichever process it runs in (its lease task reads the
+//! requests every 250 ms); in this process the trainer's control flag is also set at once.
+//! The trainer honours it before its next micro-batch; other states change here,
+//! conditionally. A recorded cancel wins over a later pause and over a trainer that
+//! finishes meanwhile; every request is a live event on the job's stream.
 
 use std::sync::atomic::Ordering;
 
@@ -13,20 +15,17 @@ use crate::api::{ErrorBody, Job, JobStatus};
 use crate::db;
 use crate::error::{ApiError, ApiResult};
 use crate::journal;
-use crate::state::{AppState, CANCEL, PAUSE};
+use crate::state::{AppState, CANCEL, LOST, PAUSE};
 
-/// Sets a running job's control flag to `value` unless a cancel is already set (a cancel
-/// wins over a later pause); false when no trainer of this process runs the job.
-fn flag(state: &AppState, id: &str, value: u8) -> bool {
+/// Sets the control flag of a job running in this process to `value` unless a cancel is
+/// already set (a cancel wins over a later pause); a job running elsewhere gets the
+/// request from the database.
+fn flag(state: &AppState, id: &str, value: u8) {
     let controls = state.controls.lock().unwrap_or_else(|p| p.into_inner());
-    match controls.get(id) {
-        Some(f) => {
-            let _ = f.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |now| {
-                (now != CANCEL).then_some(value)
-            });
-            true
-        }
-        None => false,
+    if let Some(f) = controls.get(id) {
+        let _ = f.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |now| {
+            (now != CANCEL && now != LOST).then_some(value)
+        });
     }
 }
 
@@ -94,12 +93,11 @@ pub async fn pause(State(state): State<AppState>, Path(id): Path<String>) -> Api
             "job {id} is being cancelled; it cannot be paused"
         )));
     }
-    if row.status != JobStatus::Running || !flag(&state, &id, PAUSE) {
-        return Err(ApiError::conflict(format!(
-            "a {} job cannot be paused",
-            row.status
-        )));
+    if row.status != JobStatus::Running || !db::leases::request_pause(&state.db, &id).await? {
+        let now = job_or_404(&state, &id).await?.status;
+        return Err(ApiError::conflict(format!("a {now} job cannot be paused")));
     }
+    flag(&state, &id, PAUSE);
     note(&state, &id, "pause requested").await?;
     Ok(Json(row.into()))
 }

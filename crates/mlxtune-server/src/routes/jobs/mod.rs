@@ -74,7 +74,8 @@ pub async fn create(State(state): State<AppState>, body: ConfigBody) -> ApiResul
         true => format!("{bytes} bytes of data (over files.async_validation_bytes): validating them in the background"),
         false => "job validated and queued".into(),
     };
-    db::add_event(&state.db, &id, Level::Info, EventKind::Message, &note, None).await?;
+    let what = (Level::Info, EventKind::Message, note.as_str());
+    db::add_event(&state.db, &id, what, None, false).await?;
     tracing::info!(job_id = %id, background, "job stored");
     // Read before the pre-flight starts: the answer shows the state the job was stored in.
     let stored = job_or_404(&state, &id).await?.into();

@@ -13,8 +13,9 @@ use tracing::Instrument;
 use crate::api::{EventData, EventKind, JobStatus, StatusChange};
 use crate::db;
 use crate::error::{ApiError, ApiResult};
+use crate::journal;
 use crate::remote;
-use crate::state::{AppState, Broadcast};
+use crate::state::AppState;
 
 /// Bytes of the job's local and uploaded datasets (remote ones are fetched and checked
 /// inside the request; a path that does not resolve counts 0 and gets its 422 there).
@@ -122,13 +123,6 @@ async fn status_event(
     to: JobStatus,
 ) -> sqlx::Result<()> {
     let data = EventData::Status(StatusChange { status: to });
-    let event = db::add_event(&state.db, id, level, EventKind::Status, text, Some(data)).await?;
-    if let Ok(text) = serde_json::to_string(&event) {
-        let _ = state.events.send(Broadcast {
-            job_id: event.job_id.clone(),
-            event_id: event.id,
-            text: text.into(),
-        });
-    }
-    Ok(())
+    let what = (level, EventKind::Status, text);
+    journal::store_event(state, id, what, Some(data), true).await
 }

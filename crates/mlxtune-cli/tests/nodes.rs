@@ -1,0 +1,288 @@
+//! Several processes on one data directory (one SQLite database): an API process
+//! (`--role api`) and two worker processes (`--role worker`). Jobs run once each, a killed
+//! worker's job is taken over by the other once its lease expires and resumes from its last
+//! checkpoint, and the API process streams and controls jobs running in worker processes.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::service::{http, http_status, setup, start_command, wait_final, Server};
+
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+/// Short leases keep the takeover quick (renewed every ~1.3 s).
+const LEASE_SECONDS: &str = "4";
+
+/// `mlxtune serve --role <role>` over the settings of `setup`, named `node`.
+fn start_role(d: &Path, role: &str, node: &str) -> (Server, u16) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mlxtune"));
+    cmd.args(["serve", "--config-dir", d.join("config").to_str().unwrap()])
+        .args(["--role", role])
+        .env("MLXTUNE__SERVER__NODE_NAME", node)
+        .env("MLXTUNE__WORKERS__LEASE_SECONDS", LEASE_SECONDS);
+    start_command(cmd)
+}
+
+/// The API process (started first: it migrates the new database) and two workers.
+fn cluster(d: &Path) -> (Server, u16, Vec<Server>) {
+    setup(d);
+    let (api, port) = start_role(d, "api", "api");
+    let workers = ["node-a", "node-b"]
+        .iter()
+        .map(|n| start_role(d, "worker", n).0)
+        .collect();
+    (api, port, workers)
+}
+
+fn config(max_steps: u64, checkpoint_every: u64) -> Value {
+    json!({
+        "baseModel": "llama-tiny",
+        "dataset": { "trainingData": "t.jsonl", "format": "text" },
+        "parameters": { "learningRate": 1e-3, "batchSize": 2, "epochs": 1, "sequenceLength": 64 },
+        "optimization": { "gradientCheckpointing": false, "mixedPrecision": "fp32", "appleSiliconOptimized": false },
+        "maxSteps": max_steps,
+        "checkpoint": { "everySteps": checkpoint_every }
+    })
+}
+
+fn submit(port: u16, cfg: &Value) -> String {
+    let (status, job) = http_status(port, "POST", "/v1/fine_tuning/jobs", Some(cfg));
+    assert_eq!(status, 200, "{job}");
+    job["id"].as_str().unwrap().to_string()
+}
+
+fn events(port: u16, id: &str) -> Vec<Value> {
+    let path = format!("/v1/fine_tuning/jobs/{id}/events?limit=1000");
+    http(port, "GET", &path, None)["data"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn messages(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["message"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The claims of a job: its status events to `running` (each names the worker).
+fn claims(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e["type"] == "status" && e["data"]["status"] == "running")
+        .map(|e| e["message"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn metric_steps(port: u16, id: &str) -> Vec<u64> {
+    let path = format!("/v1/fine_tuning/jobs/{id}/metrics");
+    http(port, "GET", &path, None)["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["step"].as_u64().unwrap())
+        .collect()
+}
+
+/// Waits (2 minutes at most) until `done` holds for the job.
+fn wait_job(port: u16, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let j = http(port, "GET", &format!("/v1/fine_tuning/jobs/{id}"), None);
+        if done(&j) {
+            return j;
+        }
+        assert!(Instant::now() < deadline, "{what}: {j}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn step_of(j: &Value) -> u64 {
+    j["progress"]["step"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn twenty_jobs_on_two_worker_processes_each_run_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_api, port, _workers) = cluster(dir.path());
+    let ids: Vec<String> = (0..20).map(|_| submit(port, &config(3, 100))).collect();
+    let mut ran_on = std::collections::BTreeSet::new();
+    for id in &ids {
+        let job = wait_final(port, id);
+        assert_eq!(job["status"], "succeeded", "{job}");
+        assert_eq!(
+            metric_steps(port, id),
+            vec![1, 2, 3],
+            "{id}: every step once"
+        );
+        let evs = events(port, id);
+        let claims = claims(&evs);
+        assert_eq!(claims.len(), 1, "{id} claimed once: {:?}", messages(&evs));
+        assert!(
+            claims[0].starts_with("training started by node-"),
+            "{claims:?}"
+        );
+        ran_on.insert(claims[0].rsplit(' ').next().unwrap().to_string());
+        let updates: Vec<u64> = evs
+            .iter()
+            .filter(|e| e["type"] == "mlx_training_update")
+            .map(|e| e["data"]["step"].as_u64().unwrap())
+            .collect();
+        assert_eq!(updates, vec![1, 2, 3], "{id}: one event per step");
+    }
+    let expected = ["node-a/worker-0", "node-b/worker-0"].map(String::from);
+    assert_eq!(
+        ran_on,
+        expected.into_iter().collect(),
+        "both worker processes took jobs"
+    );
+}
+
+#[test]
+fn a_killed_workers_job_is_resumed_by_the_other_from_its_checkpoint_and_streamed_by_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_api, port, mut workers) = cluster(d);
+    let id = submit(port, &config(200, 5));
+    let mut ws = stream(port, &id);
+    let j = wait_job(port, &id, "no progress", |j| step_of(j) >= 12);
+    assert_eq!(j["status"], "running");
+    // The API process runs no trainer: the steps it streams come from a worker process.
+    let seen = steps_streamed(&mut ws, 10);
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "in order: {seen:?}");
+    let holder = claims(&events(port, &id))[0].clone();
+    let (victim, other) = match holder.ends_with("node-a/worker-0") {
+        true => (0, "node-b/worker-0"),
+        false => (1, "node-a/worker-0"),
+    };
+    let killed = if victim == 0 { "node-a" } else { "node-b" };
+    workers[victim].kill().unwrap(); // SIGKILL
+    workers[victim].wait().unwrap();
+
+    let job = wait_final(port, &id);
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(
+        metric_steps(port, &id),
+        (1..=200).collect::<Vec<_>>(),
+        "each step once"
+    );
+    let evs = events(port, &id);
+    let texts = messages(&evs);
+    let expired = format!("the lease of {killed}/worker-0 expired");
+    assert!(texts.iter().any(|t| t.starts_with(&expired)), "{texts:?}");
+    let claims = claims(&evs);
+    assert_eq!(claims.len(), 2, "{claims:?}");
+    assert_eq!(
+        claims[1],
+        format!("training resumed from the last checkpoint by {other}")
+    );
+    let resumed_at = texts
+        .iter()
+        .find_map(|t| {
+            t.strip_prefix("resumed from ")
+                .and_then(|r| r.rsplit_once("(step "))
+        })
+        .map(|(_, s)| s.trim_end_matches(')').parse::<u64>().unwrap())
+        .expect("the trainer resumed from a checkpoint");
+    assert!(resumed_at >= 10 && resumed_at % 5 == 0, "step {resumed_at}");
+    // The stream on the API node carries on with the other worker's steps to the end.
+    let rest = steps_streamed_until(&mut ws, 200);
+    assert_eq!(rest.last(), Some(&200));
+}
+
+#[test]
+fn pause_resume_and_cancel_on_the_api_process_reach_a_job_in_a_worker_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_api, port, _workers) = cluster(dir.path());
+    let id = submit(port, &config(400, 5));
+    wait_job(port, &id, "no progress", |j| step_of(j) >= 3);
+    let (status, body) = http_status(
+        port,
+        "POST",
+        &format!("/v1/fine_tuning/jobs/{id}/pause"),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let paused = wait_job(port, &id, "not paused", |j| j["status"] == "paused");
+    let at = step_of(&paused);
+    std::thread::sleep(Duration::from_millis(600));
+    let still = http(port, "GET", &format!("/v1/fine_tuning/jobs/{id}"), None);
+    assert_eq!(
+        (still["status"].as_str(), step_of(&still)),
+        (Some("paused"), at)
+    );
+
+    let (status, body) = http_status(
+        port,
+        "POST",
+        &format!("/v1/fine_tuning/jobs/{id}/resume"),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    wait_job(port, &id, "not resumed", |j| {
+        j["status"] == "running" && step_of(j) > at
+    });
+    let (status, body) = http_status(
+        port,
+        "POST",
+        &format!("/v1/fine_tuning/jobs/{id}/cancel"),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let job = wait_final(port, &id);
+    assert_eq!(job["status"], "cancelled", "{job}");
+    assert!(step_of(&job) < 400, "stopped early: {job}");
+    let texts = messages(&events(port, &id));
+    for note in ["pause requested", "cancellation requested"] {
+        assert!(texts.iter().any(|t| t == note), "{note}: {texts:?}");
+    }
+}
+
+type Socket = WebSocket<MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket on the job's stream, read with a timeout.
+fn stream(port: u16, id: &str) -> Socket {
+    let url = format!("ws://127.0.0.1:{port}/v1/fine_tuning/jobs/{id}/stream");
+    let (ws, _) = tungstenite::connect(url).unwrap();
+    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    }
+    ws
+}
+
+/// The step of a training update the stream sent (None for other messages).
+fn next_step(ws: &mut Socket) -> Option<u64> {
+    match ws.read().unwrap() {
+        Message::Text(t) => {
+            let v: Value = serde_json::from_str(&t).unwrap();
+            (v["type"] == "mlx_training_update").then(|| v["data"]["step"].as_u64().unwrap())
+        }
+        _ => None,
+    }
+}
+
+/// The steps of the next `n` training updates on the stream.
+fn steps_streamed(ws: &mut Socket, n: usize) -> Vec<u64> {
+    let mut steps = Vec::new();
+    while steps.len() < n {
+        steps.extend(next_step(ws));
+    }
+    steps
+}
+
+/// Training updates until step `last`.
+fn steps_streamed_until(ws: &mut Socket, last: u64) -> Vec<u64> {
+    let mut steps = Vec::new();
+    while steps.last() != Some(&last) {
+        steps.extend(next_step(ws));
+    }
+    steps
+}
