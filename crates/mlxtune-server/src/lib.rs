@@ -91,7 +91,10 @@ impl Application {
         state.telemetry.workers.set(workers as i64);
         feed::start(&state).await?;
         recovery::at_start(&state).await?;
-        routes::jobs::preflight::resume_interrupted(&state).await?;
+        if role.serves_api() {
+            // Pre-flights belong to the API: worker processes never run them.
+            routes::jobs::preflight::resume_interrupted(&state).await?;
+        }
         let listener =
             TcpListener::bind((settings.server.host.as_str(), settings.server.port)).await?;
         let port = listener.local_addr()?.port();
