@@ -589,7 +589,10 @@ export interface paths {
                     after: string | null;
                     /** @description 1..100, default 20. */
                     limit: number | null;
-                    /** @description Only jobs in this state (queued, running, paused, succeeded, failed, cancelled). */
+                    /**
+                     * @description Only jobs in this state (validating_files, queued, running, paused, succeeded,
+                     *     failed, cancelled).
+                     */
                     status: string | null;
                 };
                 cookie?: never;

@@ -234,7 +234,8 @@ pub struct ListQuery {
     after: Option<String>,
     /// 1..100, default 20.
     limit: Option<i64>,
-    /// Only jobs in this state (queued, running, paused, succeeded, failed, cancelled).
+    /// Only jobs in this state (validating_files, queued, running, paused, succeeded,
+    /// failed, cancelled).
     status: Option<String>,
 }
 
