@@ -91,6 +91,12 @@ test('a bad field is an MLXTuneError with status 422, its code and the field as 
 test('pause, resume and cancel move the job; an illegal change is a 409', async () => {
   const job = await svc.startFineTuning(tinyConfig(100000));
   await until(job.id, ['running']);
+  // A pause is honoured between micro-batches, so one asked before the first step ends
+  // pauses at step 0: wait for a finished step to see the step kept across the pause.
+  for (const end = Date.now() + 60_000; (await svc.getJobStatus(job.id)).progress.step < 1; ) {
+    assert.ok(Date.now() < end, 'no first step');
+    await new Promise((ok) => setTimeout(ok, 20));
+  }
   await svc.pause(job.id);
   const paused = await until(job.id, ['paused']);
   assert.ok(paused.progress.step > 0);

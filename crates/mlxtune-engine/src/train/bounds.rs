@@ -65,7 +65,7 @@ fn counts(c: &FineTuneConfig) -> [(Option<u64>, u64, &'static str); 15] {
 fn reals(c: &FineTuneConfig) -> [(Option<f64>, f64, &'static str); 5] {
     let p = &c.parameters;
     [
-        (Some(p.learning_rate), 10.0, "parameters.learningRate"),
+        (Some(p.learning_rate), 1e4, "parameters.learningRate"),
         (Some(p.epochs), 10_000.0, "parameters.epochs"),
         (p.lora_alpha, 1e6, "parameters.loraAlpha"),
         (c.max_grad_norm, 1e6, "maxGradNorm"),
