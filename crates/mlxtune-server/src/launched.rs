@@ -13,7 +13,7 @@ use mlxtune_engine::train::{Event, FineTuneConfig, Outcome, TrainResult, TrainSp
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::state::{CANCEL, DISK_FULL, PAUSE, TIME_LIMIT};
+use crate::state::{CANCEL, DISK_FULL, LOST, PAUSE, TIME_LIMIT};
 
 /// Why a launched run failed.
 pub struct LaunchFailure(pub String);
@@ -138,7 +138,7 @@ pub async fn run(
             },
             _ = tick.tick() => {
                 let wanted = match control.load(Ordering::SeqCst) {
-                    CANCEL | DISK_FULL => Some(Outcome::Cancelled),
+                    CANCEL | DISK_FULL | LOST => Some(Outcome::Cancelled),
                     PAUSE | TIME_LIMIT => Some(Outcome::Paused),
                     _ if shutting.load(Ordering::SeqCst) => Some(Outcome::Paused),
                     _ => None,

@@ -221,7 +221,7 @@ async fn pump(
     }
 }
 
-#[tracing::instrument(skip_all, fields(job_id = %job.id, worker))]
+#[tracing::instrument(skip_all, fields(job_id = %job.id, worker = %worker))]
 async fn run_job(state: &AppState, job: db::JobRow, worker: &str) {
     let id = job.id.clone();
     // Held from the claim on (reconciling and downloading weights take time too).
