@@ -32,7 +32,7 @@ fn start_role(d: &Path, role: &str, node: &str) -> (Server, u16) {
 
 /// The API process and two workers, started at once on a new database (they migrate it
 /// one at a time).
-fn cluster(d: &Path) -> (Server, u16, Vec<Server>) {
+fn cluster(d: &Path) -> (Server, u16, Vec<(Server, u16)>) {
     setup(d);
     let starts: Vec<_> = [("api", "api"), ("worker", "node-a"), ("worker", "node-b")]
         .into_iter()
@@ -43,7 +43,7 @@ fn cluster(d: &Path) -> (Server, u16, Vec<Server>) {
         .collect();
     let mut started = starts.into_iter().map(|s| s.join().unwrap());
     let (api, port) = started.next().unwrap();
-    (api, port, started.map(|(w, _)| w).collect())
+    (api, port, started.collect())
 }
 
 fn config(max_steps: u64, checkpoint_every: u64) -> Value {
@@ -117,7 +117,13 @@ fn step_of(j: &Value) -> u64 {
 #[test]
 fn twenty_jobs_on_two_worker_processes_each_run_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let (_api, port, _workers) = cluster(dir.path());
+    let (_api, port, workers) = cluster(dir.path());
+    // A worker process serves no API: liveness and metrics only.
+    for (_, w) in &workers {
+        assert_eq!(http_status(*w, "GET", "/healthz", None).0, 200);
+        let (status, body) = http_status(*w, "GET", "/v1/fine_tuning/jobs", None);
+        assert_eq!(status, 404, "{body}");
+    }
     let ids: Vec<String> = (0..20).map(|_| submit(port, &config(3, 100))).collect();
     let mut ran_on = std::collections::BTreeSet::new();
     for id in &ids {
@@ -198,6 +204,59 @@ fn a_killed_workers_job_is_resumed_by_the_other_from_its_checkpoint_and_streamed
     // The stream on the API node carries on with the other worker's steps to the end.
     let rest = steps_streamed_until(&mut ws, 200);
     assert_eq!(rest.last(), Some(&200));
+}
+
+#[test]
+fn a_worker_whose_job_was_taken_from_it_stops_the_trainer_and_records_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    setup(d);
+    let (_api, port) = start_role(d, "api", "api");
+    let (_a, a_port) = start_role(d, "worker", "node-a");
+    let id = submit(port, &config(150, 5));
+    wait_job(port, &id, "no progress", |j| step_of(j) >= 12);
+    let (_b, _) = start_role(d, "worker", "node-b");
+    // What the sweep does to a job whose lease expired while its process stalled (a
+    // SIGSTOP would do it too, but a process stopped inside a write transaction holds
+    // SQLite's write lock and so stalls every process until it wakes).
+    let requeue = format!(
+        "UPDATE jobs SET status = 'queued', resume = 1 WHERE id = '{id}' AND status = 'running'"
+    );
+    sql(d, &requeue);
+    let job = wait_final(port, &id);
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(metric_steps(port, &id), (1..=150).collect::<Vec<_>>());
+    let evs = events(port, &id);
+    let claims = claims(&evs);
+    assert_eq!(claims.len(), 2, "{claims:?}");
+    assert_eq!(claims[0], "training started by node-a/worker-0");
+    assert!(
+        claims[1].starts_with("training resumed from the last checkpoint by node-"),
+        "{claims:?}"
+    );
+    // The old run ended nothing: the one ending is the new run's.
+    let endings: Vec<&Value> = evs
+        .iter()
+        .filter(|e| e["type"] == "status" && e["data"]["status"] != "running")
+        .collect();
+    assert_eq!(endings.len(), 1, "{endings:?}");
+    assert_eq!(endings[0]["data"]["status"], "succeeded");
+    // The worker that lost the job carries on: it answers and runs the next job.
+    assert_eq!(http_status(a_port, "GET", "/healthz", None).0, 200);
+    let next = submit(port, &config(3, 100));
+    assert_eq!(wait_final(port, &next)["status"], "succeeded");
+}
+
+/// Runs SQL on the shared database (Python's sqlite3, as another client would).
+fn sql(d: &Path, statement: &str) {
+    let db = d.join("data/mlxtune.sqlite3");
+    let script = "import sqlite3,sys; c=sqlite3.connect(sys.argv[1], timeout=30); c.executescript(sys.argv[2]); c.commit()";
+    let out = Command::new("python3")
+        .args(["-c", script, db.to_str().unwrap(), statement])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
 }
 
 #[test]

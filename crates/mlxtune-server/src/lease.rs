@@ -15,20 +15,46 @@ use crate::state::{AppState, CANCEL, LOST, PAUSE, RUN};
 pub const CONTROL_POLL: Duration = Duration::from_millis(250);
 
 /// The renewing task of one claimed job; dropping it stops the renewals.
-pub struct Lease(tokio::task::JoinHandle<()>);
+pub struct Lease {
+    task: tokio::task::JoinHandle<()>,
+    state: AppState,
+    id: String,
+    worker: String,
+}
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
+    }
+}
+
+impl Lease {
+    /// Stops the renewals once the trainer has returned, and tells whether the job is still
+    /// this worker's to end: a process that stalled past its lease may wake with a trainer
+    /// that ends at once (before the task notices), and must then record nothing. A
+    /// database error counts as held (the ending's own writes report it).
+    pub async fn release(self) -> bool {
+        self.task.abort();
+        !matches!(
+            leases::requests(&self.state.db, &self.id, &self.worker).await,
+            Ok(None)
+        )
     }
 }
 
 /// Holds `worker`'s lease on job `id` from its claim until dropped, driving `control`.
 pub fn hold(state: &AppState, id: &str, worker: &str, control: Arc<AtomicU8>) -> Lease {
     let (state, id, worker) = (state.clone(), id.to_string(), worker.to_string());
-    Lease(tokio::spawn(async move {
-        keep(&state, &id, &worker, &control).await
-    }))
+    let task = {
+        let (state, id, worker) = (state.clone(), id.clone(), worker.clone());
+        tokio::spawn(async move { keep(&state, &id, &worker, &control).await })
+    };
+    Lease {
+        task,
+        state,
+        id,
+        worker,
+    }
 }
 
 /// The interval between renewals: a third of the lease, at least one second.

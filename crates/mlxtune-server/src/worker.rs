@@ -279,7 +279,9 @@ async fn run_job(state: &AppState, job: db::JobRow, worker: &str) {
     }
     let (handle, mut rx) = start_trainer(state, &job, spec, resume, control.clone());
     let ended = pump(state, &id, &mut rx, &control).await;
-    drop(lease);
+    if !lease.release().await {
+        control.store(LOST, Ordering::SeqCst);
+    }
     unregister_control(state, &id);
     if control.load(Ordering::SeqCst) == LOST {
         tracing::warn!(job_id = %id, "stopped a job another process took over");
