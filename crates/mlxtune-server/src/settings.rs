@@ -423,13 +423,18 @@ impl Settings {
         }
     }
 
-    /// This process's node name: `server.node_name`, else `<hostname>-<pid>`.
+    /// This process's node name: `server.node_name`; else, for the single-process default
+    /// (`role = "all"`), the host's name, so a restarted server takes back its own jobs at
+    /// once; else `<hostname>-<pid>` (one host may run several worker processes).
     pub fn node(&self) -> String {
         if !self.server.node_name.is_empty() {
             return self.server.node_name.clone();
         }
-        let host = gethostname::gethostname();
-        format!("{}-{}", host.to_string_lossy(), std::process::id())
+        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        match self.server.role {
+            Role::All => host,
+            _ => format!("{host}-{}", std::process::id()),
+        }
     }
 
     /// The SQLite database file.
@@ -519,7 +524,10 @@ mod tests {
         let mut s = built_in().unwrap();
         assert_eq!(s.server.role, Role::All);
         assert!(s.workers.lease_seconds >= 3);
-        assert!(s.node().ends_with(&format!("-{}", std::process::id())));
+        let host = gethostname::gethostname().to_string_lossy().into_owned();
+        assert_eq!(s.node(), host, "one process: stable across restarts");
+        s.server.role = Role::Worker;
+        assert_eq!(s.node(), format!("{host}-{}", std::process::id()));
         s.server.node_name = "gpu-1".into();
         assert_eq!(s.node(), "gpu-1");
         let dir = tempfile::tempdir().unwrap();
