@@ -194,12 +194,7 @@ fn generate_and_eval_by_fine_tuned_id_equal_the_adapter(d: &Path, job: &Value) {
             .env("MLXTUNE_CONFIG_DIR", d.join("config"))
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        serde_json::from_slice(&common::succeeded(out).stdout).unwrap()
     };
     let base = d.join("models/llama-tiny");
     let base = base.to_str().unwrap();

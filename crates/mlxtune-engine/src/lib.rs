@@ -4,6 +4,7 @@
 //! The engine knows nothing about HTTP, SQL or the command line.
 
 pub mod adapters;
+mod closure;
 pub mod data;
 pub mod error;
 pub mod eval;

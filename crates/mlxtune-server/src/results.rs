@@ -49,7 +49,7 @@ async fn register(state: &AppState, job: &str) -> ApiResult<()> {
         records: csv.lines().count().saturating_sub(1) as i64,
         path: &path.display().to_string(),
     };
-    db::files::insert_file_once(&state.db, &file).await?;
+    db::files::insert_file(&state.db, &file).await?;
     Ok(())
 }
 

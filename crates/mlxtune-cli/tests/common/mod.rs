@@ -20,3 +20,13 @@ pub fn mlxtune(args: &[&str]) -> Output {
         .output()
         .expect("mlxtune runs")
 }
+
+/// A finished command's output, after failing the test with its stderr if it failed.
+pub fn succeeded(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}

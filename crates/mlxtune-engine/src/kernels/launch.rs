@@ -10,7 +10,7 @@ use std::ffi::{c_char, CString};
 use mlx_rs::{Array, Dtype};
 use mlx_sys as sys;
 
-use super::vjp::{arrays_of, vector_of};
+use crate::closure::{arrays_of, vector_of};
 use crate::error::{EngineError, Result};
 
 /// The GPU a kernel runs on.

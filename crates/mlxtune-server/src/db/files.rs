@@ -40,25 +40,6 @@ pub struct NewFile<'a> {
     pub path: &'a str,
 }
 
-/// Inserts `f` unless a file with its id exists (results files, registered once).
-pub async fn insert_file_once(pool: &SqlitePool, f: &NewFile<'_>) -> sqlx::Result<()> {
-    let t = now();
-    sqlx::query!(
-        "INSERT OR IGNORE INTO files (id, seq, created_at, filename, purpose, bytes, records, path)
-         VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM files), ?2, ?3, ?4, ?5, ?6, ?7)",
-        f.id,
-        t,
-        f.filename,
-        f.purpose,
-        f.bytes,
-        f.records,
-        f.path
-    )
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
 /// Succeeded jobs whose results file (`file-` and the job id's hex) is not registered.
 pub async fn succeeded_without_results(pool: &SqlitePool) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar!(
@@ -70,10 +51,12 @@ pub async fn succeeded_without_results(pool: &SqlitePool) -> sqlx::Result<Vec<St
     .await
 }
 
+/// Inserts `f` unless a file with its id exists: a results file is registered once (its
+/// id is its job's); uploads have fresh random ids.
 pub async fn insert_file(pool: &SqlitePool, f: &NewFile<'_>) -> sqlx::Result<()> {
     let t = now();
     sqlx::query!(
-        "INSERT INTO files (id, seq, created_at, filename, purpose, bytes, records, path)
+        "INSERT OR IGNORE INTO files (id, seq, created_at, filename, purpose, bytes, records, path)
          VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM files), ?2, ?3, ?4, ?5, ?6, ?7)",
         f.id,
         t,
