@@ -308,8 +308,8 @@ async fn run_job(state: &AppState, job: db::JobRow, worker: &str) {
     conclude(state, &job, full, result, control.load(Ordering::SeqCst)).await
 }
 
-/// The ending of a run the trainer returned from: a stop the worker asked for (time limit,
-/// full disk) is a failure; otherwise the outcome decides.
+/// The ending of a run the trainer returned from: a recorded cancel wins; a stop the worker
+/// asked for (time limit, full disk) is a failure; otherwise the outcome decides.
 async fn conclude(
     state: &AppState,
     job: &db::JobRow,
@@ -322,7 +322,12 @@ async fn conclude(
         param: None,
         message,
     };
+    // A cancel answered 200 while the worker was stopping the job still decides its end.
+    let cancelled = db::cancel_requested(&state.db, &job.id)
+        .await
+        .unwrap_or(false);
     match (result, flag) {
+        (Ok(r), _) if cancelled => ending::finish(state, job, full, &r).await,
         (Ok(r), TIME_LIMIT) if r.outcome == Outcome::Paused => {
             let limit = state.settings.workers.max_job_seconds;
             let text = format!("stopped at step {} by the {limit} s limit (workers.max_job_seconds); its last checkpoint is kept", r.step);

@@ -15,16 +15,16 @@ use crate::api::{ErrorBody, Job, JobStatus};
 use crate::db;
 use crate::error::{ApiError, ApiResult};
 use crate::journal;
-use crate::state::{AppState, CANCEL, LOST, PAUSE};
+use crate::state::{AppState, CANCEL, PAUSE, RUN};
 
-/// Sets the control flag of a job running in this process to `value` unless a cancel is
-/// already set (a cancel wins over a later pause); a job running elsewhere gets the
-/// request from the database.
+/// Sets the control flag of a job running in this process to `value`: from running, or a
+/// cancel over a pause. A stop the worker decided (time limit, full disk, lost lease) or an
+/// earlier cancel stays. A job running elsewhere gets the request from the database.
 fn flag(state: &AppState, id: &str, value: u8) {
     let controls = state.controls.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(f) = controls.get(id) {
         let _ = f.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |now| {
-            (now != CANCEL && now != LOST).then_some(value)
+            (now == RUN || (now == PAUSE && value == CANCEL)).then_some(value)
         });
     }
 }
