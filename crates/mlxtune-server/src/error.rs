@@ -85,8 +85,22 @@ pub fn is_disk_full(e: &sqlx::Error) -> bool {
     }
 }
 
+/// Whether a database error is SQLite's "database is locked" (SQLITE_BUSY, SQLITE_LOCKED):
+/// another writer held the database past the busy timeout.
+fn is_busy(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.code().is_some_and(|c| c == "5" || c == "6"))
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        if is_busy(&e) {
+            tracing::warn!(error = %e, "database write refused: the database is busy");
+            return Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database_busy",
+                "the database is busy: nothing was changed; retry in a few seconds",
+            );
+        }
         if is_disk_full(&e) {
             tracing::error!(error = %e, "database write refused: the disk is full");
             return ApiError::disk_full();

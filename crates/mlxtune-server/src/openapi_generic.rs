@@ -1,6 +1,6 @@
 //! Responses every operation of a kind can give, whatever its handler: a query string that
 //! does not parse (400), a cross-site request or WebSocket (403), a state-changing request
-//! that is not JSON (415), a full disk (507), a stream request that is not a WebSocket
+//! that is not JSON (415), a busy database (503), a full disk (507), a stream request that is not a WebSocket
 //! upgrade (400, 426).
 //! Added to the document here, where the layers that send them are described once.
 
@@ -54,6 +54,11 @@ impl Modify for GenericResponses {
                     op,
                     "415",
                     "a body that is not application/json (multipart/form-data for uploads)",
+                );
+                add(
+                    op,
+                    "503",
+                    "the database is busy (code database_busy): nothing was changed",
                 );
                 add(
                     op,

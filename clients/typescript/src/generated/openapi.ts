@@ -395,6 +395,15 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description the database is busy (code database_busy): nothing was changed */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 /** @description the server's disk is full (code disk_full): nothing was changed */
                 507: {
                     headers: {
@@ -503,6 +512,15 @@ export interface paths {
                 };
                 /** @description a body that is not application/json (multipart/form-data for uploads) */
                 415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description the database is busy (code database_busy): nothing was changed */
+                503: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -691,6 +709,15 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description the database is busy (code database_busy): nothing was changed */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 /** @description the server's disk is full (code disk_full): nothing was changed */
                 507: {
                     headers: {
@@ -796,6 +823,15 @@ export interface paths {
                 };
                 /** @description a body that is not application/json (multipart/form-data for uploads) */
                 415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description the database is busy (code database_busy): nothing was changed */
+                503: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -932,6 +968,15 @@ export interface paths {
                 };
                 /** @description a body that is not application/json (multipart/form-data for uploads) */
                 415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description the database is busy (code database_busy): nothing was changed */
+                503: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -1200,6 +1245,15 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description the database is busy (code database_busy): nothing was changed */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 /** @description the server's disk is full (code disk_full): nothing was changed */
                 507: {
                     headers: {
@@ -1274,6 +1328,15 @@ export interface paths {
                 };
                 /** @description a body that is not application/json (multipart/form-data for uploads) */
                 415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description the database is busy (code database_busy): nothing was changed */
+                503: {
                     headers: {
                         [name: string]: unknown;
                     };
@@ -1537,6 +1600,15 @@ export interface paths {
                         "application/json": components["schemas"]["ErrorBody"];
                     };
                 };
+                /** @description the database is busy (code database_busy): nothing was changed */
+                503: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
                 /** @description the server's disk is full (code disk_full): nothing was changed */
                 507: {
                     headers: {
@@ -1645,6 +1717,15 @@ export interface paths {
                 };
                 /** @description a body that is not application/json (multipart/form-data for uploads) */
                 415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description the database is busy (code database_busy): nothing was changed */
+                503: {
                     headers: {
                         [name: string]: unknown;
                     };

@@ -85,8 +85,13 @@ pub fn start_command(mut cmd: Command) -> (Server, u16) {
             break p.split_whitespace().next().unwrap().parse().unwrap();
         }
     };
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    // Keep draining stderr so the server never blocks on a full pipe; the lines go to the
+    // test's captured output, shown when the test fails.
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            eprintln!("server: {line}");
+        }
+    });
     (Server(child), port)
 }
 

@@ -5,19 +5,21 @@ use sqlx::SqlitePool;
 
 use super::{decode_error, now};
 
-/// Records one step's metrics and the job's progress.
+/// Records one step's metrics, then the job's progress. Two single statements, no explicit
+/// transaction: a transaction whose write the full disk refused was left open on its pooled
+/// connection, holding SQLite's write lock for every other writer after space returned. If
+/// the second fails, the progress trails the series by a step until the next one.
 pub async fn record_step(pool: &SqlitePool, job: &str, m: &StepMetrics) -> sqlx::Result<()> {
     let text = serde_json::to_string(m).map_err(|e| decode_error("step metrics", e))?;
     let (step, total, trained_tokens) =
         (m.step as i64, m.total_steps as i64, m.trained_tokens as i64);
-    let mut tx = pool.begin().await?;
     sqlx::query!(
         "INSERT OR REPLACE INTO metrics (job_id, step, data) VALUES (?1, ?2, ?3)",
         job,
         step,
         text
     )
-    .execute(&mut *tx)
+    .execute(pool)
     .await?;
     let t = now();
     sqlx::query!(
@@ -30,9 +32,9 @@ pub async fn record_step(pool: &SqlitePool, job: &str, m: &StepMetrics) -> sqlx:
         t,
         job
     )
-    .execute(&mut *tx)
+    .execute(pool)
     .await?;
-    tx.commit().await
+    Ok(())
 }
 
 /// A job's per-step figures, in step order.
