@@ -5,6 +5,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 ./scripts/setup.sh
 # Python packages the tests run (the GGUF reader): scripts/pytools.sh.
 ./scripts/pytools.sh
+# The PostgreSQL tests start scratch servers (scripts/pg-scratch.sh) from Debian's package.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v apt-get >/dev/null; then
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+fi
 # The S3 tests talk to a real S3-compatible server: moto, from PyPI, in a project-local folder.
 tools="$PWD/.native/pytools"
 if [ ! -f "$tools/.moto-ok" ]; then

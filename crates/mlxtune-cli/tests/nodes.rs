@@ -1,11 +1,13 @@
-//! Several processes on one data directory (one SQLite database): an API process
-//! (`--role api`) and two worker processes (`--role worker`). Jobs run once each, a killed
-//! worker's job is taken over by the other once its lease expires and resumes from its last
-//! checkpoint, and the API process streams and controls jobs running in worker processes.
+//! Several processes sharing one queue: an API process (`--role api`) and two worker
+//! processes (`--role worker`), on one SQLite database in their data directory and again on
+//! a PostgreSQL server (`storage.database_url`). Jobs run once each, a killed worker's job
+//! is taken over by the other once its lease expires and resumes from its last checkpoint,
+//! and the API process streams and controls jobs running in worker processes.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
+use common::postgres::Postgres;
 use common::service::{http, http_status, setup, start_command, wait_final, Server};
 
 use std::net::TcpStream;
@@ -20,25 +22,54 @@ use tungstenite::{Message, WebSocket};
 /// Short leases keep the takeover quick (renewed every ~1.3 s).
 const LEASE_SECONDS: &str = "4";
 
-/// `mlxtune serve --role <role>` over the settings of `setup`, named `node`.
-fn start_role(d: &Path, role: &str, node: &str) -> (Server, u16) {
+/// The database the processes of a test share.
+enum Backend {
+    /// `<data_dir>/mlxtune.sqlite3`, the default.
+    Sqlite,
+    /// A scratch PostgreSQL server.
+    Postgres(Postgres),
+}
+
+impl Backend {
+    fn postgres() -> Backend {
+        Backend::Postgres(Postgres::start())
+    }
+
+    /// Runs SQL on the shared database as another client would (Python's sqlite3; psql).
+    fn sql(&self, d: &Path, statement: &str) {
+        match self {
+            Backend::Sqlite => sqlite(d, statement),
+            Backend::Postgres(pg) => drop(pg.psql("mlxtune", statement)),
+        }
+    }
+}
+
+/// `mlxtune serve --role <role>` over the settings of `setup` and `backend`, named `node`.
+fn serve(d: &Path, backend: &Backend, role: &str, node: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mlxtune"));
     cmd.args(["serve", "--config-dir", d.join("config").to_str().unwrap()])
         .args(["--role", role])
         .env("MLXTUNE__SERVER__NODE_NAME", node)
         .env("MLXTUNE__WORKERS__LEASE_SECONDS", LEASE_SECONDS);
-    start_command(cmd)
+    if let Backend::Postgres(pg) = backend {
+        cmd.env("MLXTUNE__STORAGE__DATABASE_URL", &pg.url);
+    }
+    cmd
+}
+
+fn start_role(d: &Path, backend: &Backend, role: &str, node: &str) -> (Server, u16) {
+    start_command(serve(d, backend, role, node))
 }
 
 /// The API process and two workers, started at once on a new database (they migrate it
 /// one at a time).
-fn cluster(d: &Path) -> (Server, u16, Vec<(Server, u16)>) {
+fn cluster(d: &Path, backend: &Backend) -> (Server, u16, Vec<(Server, u16)>) {
     setup(d);
     let starts: Vec<_> = [("api", "api"), ("worker", "node-a"), ("worker", "node-b")]
         .into_iter()
         .map(|(role, node)| {
-            let d = d.to_path_buf();
-            std::thread::spawn(move || start_role(&d, role, node))
+            let cmd = serve(d, backend, role, node);
+            std::thread::spawn(move || start_command(cmd))
         })
         .collect();
     let mut started = starts.into_iter().map(|s| s.join().unwrap());
@@ -116,8 +147,17 @@ fn step_of(j: &Value) -> u64 {
 
 #[test]
 fn twenty_jobs_on_two_worker_processes_each_run_exactly_once() {
+    twenty_jobs_each_run_once(&Backend::Sqlite);
+}
+
+#[test]
+fn on_postgres_twenty_jobs_on_two_worker_processes_each_run_exactly_once() {
+    twenty_jobs_each_run_once(&Backend::postgres());
+}
+
+fn twenty_jobs_each_run_once(backend: &Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let (_api, port, workers) = cluster(dir.path());
+    let (_api, port, workers) = cluster(dir.path(), backend);
     // A worker process serves no API: liveness and metrics only.
     for (_, w) in &workers {
         assert_eq!(http_status(*w, "GET", "/healthz", None).0, 200);
@@ -159,17 +199,26 @@ fn twenty_jobs_on_two_worker_processes_each_run_exactly_once() {
 
 #[test]
 fn a_killed_workers_job_is_resumed_by_the_other_from_its_checkpoint_and_streamed_by_the_api() {
+    killed_worker_resumed_elsewhere(&Backend::Sqlite);
+}
+
+#[test]
+fn on_postgres_a_killed_workers_job_is_resumed_by_the_other_and_streamed_by_the_api() {
+    killed_worker_resumed_elsewhere(&Backend::postgres());
+}
+
+fn killed_worker_resumed_elsewhere(backend: &Backend) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     setup(d);
-    let (_api, port) = start_role(d, "api", "api");
-    let (mut a, _) = start_role(d, "worker", "node-a");
+    let (_api, port) = start_role(d, backend, "api", "api");
+    let (mut a, _) = start_role(d, backend, "worker", "node-a");
     let id = submit(port, &config(200, 5));
     let mut ws = stream(port, &id);
     let j = wait_job(port, &id, "no progress", |j| step_of(j) >= 12);
     assert_eq!(j["status"], "running");
     // A process starting beside a running job leaves it to its holder.
-    let (_b, _) = start_role(d, "worker", "node-b");
+    let (_b, _) = start_role(d, backend, "worker", "node-b");
     // The API process runs no trainer: the steps it streams come from a worker process.
     let seen = steps_streamed(&mut ws, 10);
     assert!(seen.windows(2).all(|w| w[0] < w[1]), "in order: {seen:?}");
@@ -208,21 +257,30 @@ fn a_killed_workers_job_is_resumed_by_the_other_from_its_checkpoint_and_streamed
 
 #[test]
 fn a_worker_whose_job_was_taken_from_it_stops_the_trainer_and_records_nothing() {
+    job_taken_from_a_stalled_worker(&Backend::Sqlite);
+}
+
+#[test]
+fn on_postgres_a_worker_whose_job_was_taken_from_it_stops_and_records_nothing() {
+    job_taken_from_a_stalled_worker(&Backend::postgres());
+}
+
+fn job_taken_from_a_stalled_worker(backend: &Backend) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     setup(d);
-    let (_api, port) = start_role(d, "api", "api");
-    let (_a, a_port) = start_role(d, "worker", "node-a");
+    let (_api, port) = start_role(d, backend, "api", "api");
+    let (_a, a_port) = start_role(d, backend, "worker", "node-a");
     let id = submit(port, &config(150, 5));
     wait_job(port, &id, "no progress", |j| step_of(j) >= 12);
-    let (_b, _) = start_role(d, "worker", "node-b");
+    let (_b, _) = start_role(d, backend, "worker", "node-b");
     // What the sweep does to a job whose lease expired while its process stalled (a
     // SIGSTOP would do it too, but a process stopped inside a write transaction holds
     // SQLite's write lock and so stalls every process until it wakes).
     let requeue = format!(
         "UPDATE jobs SET status = 'queued', resume = 1 WHERE id = '{id}' AND status = 'running'"
     );
-    sql(d, &requeue);
+    backend.sql(d, &requeue);
     let job = wait_final(port, &id);
     assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(metric_steps(port, &id), (1..=150).collect::<Vec<_>>());
@@ -247,8 +305,8 @@ fn a_worker_whose_job_was_taken_from_it_stops_the_trainer_and_records_nothing() 
     assert_eq!(wait_final(port, &next)["status"], "succeeded");
 }
 
-/// Runs SQL on the shared database (Python's sqlite3, as another client would).
-fn sql(d: &Path, statement: &str) {
+/// Runs SQL on the SQLite database of `d` (Python's sqlite3, as another client would).
+fn sqlite(d: &Path, statement: &str) {
     let db = d.join("data/mlxtune.sqlite3");
     let script = "import sqlite3,sys; c=sqlite3.connect(sys.argv[1], timeout=30); c.executescript(sys.argv[2]); c.commit()";
     let out = Command::new("python3")
@@ -261,8 +319,17 @@ fn sql(d: &Path, statement: &str) {
 
 #[test]
 fn pause_resume_and_cancel_on_the_api_process_reach_a_job_in_a_worker_process() {
+    control_reaches_a_worker_process(&Backend::Sqlite);
+}
+
+#[test]
+fn on_postgres_pause_resume_and_cancel_on_the_api_process_reach_a_worker_process() {
+    control_reaches_a_worker_process(&Backend::postgres());
+}
+
+fn control_reaches_a_worker_process(backend: &Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let (_api, port, _workers) = cluster(dir.path());
+    let (_api, port, _workers) = cluster(dir.path(), backend);
     let id = submit(port, &config(400, 5));
     wait_job(port, &id, "no progress", |j| step_of(j) >= 3);
     let (status, body) = http_status(

@@ -74,21 +74,32 @@ impl ApiError {
     }
 }
 
-/// Whether a database error is SQLite's "database or disk is full" (SQLITE_FULL).
+/// Whether a database error is a full disk: SQLite's "database or disk is full"
+/// (SQLITE_FULL) or PostgreSQL's `disk_full` (53100).
 pub fn is_disk_full(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(d) => {
-            d.code().is_some_and(|c| c == "13") || d.message().contains("disk is full")
+            d.code().is_some_and(|c| c == "13" || c == "53100")
+                || d.message().contains("disk is full")
         }
         sqlx::Error::Io(io) => io.raw_os_error() == Some(28),
         _ => false,
     }
 }
 
-/// Whether a database error is SQLite's "database is locked" (SQLITE_BUSY, SQLITE_LOCKED):
-/// another writer held the database past the busy timeout.
+/// Whether the database could not take the request now: SQLite's "database is locked"
+/// (SQLITE_BUSY, SQLITE_LOCKED: another writer held it past the busy timeout), PostgreSQL's
+/// serialization failure, deadlock, lock timeout or a server starting or shutting down
+/// (40001, 40P01, 55P03, 57P01–57P03), or no pooled connection within its timeout.
 fn is_busy(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.code().is_some_and(|c| c == "5" || c == "6"))
+    const BUSY: [&str; 8] = [
+        "5", "6", "40001", "40P01", "55P03", "57P01", "57P02", "57P03",
+    ];
+    match e {
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| BUSY.contains(&c.as_ref())),
+        sqlx::Error::PoolTimedOut => true,
+        _ => false,
+    }
 }
 
 impl From<sqlx::Error> for ApiError {

@@ -2,21 +2,15 @@
 //! it saw and broadcasts the live events to this process's stream clients (`state.events`),
 //! whichever process wrote them — so a client of an API process sees a job that runs in a
 //! worker process. Writers in this process kick it (`state.feed_kick`) so their events go
-//! out at once; others' arrive within `POLL`. One feed per process, never one per client.
-//! Broadcasts leave in id order (SQLite serializes writers, so ids become visible in
-//! order), which the stream's `?after=` deduplication relies on.
-//!
-//! The wake-up is the only part tied to SQLite: a PostgreSQL `LISTEN/NOTIFY` channel
-//! carrying event ids would replace the timer, the rows still read here by id.
+//! out at once; on PostgreSQL every process's inserts kick it through `LISTEN/NOTIFY`
+//! (`Db::listen`); otherwise it reads every `Db::feed_poll`. One feed per process, never
+//! one per client. Broadcasts leave in id order (both backends make ids visible in order,
+//! `db::events::since`), which the stream's `?after=` deduplication relies on.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use crate::db;
 use crate::state::{AppState, Broadcast};
-
-/// How often the events table is read when nothing in this process kicked the feed.
-pub const POLL: Duration = Duration::from_millis(200);
 
 /// Rows read at once; a longer backlog is read in several rounds without waiting.
 const BATCH: i64 = 500;
@@ -24,11 +18,13 @@ const BATCH: i64 = 500;
 /// Starts the feed after the newest stored event (older ones are replayed by the stream
 /// from the table, never broadcast).
 pub async fn start(state: &AppState) -> sqlx::Result<tokio::task::JoinHandle<()>> {
+    state.db.listen(state.feed_kick.clone());
     let from = db::events::last_id(&state.db).await?;
     Ok(tokio::spawn(run(state.clone(), from)))
 }
 
 async fn run(state: AppState, mut last: i64) {
+    let poll = state.db.feed_poll();
     loop {
         let kicked = state.feed_kick.notified();
         match read(&state, &mut last).await {
@@ -41,7 +37,7 @@ async fn run(state: AppState, mut last: i64) {
         }
         tokio::select! {
             _ = kicked => {}
-            _ = tokio::time::sleep(POLL) => {}
+            _ = tokio::time::sleep(poll) => {}
         }
     }
 }

@@ -56,7 +56,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         mlxtune_engine::runtime::init()?;
         std::fs::create_dir_all(&settings.storage.data_dir)?;
-        let db = db::connect(&settings.database_path()).await?;
+        let db = db::connect(&settings.database()).await?;
         let key_hashes = settings
             .auth
             .api_keys

@@ -24,7 +24,7 @@ pub struct Resolved {
 /// The registry: the database's `models` and the settings (aliases, roots, downloads).
 #[derive(Clone, Copy)]
 pub struct Registry<'a> {
-    pub db: &'a sqlx::SqlitePool,
+    pub db: &'a crate::db::Db,
     pub settings: &'a Settings,
 }
 

@@ -265,6 +265,32 @@ pub struct StorageSettings {
     pub data_dir: PathBuf,
     /// Empty: `<data_dir>/mlxtune.sqlite3`.
     pub database_path: String,
+    /// Empty: SQLite at `database_path`; `sqlite://<path>`; or `postgres://…`, so workers
+    /// on several machines share one queue (`docs/deploy.md`).
+    #[serde(default)]
+    pub database_url: DatabaseUrl,
+}
+
+/// `storage.database_url`, checked when the settings load; Debug hides a password.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct DatabaseUrl(Option<crate::db::Location>);
+
+impl TryFrom<String> for DatabaseUrl {
+    type Error = String;
+
+    fn try_from(url: String) -> Result<DatabaseUrl, String> {
+        crate::db::Location::parse(&url).map(DatabaseUrl)
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(location) => write!(f, "{location:?}"),
+            None => write!(f, "default"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -437,7 +463,15 @@ impl Settings {
         }
     }
 
-    /// The SQLite database file.
+    /// The database: `storage.database_url`, else SQLite at [`Settings::database_path`].
+    pub fn database(&self) -> crate::db::Location {
+        match &self.storage.database_url.0 {
+            Some(location) => location.clone(),
+            None => crate::db::Location::Sqlite(self.database_path()),
+        }
+    }
+
+    /// The SQLite database file, unless `storage.database_url` names another.
     pub fn database_path(&self) -> PathBuf {
         if self.storage.database_path.is_empty() {
             self.storage.data_dir.join("mlxtune.sqlite3")

@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8};
 use std::sync::{Arc, Mutex};
 
-use sqlx::SqlitePool;
 use tokio::sync::{broadcast, Notify};
 
 use crate::inference::Inference;
@@ -34,7 +33,7 @@ pub struct Broadcast {
 
 #[derive(Clone)]
 pub struct AppState {
-    pub db: SqlitePool,
+    pub db: crate::db::Db,
     pub settings: Arc<Settings>,
     /// sha256 hex of each configured API key.
     pub key_hashes: Arc<Vec<String>>,

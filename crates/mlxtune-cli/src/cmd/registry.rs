@@ -23,18 +23,17 @@ pub fn resolve(name: &str) -> anyhow::Result<Resolved> {
             config_dir.display()
         ),
     };
-    let db_path = settings.database_path();
-    if !db_path.exists() {
+    let location = settings.database();
+    if matches!(&location, db::Location::Sqlite(path) if !path.exists()) {
         if hub::is_repo_id(name) {
             return rt.block_on(from_hub(name));
         }
         anyhow::bail!(
-            "--model {name}: not a file or directory, and the registry {} does not exist yet",
-            db_path.display()
+            "--model {name}: not a file or directory, and the registry {location:?} does not exist yet"
         );
     }
     rt.block_on(async {
-        let pool = db::connect(&db_path).await?;
+        let pool = db::connect(&location).await?;
         let reg = Registry {
             db: &pool,
             settings: &settings,

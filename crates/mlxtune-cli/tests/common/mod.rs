@@ -1,6 +1,8 @@
 //! Helpers shared by the CLI's test binaries: fixture paths and running `mlxtune`.
 #![allow(dead_code)]
 
+#[path = "../../../../tests/support/postgres.rs"]
+pub mod postgres;
 pub mod service;
 
 use std::path::PathBuf;

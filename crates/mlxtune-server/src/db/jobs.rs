@@ -2,36 +2,35 @@
 
 use mlxtune_engine::train::config::from_value;
 use mlxtune_engine::train::{FineTuneConfig, StepMetrics};
-use sqlx::SqlitePool;
 use std::collections::BTreeMap;
 
-use super::{decode_error, now};
+use super::{decode_error, now, on, Db};
 use crate::api::{fine_tuned_id, ErrorDetail, Job, JobStatus, Progress};
 
 /// A job row as sqlx reads it.
-struct RawJob {
-    id: String,
-    seq: i64,
-    created_at: i64,
-    updated_at: i64,
-    status: String,
-    name: Option<String>,
-    config: String,
-    spec: String,
-    output_dir: String,
-    step: i64,
-    total_steps: Option<i64>,
-    trained_tokens: i64,
-    latest_metrics: Option<String>,
-    error_code: Option<String>,
-    error_message: Option<String>,
-    error_param: Option<String>,
-    worker: Option<String>,
-    heartbeat_at: Option<i64>,
-    started_at: Option<i64>,
-    finished_at: Option<i64>,
-    resume: i64,
-    metadata: Option<String>,
+pub(super) struct RawJob {
+    pub(super) id: String,
+    pub(super) seq: i64,
+    pub(super) created_at: i64,
+    pub(super) updated_at: i64,
+    pub(super) status: String,
+    pub(super) name: Option<String>,
+    pub(super) config: String,
+    pub(super) spec: String,
+    pub(super) output_dir: String,
+    pub(super) step: i64,
+    pub(super) total_steps: Option<i64>,
+    pub(super) trained_tokens: i64,
+    pub(super) latest_metrics: Option<String>,
+    pub(super) error_code: Option<String>,
+    pub(super) error_message: Option<String>,
+    pub(super) error_param: Option<String>,
+    pub(super) worker: Option<String>,
+    pub(super) heartbeat_at: Option<i64>,
+    pub(super) started_at: Option<i64>,
+    pub(super) finished_at: Option<i64>,
+    pub(super) resume: i64,
+    pub(super) metadata: Option<String>,
 }
 
 /// A job as stored, typed.
@@ -185,210 +184,92 @@ pub struct NewJob<'a> {
     pub metadata: Option<&'a str>,
 }
 
-pub async fn insert_job(pool: &SqlitePool, j: &NewJob<'_>) -> sqlx::Result<()> {
-    let (t, status) = (now(), j.status.as_str());
-    sqlx::query!(
-        "INSERT INTO jobs (id, seq, created_at, updated_at, status, name, config, spec, output_dir, metadata)
-         VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs), ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        j.id,
-        t,
-        status,
-        j.name,
-        j.config,
-        j.spec,
-        j.output_dir,
-        j.metadata
-    )
-    .execute(pool)
-    .await?;
-    Ok(())
+pub async fn insert_job(db: &Db, j: &NewJob<'_>) -> sqlx::Result<()> {
+    on!(db, jobs::insert_job(j))
 }
 
-pub async fn get_job(pool: &SqlitePool, id: &str) -> sqlx::Result<Option<JobRow>> {
-    sqlx::query_as!(
-        RawJob,
-        r#"SELECT id AS "id!", seq, created_at, updated_at, status, name, config, spec, output_dir, step,
-                total_steps, trained_tokens, latest_metrics, error_code, error_message, error_param,
-                worker, heartbeat_at, started_at, finished_at, resume, metadata
-         FROM jobs WHERE id = ?1"#,
-        id
-    )
-    .fetch_optional(pool)
-    .await?
-    .map(JobRow::try_from)
-    .transpose()
+pub async fn get_job(db: &Db, id: &str) -> sqlx::Result<Option<JobRow>> {
+    on!(db, jobs::get_job(id))?
+        .map(JobRow::try_from)
+        .transpose()
 }
 
 /// Jobs newest first; `after` is a job id (the page continues after it).
 pub async fn list_jobs(
-    pool: &SqlitePool,
+    db: &Db,
     after: Option<&str>,
     limit: i64,
     status: Option<JobStatus>,
 ) -> sqlx::Result<Vec<JobRow>> {
     let status = status.map(JobStatus::as_str);
-    sqlx::query_as!(
-        RawJob,
-        r#"SELECT id AS "id!", seq, created_at, updated_at, status, name, config, spec, output_dir, step,
-                total_steps, trained_tokens, latest_metrics, error_code, error_message, error_param,
-                worker, heartbeat_at, started_at, finished_at, resume, metadata
-         FROM jobs
-         WHERE (?1 IS NULL OR seq < (SELECT seq FROM jobs WHERE id = ?1))
-           AND (?2 IS NULL OR status = ?2)
-         ORDER BY seq DESC LIMIT ?3"#,
-        after,
-        status,
-        limit
-    )
-    .fetch_all(pool)
-    .await
-    .and_then(typed)
+    typed(on!(db, jobs::list_jobs(after, limit, status))?)
 }
 
 /// Atomically takes the oldest queued job for `worker` (`<node>/worker-<i>`), with a lease
-/// of `lease_seconds` that the worker renews while the job runs (`leases::renew`).
-pub async fn claim_next(
-    pool: &SqlitePool,
-    worker: &str,
-    lease_seconds: u64,
-) -> sqlx::Result<Option<JobRow>> {
-    let t = now();
-    let expires = t + lease_seconds as i64;
-    sqlx::query_as!(
-        RawJob,
-        r#"UPDATE jobs SET status = 'running', worker = ?1, heartbeat_at = ?2, updated_at = ?2,
-                started_at = COALESCE(started_at, ?2), lease_expires_at = ?3, pause_requested = 0
-         WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1)
-           AND status = 'queued'
-         RETURNING id AS "id!", seq, created_at, updated_at, status, name, config, spec, output_dir, step,
-                total_steps, trained_tokens, latest_metrics, error_code, error_message, error_param,
-                worker, heartbeat_at, started_at, finished_at, resume, metadata"#,
-        worker,
-        t,
-        expires
-    )
-    .fetch_optional(pool)
-    .await?
-    .map(JobRow::try_from)
-    .transpose()
+/// of `lease_seconds` that the worker renews while the job runs (`leases::renew`). Two
+/// workers, of any processes, never take the same job.
+pub async fn claim_next(db: &Db, worker: &str, lease_seconds: u64) -> sqlx::Result<Option<JobRow>> {
+    let expires = now() + lease_seconds as i64;
+    on!(db, jobs::claim_next(worker, expires))?
+        .map(JobRow::try_from)
+        .transpose()
 }
 
 /// Moves a job from one of `from` to `to`; false when it was in another state.
 pub async fn transition(
-    pool: &SqlitePool,
+    db: &Db,
     id: &str,
     from: &[JobStatus],
     to: JobStatus,
 ) -> sqlx::Result<bool> {
-    let names: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-    let from_json = serde_json::to_string(&names).unwrap_or_default();
-    let terminal = to.is_terminal();
-    let to = to.as_str();
-    let t = now();
-    let r = sqlx::query!(
-        "UPDATE jobs SET status = ?1, updated_at = ?2,
-                finished_at = CASE WHEN ?3 THEN ?2 ELSE finished_at END,
-                resume = CASE WHEN ?1 = 'queued' THEN 1 ELSE resume END
-         WHERE id = ?4 AND status IN (SELECT value FROM json_each(?5))",
-        to,
-        t,
-        terminal,
-        id,
-        from_json
+    let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+    on!(
+        db,
+        jobs::transition(id, &from, to.as_str(), to.is_terminal())
     )
-    .execute(pool)
-    .await?;
-    Ok(r.rows_affected() == 1)
 }
 
 pub async fn fail(
-    pool: &SqlitePool,
+    db: &Db,
     id: &str,
     code: &str,
     message: &str,
     param: Option<&str>,
 ) -> sqlx::Result<()> {
-    let t = now();
-    sqlx::query!(
-        "UPDATE jobs SET status = 'failed', error_code = ?1, error_message = ?2, error_param = ?3,
-                updated_at = ?4, finished_at = ?4 WHERE id = ?5",
-        code,
-        message,
-        param,
-        t,
-        id
-    )
-    .execute(pool)
-    .await?;
-    Ok(())
+    on!(db, jobs::fail(id, code, message, param))
 }
 
 /// Records a cancel request on a running job; false when the job is not running (it
 /// finished meanwhile). Once recorded, the job's final state is `cancelled`.
-pub async fn request_cancel(pool: &SqlitePool, id: &str) -> sqlx::Result<bool> {
-    let t = now();
-    let r = sqlx::query!(
-        "UPDATE jobs SET cancel_requested = 1, updated_at = ?1 WHERE id = ?2 AND status = 'running'",
-        t,
-        id
-    )
-    .execute(pool)
-    .await?;
-    Ok(r.rows_affected() == 1)
+pub async fn request_cancel(db: &Db, id: &str) -> sqlx::Result<bool> {
+    on!(db, jobs::request_cancel(id))
 }
 
 /// Whether a cancel was requested for the job.
-pub async fn cancel_requested(pool: &SqlitePool, id: &str) -> sqlx::Result<bool> {
-    let r = sqlx::query_scalar!("SELECT cancel_requested FROM jobs WHERE id = ?1", id)
-        .fetch_optional(pool)
-        .await?;
-    Ok(r.is_some_and(|c| c != 0))
+pub async fn cancel_requested(db: &Db, id: &str) -> sqlx::Result<bool> {
+    on!(db, jobs::cancel_requested(id))
 }
 
 /// Moves a running job to `to`, or to `cancelled` when a cancel was requested (it wins over
 /// any outcome); the state it ended in, or None when it was not running.
-pub async fn settle(pool: &SqlitePool, id: &str, to: JobStatus) -> sqlx::Result<Option<JobStatus>> {
-    let (t, to) = (now(), to.as_str());
-    let ended = sqlx::query_scalar!(
-        r#"UPDATE jobs SET status = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE ?1 END,
-                updated_at = ?2,
-                finished_at = CASE WHEN cancel_requested = 1 OR ?1 IN ('succeeded', 'failed')
-                              THEN ?2 ELSE finished_at END,
-                resume = CASE WHEN ?1 = 'queued' THEN 1 ELSE resume END, pause_requested = 0
-         WHERE id = ?3 AND status = 'running' RETURNING status"#,
-        to,
-        t,
-        id
-    )
-    .fetch_optional(pool)
-    .await?;
-    ended
+pub async fn settle(db: &Db, id: &str, to: JobStatus) -> sqlx::Result<Option<JobStatus>> {
+    on!(db, jobs::settle(id, to.as_str()))?
         .map(|s| s.parse().map_err(|e| decode_error("jobs.status", e)))
         .transpose()
 }
 
-pub async fn delete_job(pool: &SqlitePool, id: &str) -> sqlx::Result<bool> {
-    let r = sqlx::query!(
-        "DELETE FROM jobs WHERE id = ?1 AND status IN ('succeeded', 'failed', 'cancelled')",
-        id
-    )
-    .execute(pool)
-    .await?;
-    Ok(r.rows_affected() == 1)
+/// Deletes a finished job (with its events and metrics); false when it is not finished.
+pub async fn delete_job(db: &Db, id: &str) -> sqlx::Result<bool> {
+    on!(db, jobs::delete_job(id))
 }
 
 /// How many jobs are in each state (states without jobs are absent).
-pub async fn count_by_status(pool: &SqlitePool) -> sqlx::Result<Vec<(JobStatus, i64)>> {
-    let rows = sqlx::query!(r#"SELECT status, COUNT(*) AS "n!: i64" FROM jobs GROUP BY status"#)
-        .fetch_all(pool)
-        .await?;
-    rows.into_iter()
-        .map(|r| {
-            let status = r
-                .status
-                .parse()
-                .map_err(|e| decode_error("jobs.status", e))?;
-            Ok((status, r.n))
+pub async fn count_by_status(db: &Db) -> sqlx::Result<Vec<(JobStatus, i64)>> {
+    on!(db, jobs::count_by_status())?
+        .into_iter()
+        .map(|(status, n)| {
+            let status = status.parse().map_err(|e| decode_error("jobs.status", e))?;
+            Ok((status, n))
         })
         .collect()
 }

@@ -1,6 +1,10 @@
-//! SQLite through sqlx: the pool (WAL), the migrations of `migrations/`, and every query,
-//! by table: [`jobs`], [`events`], [`metrics`]. Each query is a sqlx macro checked at
-//! compile time against the offline data in `/.sqlx`; rows become typed values here, once.
+//! The job service's database, on one of two backends: SQLite (the default: one file in the
+//! data directory, several processes of one host) or PostgreSQL (several machines sharing
+//! one queue), chosen by `storage.database_url` ([`Location`]). Each table's module
+//! ([`jobs`], [`events`], [`metrics`], [`files`], [`models`], [`leases`], [`preflight`])
+//! holds its typed rows and operations; the SQL of each backend lives in [`sqlite`] and
+//! [`postgres`], every query a sqlx macro checked at compile time against the offline data
+//! in `/.sqlx` (`scripts/sqlx-prepare.sh` prepares both backends).
 
 pub mod events;
 pub mod files;
@@ -10,12 +14,16 @@ pub mod metrics;
 pub mod models;
 pub mod preflight;
 
-use std::path::Path;
-use std::str::FromStr;
-use std::time::{SystemTime, UNIX_EPOCH};
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::SqlitePool;
+#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+compile_error!("mlxtune-server needs a database backend: feature `sqlite`, `postgres` or both");
+
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use events::{add_event, events};
 pub use jobs::{
@@ -24,6 +32,118 @@ pub use jobs::{
 };
 pub use metrics::{metrics, record_step};
 pub use models::{delete_model, derived_from, get_model, insert_model, list_models, model_in_use};
+
+/// Where the database is.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A SQLite file (created with its directory when missing).
+    Sqlite(PathBuf),
+    /// A PostgreSQL server: `postgres://user:password@host:port/database`.
+    Postgres(String),
+}
+
+impl std::fmt::Debug for Location {
+    /// Never shows a PostgreSQL password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Location::Sqlite(p) => write!(f, "SQLite {}", p.display()),
+            Location::Postgres(url) => write!(f, "PostgreSQL {}", crate::remote::redacted(url)),
+        }
+    }
+}
+
+impl Location {
+    /// `storage.database_url` as written: empty (None: SQLite in the data directory),
+    /// `sqlite://<path>` or `postgres://…` (`postgresql://…`).
+    pub fn parse(url: &str) -> Result<Option<Location>, String> {
+        let url = url.trim();
+        if url.is_empty() {
+            return Ok(None);
+        }
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            return match path {
+                "" => Err(
+                    "sqlite:// needs a file path, e.g. sqlite:///var/lib/mlxtune/db.sqlite3".into(),
+                ),
+                p => Ok(Some(Location::Sqlite(PathBuf::from(p)))),
+            };
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Some(Location::Postgres(url.to_string())));
+        }
+        let scheme = url.split_once("://").map_or(url, |(s, _)| s);
+        Err(format!(
+            "unsupported database {:?}: expected empty (SQLite in the data directory), \
+             sqlite://<path> or postgres://user:password@host:port/database",
+            crate::remote::redacted(scheme)
+        ))
+    }
+}
+
+/// An open database: a pool of the backend [`Location`] named.
+#[derive(Clone, Debug)]
+pub enum Db {
+    #[cfg(feature = "sqlite")]
+    Sqlite(sqlx::SqlitePool),
+    #[cfg(feature = "postgres")]
+    Postgres(sqlx::PgPool),
+}
+
+/// Runs one backend operation on whichever backend `db` is, awaited:
+/// `on!(db, jobs::get_job(id))` is `sqlite::jobs::get_job(pool, id)` on SQLite and
+/// `postgres::jobs::get_job(pool, id)` on PostgreSQL.
+macro_rules! on {
+    ($db:expr, $module:ident :: $f:ident ( $($arg:expr),* $(,)? )) => {
+        match $db {
+            #[cfg(feature = "sqlite")]
+            $crate::db::Db::Sqlite(pool) => $crate::db::sqlite::$module::$f(pool, $($arg),*).await,
+            #[cfg(feature = "postgres")]
+            $crate::db::Db::Postgres(pool) => {
+                $crate::db::postgres::$module::$f(pool, $($arg),*).await
+            }
+        }
+    };
+}
+pub(crate) use on;
+
+/// Opens the database and applies its backend's migrations (`migrations/sqlite` or
+/// `migrations/postgres`), one process at a time.
+pub async fn connect(location: &Location) -> anyhow::Result<Db> {
+    match location {
+        #[cfg(feature = "sqlite")]
+        Location::Sqlite(path) => Ok(Db::Sqlite(sqlite::connect(path).await?)),
+        #[cfg(feature = "postgres")]
+        Location::Postgres(url) => Ok(Db::Postgres(postgres::connect(url).await?)),
+        #[allow(unreachable_patterns)]
+        other => anyhow::bail!("{other:?}: this build has no such database backend"),
+    }
+}
+
+impl Db {
+    /// How often a process's event feed reads new events when nothing woke it: SQLite has
+    /// no notifications, so often; PostgreSQL wakes the feed with `NOTIFY` (`listen`).
+    pub fn feed_poll(&self) -> std::time::Duration {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Db::Sqlite(_) => std::time::Duration::from_millis(200),
+            #[cfg(feature = "postgres")]
+            Db::Postgres(_) => std::time::Duration::from_secs(2),
+        }
+    }
+
+    /// Wakes `kick` whenever any process stores an event (PostgreSQL's `LISTEN`, in a task
+    /// that reconnects); nothing on SQLite, whose feed polls.
+    pub fn listen(&self, kick: std::sync::Arc<tokio::sync::Notify>) {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Db::Sqlite(_) => drop(kick),
+            #[cfg(feature = "postgres")]
+            Db::Postgres(pool) => {
+                tokio::spawn(postgres::events::listen(pool.clone(), kick));
+            }
+        }
+    }
+}
 
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
@@ -36,33 +156,4 @@ pub fn now() -> i64 {
 /// A stored value that does not read back as its type.
 fn decode_error(what: &str, e: impl std::fmt::Display) -> sqlx::Error {
     sqlx::Error::Decode(format!("{what}: {e}").into())
-}
-
-/// Opens (creating) the database in WAL mode and applies the migrations (one process at a
-/// time: several may share the database, `docs/deploy.md`).
-pub async fn connect(path: &Path) -> anyhow::Result<SqlitePool> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full)
-        .foreign_keys(true)
-        .busy_timeout(std::time::Duration::from_secs(10));
-    let pool = SqlitePoolOptions::new()
-        .max_connections(8)
-        .connect_with(opts)
-        .await?;
-    // Processes starting together on one database migrate it one at a time (sqlx's SQLite
-    // migrator takes no lock of its own): an exclusive lock on a file beside it.
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path.with_extension("migrations.lock"))?;
-    lock.lock()?;
-    sqlx::migrate!("../../migrations").run(&pool).await?;
-    drop(lock);
-    Ok(pool)
 }

@@ -1,24 +1,22 @@
 //! The `models` table: the registry of base and fine-tuned models.
 
-use sqlx::SqlitePool;
-
-use super::{decode_error, now};
+use super::{decode_error, on, Db};
 use crate::api::{Lineage, ModelKind, ModelObject};
 
 /// A model row as sqlx reads it.
-struct RawModel {
-    id: String,
-    created_at: i64,
-    kind: String,
-    source: String,
-    path: Option<String>,
-    base_model: Option<String>,
-    job_id: Option<String>,
-    checkpoint: Option<String>,
-    train_loss: Option<f64>,
-    valid_loss: Option<f64>,
-    adapter_path: Option<String>,
-    fused_path: Option<String>,
+pub(super) struct RawModel {
+    pub(super) id: String,
+    pub(super) created_at: i64,
+    pub(super) kind: String,
+    pub(super) source: String,
+    pub(super) path: Option<String>,
+    pub(super) base_model: Option<String>,
+    pub(super) job_id: Option<String>,
+    pub(super) checkpoint: Option<String>,
+    pub(super) train_loss: Option<f64>,
+    pub(super) valid_loss: Option<f64>,
+    pub(super) adapter_path: Option<String>,
+    pub(super) fused_path: Option<String>,
 }
 
 impl TryFrom<RawModel> for ModelObject {
@@ -61,98 +59,69 @@ impl TryFrom<RawModel> for ModelObject {
     }
 }
 
-/// Registers a model; false when the id is taken.
-pub async fn insert_model(pool: &SqlitePool, m: &ModelObject) -> sqlx::Result<bool> {
-    let t = now();
-    let kind = m.kind.as_str();
-    let l = m.lineage.as_ref();
-    let (base, job, ckpt) = (
-        l.map(|l| l.base_model.clone()),
-        l.map(|l| l.job_id.clone()),
-        l.and_then(|l| l.checkpoint.clone()),
-    );
-    let (train_loss, valid_loss) = (l.and_then(|l| l.train_loss), l.and_then(|l| l.valid_loss));
-    let (adapter, fused) = (
-        l.and_then(|l| l.adapter_path.clone()),
-        l.and_then(|l| l.fused_path.clone()),
-    );
-    let r = sqlx::query!(
-        "INSERT OR IGNORE INTO models (id, created_at, kind, source, path, base_model, job_id,
-                checkpoint, train_loss, valid_loss, adapter_path, fused_path)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        m.id,
-        t,
-        kind,
-        m.source,
-        m.path,
-        base,
-        job,
-        ckpt,
-        train_loss,
-        valid_loss,
-        adapter,
-        fused
-    )
-    .execute(pool)
-    .await?;
-    Ok(r.rows_affected() == 1)
+/// A model as a backend stores it: the registry entry with its lineage flattened.
+pub(super) struct ModelRecord<'a> {
+    pub(super) id: &'a str,
+    pub(super) kind: &'a str,
+    pub(super) source: &'a str,
+    pub(super) path: Option<&'a str>,
+    pub(super) base_model: Option<&'a str>,
+    pub(super) job_id: Option<&'a str>,
+    pub(super) checkpoint: Option<&'a str>,
+    pub(super) train_loss: Option<f64>,
+    pub(super) valid_loss: Option<f64>,
+    pub(super) adapter_path: Option<&'a str>,
+    pub(super) fused_path: Option<&'a str>,
 }
 
-pub async fn get_model(pool: &SqlitePool, id: &str) -> sqlx::Result<Option<ModelObject>> {
-    sqlx::query_as!(
-        RawModel,
-        r#"SELECT id AS "id!", created_at, kind, source, path, base_model, job_id, checkpoint,
-                train_loss, valid_loss, adapter_path, fused_path
-         FROM models WHERE id = ?1"#,
-        id
-    )
-    .fetch_optional(pool)
-    .await?
-    .map(ModelObject::try_from)
-    .transpose()
+impl<'a> From<&'a ModelObject> for ModelRecord<'a> {
+    fn from(m: &'a ModelObject) -> ModelRecord<'a> {
+        let l = m.lineage.as_ref();
+        ModelRecord {
+            id: &m.id,
+            kind: m.kind.as_str(),
+            source: &m.source,
+            path: m.path.as_deref(),
+            base_model: l.map(|l| l.base_model.as_str()),
+            job_id: l.map(|l| l.job_id.as_str()),
+            checkpoint: l.and_then(|l| l.checkpoint.as_deref()),
+            train_loss: l.and_then(|l| l.train_loss),
+            valid_loss: l.and_then(|l| l.valid_loss),
+            adapter_path: l.and_then(|l| l.adapter_path.as_deref()),
+            fused_path: l.and_then(|l| l.fused_path.as_deref()),
+        }
+    }
+}
+
+/// Registers a model; false when the id is taken.
+pub async fn insert_model(db: &Db, m: &ModelObject) -> sqlx::Result<bool> {
+    on!(db, models::insert_model(&ModelRecord::from(m)))
+}
+
+pub async fn get_model(db: &Db, id: &str) -> sqlx::Result<Option<ModelObject>> {
+    on!(db, models::get_model(id))?
+        .map(ModelObject::try_from)
+        .transpose()
 }
 
 /// Every model, oldest first.
-pub async fn list_models(pool: &SqlitePool) -> sqlx::Result<Vec<ModelObject>> {
-    sqlx::query_as!(
-        RawModel,
-        r#"SELECT id AS "id!", created_at, kind, source, path, base_model, job_id, checkpoint,
-                train_loss, valid_loss, adapter_path, fused_path
-         FROM models ORDER BY created_at, id"#
-    )
-    .fetch_all(pool)
-    .await?
-    .into_iter()
-    .map(ModelObject::try_from)
-    .collect()
+pub async fn list_models(db: &Db) -> sqlx::Result<Vec<ModelObject>> {
+    on!(db, models::list_models())?
+        .into_iter()
+        .map(ModelObject::try_from)
+        .collect()
 }
 
 /// Models that name `base` as their base model.
-pub async fn derived_from(pool: &SqlitePool, base: &str) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar!(
-        r#"SELECT id AS "id!" FROM models WHERE base_model = ?1"#,
-        base
-    )
-    .fetch_all(pool)
-    .await
+pub async fn derived_from(db: &Db, base: &str) -> sqlx::Result<Vec<String>> {
+    on!(db, models::derived_from(base))
 }
 
-pub async fn delete_model(pool: &SqlitePool, id: &str) -> sqlx::Result<bool> {
-    let r = sqlx::query!("DELETE FROM models WHERE id = ?1", id)
-        .execute(pool)
-        .await?;
-    Ok(r.rows_affected() == 1)
+pub async fn delete_model(db: &Db, id: &str) -> sqlx::Result<bool> {
+    on!(db, models::delete_model(id))
 }
 
 /// Whether a job that may still run trains on `model` (as named in its config).
-pub async fn model_in_use(pool: &SqlitePool, model: &str) -> sqlx::Result<bool> {
-    let n = sqlx::query_scalar!(
-        r#"SELECT COUNT(*) AS "n!: i64" FROM jobs
-           WHERE status IN ('queued', 'running', 'paused')
-             AND json_extract(config, '$.baseModel') = ?1"#,
-        model
-    )
-    .fetch_one(pool)
-    .await?;
-    Ok(n > 0)
+pub async fn model_in_use(db: &Db, model: &str) -> sqlx::Result<bool> {
+    Ok(on!(db, models::jobs_training_on(model))? > 0)
 }

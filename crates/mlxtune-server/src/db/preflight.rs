@@ -1,46 +1,21 @@
 //! The end of a background pre-flight (`validating_files`): the job is queued with its
 //! validated spec, or failed with the error; neither touches a job cancelled meanwhile.
 
-use sqlx::SqlitePool;
-
-use super::now;
+use super::{on, Db};
 
 /// `validating_files` → `queued` with `spec`; false when the job is no longer validating.
-pub async fn passed(pool: &SqlitePool, id: &str, spec: &str) -> sqlx::Result<bool> {
-    let t = now();
-    let r = sqlx::query!(
-        "UPDATE jobs SET status = 'queued', spec = ?1, updated_at = ?2
-         WHERE id = ?3 AND status = 'validating'",
-        spec,
-        t,
-        id
-    )
-    .execute(pool)
-    .await?;
-    Ok(r.rows_affected() == 1)
+pub async fn passed(db: &Db, id: &str, spec: &str) -> sqlx::Result<bool> {
+    on!(db, preflight::passed(id, spec))
 }
 
 /// `validating_files` → `failed` with the pre-flight's error; false when the job is no
 /// longer validating.
 pub async fn failed(
-    pool: &SqlitePool,
+    db: &Db,
     id: &str,
     code: &str,
     message: &str,
     param: Option<&str>,
 ) -> sqlx::Result<bool> {
-    let t = now();
-    let r = sqlx::query!(
-        "UPDATE jobs SET status = 'failed', error_code = ?1, error_message = ?2,
-                error_param = ?3, updated_at = ?4, finished_at = ?4
-         WHERE id = ?5 AND status = 'validating'",
-        code,
-        message,
-        param,
-        t,
-        id
-    )
-    .execute(pool)
-    .await?;
-    Ok(r.rows_affected() == 1)
+    on!(db, preflight::failed(id, code, message, param))
 }

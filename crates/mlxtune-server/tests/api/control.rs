@@ -73,7 +73,11 @@ fn set(doc: &mut Value, path: &str, value: Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_wins_over_a_later_pause() {
-    let app = spawn_app(vec![]).await;
+    a_cancel_wins_over_a_later_pause_with(spawn_app(vec![]).await).await;
+}
+
+/// On each backend (SQLite above, PostgreSQL in `postgres.rs`).
+pub async fn a_cancel_wins_over_a_later_pause_with(app: TestApp) {
     let id = running(&app, &long_job()).await;
     let (s, _) = app
         .post(&format!("/v1/fine_tuning/jobs/{id}/cancel"), &json!({}))
@@ -99,7 +103,11 @@ async fn a_cancel_wins_over_a_later_pause() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_deletes_of_a_finished_job_answer_once() {
-    let app = spawn_app(vec![]).await;
+    concurrent_deletes_of_a_finished_job_answer_once_with(spawn_app(vec![]).await).await;
+}
+
+/// On each backend (SQLite above, PostgreSQL in `postgres.rs`).
+pub async fn concurrent_deletes_of_a_finished_job_answer_once_with(app: TestApp) {
     let mut cfg = product_config();
     cfg["parameters"]["epochs"] = json!(1);
     let (_, job) = app.post("/v1/fine_tuning/jobs", &cfg).await;
@@ -201,7 +209,9 @@ async fn a_cancel_recorded_before_the_last_step_ends_wins_and_one_after_is_refus
     use mlxtune_server::api::JobStatus;
     use mlxtune_server::db;
     let dir = tempfile::tempdir().unwrap();
-    let pool = db::connect(&dir.path().join("jobs.sqlite3")).await.unwrap();
+    let pool = db::connect(&db::Location::Sqlite(dir.path().join("jobs.sqlite3")))
+        .await
+        .unwrap();
     let config = product_config().to_string();
     for id in ["ftjob-a", "ftjob-b"] {
         let job = db::jobs::NewJob {

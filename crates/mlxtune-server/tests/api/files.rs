@@ -39,7 +39,11 @@ pub fn chat_lines() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_uploaded_file_is_listed_read_back_trained_on_and_deleted() {
-    let app = spawn_app(vec![]).await;
+    an_uploaded_file_is_listed_read_back_trained_on_and_deleted_with(spawn_app(vec![]).await).await;
+}
+
+/// On each backend (SQLite above, PostgreSQL in `postgres.rs`).
+pub async fn an_uploaded_file_is_listed_read_back_trained_on_and_deleted_with(app: TestApp) {
     let lines = chat_lines();
     let (s, file) = upload(&app, "train.jsonl", "fine-tune", &lines).await;
     assert_eq!(s, 200, "{file}");

@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use mlxtune_server::settings::{
-    AuthSettings, PathSettings, ServerSettings, StorageSettings, WorkerSettings,
+    AuthSettings, DatabaseUrl, PathSettings, ServerSettings, StorageSettings, WorkerSettings,
 };
 use mlxtune_server::{Application, Settings};
 use serde_json::{json, Value};
 
 pub use crate::openapi_check::OpenApiCheck;
+pub use crate::postgres_server::Postgres;
 
 pub struct TestApp {
     /// The test's directory: `models/`, `datasets/`, `data/`.
@@ -26,6 +27,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub key: Option<String>,
     _dir: tempfile::TempDir,
+    /// The PostgreSQL server of an app on PostgreSQL, stopped with the app.
+    _postgres: Option<Postgres>,
 }
 
 pub fn fixture(name: &str) -> PathBuf {
@@ -65,6 +68,15 @@ pub async fn spawn_app_with(
     .await
 }
 
+/// A server whose database is a scratch PostgreSQL server (`storage.database_url`).
+pub async fn spawn_app_on_postgres() -> TestApp {
+    let pg = Postgres::start();
+    let url = DatabaseUrl::try_from(pg.url.clone()).unwrap();
+    let mut app = spawn_app_tuned(vec![], |s| s.storage.database_url = url).await;
+    app._postgres = Some(pg);
+    app
+}
+
 /// A server whose settings `tune` adjusts first.
 pub async fn spawn_app_tuned(api_keys: Vec<String>, tune: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
@@ -95,6 +107,7 @@ pub async fn spawn_app_tuned(api_keys: Vec<String>, tune: impl FnOnce(&mut Setti
         storage: StorageSettings {
             data_dir: dir.path().join("data"),
             database_path: String::new(),
+            database_url: Default::default(),
         },
         workers: WorkerSettings {
             count: 1,
@@ -134,6 +147,7 @@ pub async fn spawn_app_tuned(api_keys: Vec<String>, tune: impl FnOnce(&mut Setti
         client: reqwest::Client::new(),
         key: api_keys.first().cloned(),
         _dir: dir,
+        _postgres: None,
     }
 }
 

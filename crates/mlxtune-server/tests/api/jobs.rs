@@ -10,7 +10,16 @@ use crate::helpers::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_product_example_config_trains_to_success_and_the_stream_shows_the_loss_falling() {
-    let app = spawn_app(vec![]).await;
+    the_product_example_config_trains_to_success_and_the_stream_shows_the_loss_falling_with(
+        spawn_app(vec![]).await,
+    )
+    .await;
+}
+
+/// On each backend (SQLite above, PostgreSQL in `postgres.rs`).
+pub async fn the_product_example_config_trains_to_success_and_the_stream_shows_the_loss_falling_with(
+    app: TestApp,
+) {
     let (status, job) = app.post("/v1/fine_tuning/jobs", &product_config()).await;
     assert_eq!(status, 200, "{job}");
     let id = job["id"].as_str().unwrap().to_string();
@@ -99,7 +108,16 @@ async fn the_product_example_config_trains_to_success_and_the_stream_shows_the_l
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_then_resume_ends_with_the_same_losses_and_illegal_transitions_are_409() {
-    let app = spawn_app(vec![]).await;
+    pause_then_resume_ends_with_the_same_losses_and_illegal_transitions_are_409_with(
+        spawn_app(vec![]).await,
+    )
+    .await;
+}
+
+/// On each backend (SQLite above, PostgreSQL in `postgres.rs`).
+pub async fn pause_then_resume_ends_with_the_same_losses_and_illegal_transitions_are_409_with(
+    app: TestApp,
+) {
     let mut cfg = product_config();
     cfg["maxSteps"] = json!(10);
     cfg["dataset"]
@@ -155,7 +173,12 @@ async fn pause_then_resume_ends_with_the_same_losses_and_illegal_transitions_are
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submissions_run_in_order_and_cancel_works_queued_and_running() {
-    let app = spawn_app(vec![]).await;
+    submissions_run_in_order_and_cancel_works_queued_and_running_with(spawn_app(vec![]).await)
+        .await;
+}
+
+/// On each backend (SQLite above, PostgreSQL in `postgres.rs`).
+pub async fn submissions_run_in_order_and_cancel_works_queued_and_running_with(app: TestApp) {
     let mut long = product_config();
     long["maxSteps"] = json!(100000);
     long["dataset"]

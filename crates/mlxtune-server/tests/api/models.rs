@@ -82,7 +82,16 @@ async fn streamed(app: &TestApp, path: &str, body: &Value) -> (Vec<Value>, bool)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trained_model_is_listed_with_lineage_and_serves_the_adapters_greedy_tokens() {
-    let app = spawn_app(vec![]).await;
+    a_trained_model_is_listed_with_lineage_and_serves_the_adapters_greedy_tokens_with(
+        spawn_app(vec![]).await,
+    )
+    .await;
+}
+
+/// On each backend (SQLite above, PostgreSQL in `postgres.rs`).
+pub async fn a_trained_model_is_listed_with_lineage_and_serves_the_adapters_greedy_tokens_with(
+    app: TestApp,
+) {
     let job = trained(&app, Some("demo")).await;
     let jid = job["id"].as_str().unwrap();
     let ft = job["fine_tuned_model"].as_str().unwrap().to_string();
@@ -230,7 +239,12 @@ async fn bad_inference_requests_name_the_field() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_holds_bases_and_fine_tunes_and_training_comes_first() {
-    let app = spawn_app(vec![]).await;
+    registry_holds_bases_and_fine_tunes_and_training_comes_first_with(spawn_app(vec![]).await)
+        .await;
+}
+
+/// On each backend (SQLite above, PostgreSQL in `postgres.rs`).
+pub async fn registry_holds_bases_and_fine_tunes_and_training_comes_first_with(app: TestApp) {
     let (s, m) = app
         .post("/v1/models", &json!({"id": "tiny", "source": "lfm2-tiny"}))
         .await;

@@ -1,0 +1,61 @@
+//! The `metrics` table's SQL on PostgreSQL.
+
+use sqlx::PgPool;
+
+use crate::db::metrics::StepRecord;
+use crate::db::now;
+
+pub async fn record_step(pool: &PgPool, r: &StepRecord<'_>) -> sqlx::Result<()> {
+    sqlx::query!(
+        "INSERT INTO metrics (job_id, step, data) VALUES ($1, $2, $3)
+         ON CONFLICT (job_id, step) DO UPDATE SET data = excluded.data",
+        r.job,
+        r.step,
+        r.data
+    )
+    .execute(pool)
+    .await?;
+    let t = now();
+    sqlx::query!(
+        "UPDATE jobs SET step = $1, total_steps = $2, trained_tokens = $3, latest_metrics = $4,
+                heartbeat_at = $5, updated_at = $5 WHERE id = $6",
+        r.step,
+        r.total_steps,
+        r.trained_tokens,
+        r.data,
+        t,
+        r.job
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub async fn metrics(pool: &PgPool, job: &str) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar!(
+        "SELECT data FROM metrics WHERE job_id = $1 ORDER BY step",
+        job
+    )
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn drop_metrics_after(pool: &PgPool, job: &str, step: i64) -> sqlx::Result<u64> {
+    let r = sqlx::query!(
+        "DELETE FROM metrics WHERE job_id = $1 AND step > $2",
+        job,
+        step
+    )
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected())
+}
+
+pub async fn last_step(pool: &PgPool, job: &str) -> sqlx::Result<i64> {
+    sqlx::query_scalar!(
+        r#"SELECT COALESCE(MAX(step), 0) AS "step!" FROM metrics WHERE job_id = $1"#,
+        job
+    )
+    .fetch_one(pool)
+    .await
+}
