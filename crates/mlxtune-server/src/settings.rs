@@ -554,6 +554,30 @@ mod tests {
     }
 
     #[test]
+    fn the_database_url_chooses_the_backend_and_a_bad_one_is_named_without_its_password() {
+        let load = |url: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let text = format!("[storage]\ndatabase_url = \"{url}\"\n");
+            std::fs::write(dir.path().join("default.toml"), text).unwrap();
+            Settings::load(dir.path())
+        };
+        let sqlite = load("").unwrap();
+        let default_file = sqlite.storage.data_dir.join("mlxtune.sqlite3");
+        assert_eq!(sqlite.database(), crate::db::Location::Sqlite(default_file));
+        let url = "postgres://mlxtune:s3cret@db:5432/jobs";
+        let pg = load(url).unwrap();
+        assert_eq!(pg.database(), crate::db::Location::Postgres(url.into()));
+        assert!(!format!("{pg:?}").contains("s3cret"), "{pg:?}");
+        let file = load("sqlite:///var/lib/x.sqlite3").unwrap();
+        let path = std::path::PathBuf::from("/var/lib/x.sqlite3");
+        assert_eq!(file.database(), crate::db::Location::Sqlite(path));
+        let e = load("mysql://root:s3cret@db/jobs").unwrap_err().to_string();
+        let named = "storage.database_url unsupported database \"mysql\"";
+        assert!(e.starts_with(named), "{e}");
+        assert!(!e.contains("s3cret"), "{e}");
+    }
+
+    #[test]
     fn the_role_defaults_to_all_and_names_a_node() {
         let mut s = built_in().unwrap();
         assert_eq!(s.server.role, Role::All);
