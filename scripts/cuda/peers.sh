@@ -8,7 +8,7 @@
 # Needs in .device/b: bench/{torch_baseline,mlxlm_bench}.py, whl/ (mlx + mlx-lm cp312).
 # PARTS (default "ours mlxlm torch table") picks what runs, in that order; "jobs" adds real
 # jobs (`mlxtune train` on packed data, scripts/bench/train_job.sh) with the prefetching batch
-# builder on and off (JOBS: ';'-separated "BATCH SEQ" pairs, default "8 2048").
+# builder on and off (JOBS: ';'-separated "BATCH SEQ" pairs, default "8 2048"; empty: none).
 # Writes $OUT/{ours,jobs,mlxlm,mlxlm-tuned,torch}.jsonl and table.md (scripts/bench/peers_table.py).
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -34,7 +34,7 @@ for args in "${list[@]}"; do
 done
 if has jobs; then
   echo "== mlxtune train (a real job, packed rows), prefetching on and off"
-  IFS=';' read -ra jobs <<< "${JOBS:-8 2048}"
+  IFS=';' read -ra jobs <<< "${JOBS-8 2048}"
   for j in "${jobs[@]}"; do
     read -r b t <<< "$j"
     for pf in 1 0; do
