@@ -1,5 +1,6 @@
-"""The markdown table of one scripts/cuda/peers.sh call: tokens/s (peak GiB) of mlxtune and
-its peers per configuration, and our ratios. Usage: peers_table.py OUT_DIR"""
+"""The markdown tables of one scripts/cuda/peers.sh (or matrix.sh) call: tokens/s (peak GiB)
+of mlxtune and its peers per configuration, and our ratios; then real jobs (`mlxtune train`,
+packed rows) against `bench train` at the same shape. Usage: peers_table.py OUT_DIR"""
 import json, os, sys
 
 def lines(path):
@@ -13,8 +14,8 @@ def lines(path):
             out.append({"error": l.strip()[:200]})
     return out
 
-def key(mode, b, t, ck):
-    return (mode, int(b), int(t), bool(ck))
+def key(mode, b, t, ck, segments=0):
+    return (mode, int(b), int(t), bool(ck), int(segments))
 
 def cell(r):
     if r is None:
@@ -31,7 +32,7 @@ def main():
         if r is None:
             continue
         col = "mlxtune, kernels off" if "FUSED_KERNELS=0" in o.get("env", "") else "mlxtune"
-        k = key(r["fine_tune_type"], r["batch"], r["seq"], r["grad_checkpoint"])
+        k = key(r["fine_tune_type"], r["batch"], r["seq"], r["grad_checkpoint"], r.get("segments", 0))
         cols.setdefault(col, {})[k] = dict(tok=r["tokens_per_second"], mem=r["peak_memory_bytes"] / 2**30)
     for name, f in [("mlx-lm", "mlxlm"), ("mlx-lm + our settings", "mlxlm-tuned")]:
         for r in lines(f"{d}/{f}.jsonl"):
@@ -44,7 +45,7 @@ def main():
             v = r if "error" in r else dict(tok=r["tokens_per_s"], mem=r["peak_mem_gib"])
             cols.setdefault(name, {})[key(r["mode"], r["batch"], r["seq"], r["grad_ckpt"])] = v
     names = ["mlxtune", "mlxtune, kernels off", "mlx-lm", "mlx-lm + our settings", "PyTorch eager", "torch.compile"]
-    keys = sorted({k for c in cols.values() for k in c}, key=lambda k: (k[0], k[3], k[1] * k[2]))
+    keys = sorted({k for c in cols.values() for k in c}, key=lambda k: (k[0], k[3], k[4], k[1] * k[2]))
     print("| config | " + " | ".join(names) + " | ours ÷ mlx-lm | ÷ mlx-lm + settings | ÷ torch.compile | ÷ eager |")
     print("|---" * (len(names) + 5) + "|")
     for k in keys:
@@ -56,7 +57,26 @@ def main():
             ok = "tok" in ours and "tok" in p
             ratios.append(f"{ours['tok'] / p['tok']:.2f}×" if ok else "–")
         name = f"{k[0]} {k[1]} × {k[2]}" + (" + ckpt" if k[3] else "")
+        name += f", packed ({k[4]} per row)" if k[4] else ""
         print(f"| {name} | " + " | ".join(row + ratios) + " |")
+    jobs(d, cols.get("mlxtune", {}))
+
+def jobs(d, ours):
+    """Real jobs beside `bench train` of the same shape (causal rows, and packed rows)."""
+    rows = [j for j in lines(f"{d}/jobs.jsonl") if isinstance(j.get("result"), dict)]
+    if not rows:
+        return
+    print()
+    print("| real job (`mlxtune train`, packed) | prefetch | tok/s (median) | peak GiB | ÷ bench, causal rows | ÷ bench, packed rows |")
+    print("|---|---|---|---|---|---|")
+    for j in rows:
+        r = j["result"]
+        tok = r["median_tokens_per_second"]
+        ratio = lambda k: f"{tok / ours[k]['tok']:.3f}×" if k in ours else "–"
+        causal = key("lora", r["batch"], r["seq"], False)
+        packed = next((k for k in ours if k[:4] == causal[:4] and k[4]), None)
+        print(f"| lora {r['batch']} × {r['seq']} | {'on' if j['prefetch'] else 'off'} | {tok:,} | "
+              f"{r['peak_memory_gib']} | {ratio(causal)} | {ratio(packed)} |")
 
 if __name__ == "__main__":
     main()

@@ -8,6 +8,8 @@ set -euo pipefail
 #   SHAPE (lfm2-1.2b) BATCH (8) SEQ (2048) STEPS (12) PRECISION (bf16)
 #   EXTRA: JSON merged into the job config, e.g. '{"optimization": {"gradientCheckpointing": true}}'
 #   MLXTUNE_BIN: a prebuilt binary (the GPU machine); otherwise built here.
+#   MODEL: an existing model directory (e.g. from `bench init-model`) instead of a fresh one.
+#   KEEP: a directory that receives the job's metrics.jsonl and events.jsonl.
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 shape=${SHAPE:-lfm2-1.2b}; batch=${BATCH:-8}; seq=${SEQ:-2048}; steps=${STEPS:-12}
 precision=${PRECISION:-bf16}; extra=${EXTRA:-'{}'}
@@ -18,10 +20,13 @@ if [ -z "${MLXTUNE_BIN:-}" ]; then
 fi
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
-"$mlxtune" bench init-model --shape "$shape" --out "$dir/model" --tokenizer-from tests/fixtures/models/lfm2 --precision "$precision" >&2
-python3 - "$dir" "$batch" "$seq" "$steps" "$precision" "$extra" <<'PY'
+model=${MODEL:-$dir/model}
+if [ -z "${MODEL:-}" ]; then
+  "$mlxtune" bench init-model --shape "$shape" --out "$model" --tokenizer-from tests/fixtures/models/lfm2 --precision "$precision" >&2
+fi
+python3 - "$dir" "$batch" "$seq" "$steps" "$precision" "$extra" "$model" <<'PY'
 import json, random, sys
-d, batch, seq, steps, precision, extra = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], json.loads(sys.argv[6])
+d, batch, seq, steps, precision, extra, model = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], json.loads(sys.argv[6]), sys.argv[7]
 rng = random.Random(0)
 words = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "pack", "my", "box",
          "with", "five", "dozen", "liquor", "jugs", "sphinx", "of", "black", "quartz", "judge", "vow"]
@@ -34,7 +39,7 @@ with open(f"{d}/train.jsonl", "w") as f:
         f.write(json.dumps({"text": text}) + "\n")
         n += len(text)
 cfg = {
-    "baseModel": f"{d}/model",
+    "baseModel": model,
     "dataset": {"trainingData": f"{d}/train.jsonl", "format": "text"},
     "parameters": {"learningRate": 1e-4, "batchSize": batch, "epochs": 1, "sequenceLength": seq,
                    "loraRank": 16, "loraAlpha": 32},
@@ -56,6 +61,9 @@ merge(cfg, extra)
 json.dump(cfg, open(f"{d}/job.json", "w"))
 PY
 "$mlxtune" train --config "$dir/job.json" --output "$dir/out" --json > "$dir/events.jsonl"
+if [ -n "${KEEP:-}" ]; then
+  mkdir -p "$KEEP" && cp "$dir/out/metrics.jsonl" "$dir/events.jsonl" "$KEEP/"
+fi
 python3 - "$dir" "$shape" "$batch" "$seq" "$extra" <<'PY'
 import json, statistics, sys
 d, shape, batch, seq, extra = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), json.loads(sys.argv[5])

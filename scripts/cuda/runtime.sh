@@ -8,7 +8,10 @@ if [ ! -f "$rt/.ready" ]; then
   tar -C "$rt" -xJf "$root/.device/b/runtime.tar.xz"
   touch "$rt/.ready"
 fi
-tar -C "$rt" -xJf "$root/.device/b/bin.tar.xz"
+# Once per bin.tar.xz: scripts sourcing this at once (matrix.sh) must not rewrite a running binary.
+if [ ! "$rt/.bin" -nt "$root/.device/b/bin.tar.xz" ]; then
+  tar -C "$rt" -xJf "$root/.device/b/bin.tar.xz" && touch "$rt/.bin"
+fi
 nv=$(ls -d /opt/torch/.venv/lib/python3*/site-packages/nvidia/*/lib 2>/dev/null | tr '\n' ':')
 export LD_LIBRARY_PATH="$rt/mlx/lib:$rt/mlx_cuda_13.libs:$nv${LD_LIBRARY_PATH:-}"
 export MLXTUNE_FIXTURES="$root/tests/fixtures/models"

@@ -6,7 +6,11 @@ mod common;
 
 use common::train::*;
 use common::*;
-use mlxtune_engine::data::batch::make_batch;
+use std::sync::Arc;
+
+use mlxtune_engine::data::batch::{make_batch, HostBatch, Plan};
+use mlxtune_engine::data::prefetch::{Order, Prefetcher};
+use mlxtune_engine::data::Example;
 use mlxtune_engine::data::{tokenize_record, DataFormat, TokenizeOptions};
 use mlxtune_engine::eval::cross_entropy;
 use mlxtune_engine::models::forward::{self, ForwardCtx};
@@ -221,5 +225,68 @@ fn assistant_turns_found_in_one_pass_are_those_of_rendering_every_prefix() {
         let fast = assistant_spans(&tok, &messages, None, &full).unwrap();
         let reference = spans_by_rendering_every_prefix(&tok, &messages).unwrap();
         assert_eq!(fast, reference, "{arch}");
+    }
+}
+
+/// The micro-batch a run's position stands for, spelled out as the trainer did before it
+/// built batches ahead.
+fn reference_batch(plan: &Plan, ex: &[Example], order: Order, micro: u64) -> HostBatch {
+    let split = order.split as u64;
+    let per_epoch = plan.batches.len() as u64 * split;
+    let (epoch, within) = (micro / per_epoch, micro % per_epoch);
+    let b = plan.epoch_order(order.seed, epoch)[(within / split) as usize];
+    let part = (within % split) as usize * order.ranks + order.rank;
+    plan.host_part(ex, b, part, split as usize * order.ranks)
+}
+
+#[test]
+fn batches_built_ahead_are_the_batches_built_when_asked_whatever_the_jumps() {
+    // 23 examples of 3..40 tokens, every other position a loss target.
+    let ex: Vec<Example> = (0..23u32)
+        .map(|i| {
+            let n = 3 + (i * 17 % 38) as usize;
+            Example {
+                ids: (0..n as u32).map(|t| 1 + (i * 31 + t * 7) % 97).collect(),
+                mask: (0..n)
+                    .map(|t| t > 0 && (t + i as usize).is_multiple_of(2))
+                    .collect(),
+                truncated: false,
+            }
+        })
+        .collect();
+    let examples = Arc::new(ex.clone());
+    for packed in [false, true] {
+        let mut plan = Plan::new(&ex, 3, packed, 64);
+        plan.pad_to = 8;
+        let plan = Arc::new(plan);
+        let per_epoch = plan.batches.len() as u64;
+        let order = |split, rank, ranks| Order {
+            seed: 7,
+            split,
+            rank,
+            ranks,
+        };
+        // Straight on past an epoch, a retried step, a split after running out of memory
+        // (twice the positions), one rank of two, a resume far ahead.
+        let mut asks: Vec<(Order, u64)> = (0..per_epoch + 4).map(|m| (order(1, 0, 1), m)).collect();
+        asks.extend((3..9).map(|m| (order(1, 0, 1), m)));
+        asks.extend((18..30).map(|m| (order(2, 0, 1), m)));
+        asks.extend((5..12).map(|m| (order(1, 1, 2), m)));
+        asks.extend((40..44).map(|m| (order(2, 1, 2), m)));
+        let mut ahead = Prefetcher::new(examples.clone(), plan.clone(), 3);
+        let mut when_asked = Prefetcher::new(examples.clone(), plan.clone(), 0);
+        let mut filled = 0;
+        for (o, micro) in asks {
+            let want = reference_batch(&plan, &ex, o, micro);
+            filled += usize::from(want.loss_tokens > 0);
+            assert_eq!(ahead.get(o, micro), want, "packed {packed}, {o:?}, {micro}");
+            assert_eq!(
+                when_asked.get(o, micro),
+                want,
+                "packed {packed}, {o:?}, {micro}"
+            );
+        }
+        // A share of a small batch can be empty; most are not.
+        assert!(filled > 30, "packed {packed}: {filled} non-empty batches");
     }
 }

@@ -1,6 +1,8 @@
 //! Batching: length-bucketed batches (similar lengths together, so little padding), or
 //! packed rows (several examples per row, attention kept within each); a seeded shuffle of
 //! the batch order per epoch, so that an epoch's order can be recomputed on resume.
+//! A batch is built on the host first ([`HostBatch`], on any thread: `prefetch.rs` builds
+//! them ahead of the step), then copied into arrays.
 
 use mlx_rs::Array;
 use rand::rngs::StdRng;
@@ -78,7 +80,7 @@ impl Plan {
 
     /// Builds the arrays of batch `b`.
     pub fn make(&self, examples: &[Example], b: usize) -> TrainBatch {
-        make_batch(examples, &self.batches[b], self.packed, self.pad_to)
+        self.make_part(examples, b, 0, 1)
     }
 
     /// Part `part` of `parts` of batch `b` (its rows cut into `parts` consecutive groups);
@@ -90,14 +92,23 @@ impl Plan {
         part: usize,
         parts: usize,
     ) -> TrainBatch {
-        if parts <= 1 {
-            return self.make(examples, b);
-        }
+        self.host_part(examples, b, part, parts).into_batch()
+    }
+
+    /// [`Plan::make_part`] on the host, before it becomes arrays.
+    pub fn host_part(
+        &self,
+        examples: &[Example],
+        b: usize,
+        part: usize,
+        parts: usize,
+    ) -> HostBatch {
         let rows = &self.batches[b];
-        let per = rows.len().div_ceil(parts);
+        let per = rows.len().div_ceil(parts.max(1));
         let lo = (part * per).min(rows.len());
         let hi = ((part + 1) * per).min(rows.len());
-        make_batch(examples, &rows[lo..hi], self.packed, self.pad_to)
+        let rows = if parts <= 1 { &rows[..] } else { &rows[lo..hi] };
+        HostBatch::build(examples, rows, self.packed, self.pad_to)
     }
 
     /// Rows of the largest batch.
@@ -108,56 +119,83 @@ impl Plan {
 
 /// Right-padded arrays for `rows`.
 pub fn make_batch(examples: &[Example], rows: &[Row], packed: bool, pad_to: usize) -> TrainBatch {
-    if rows.is_empty() {
-        let empty = Array::from_slice::<i32>(&[], &[0, 1]);
-        return TrainBatch {
-            inputs: empty.clone(),
-            targets: empty,
-            mask: Array::from_slice::<f32>(&[], &[0, 1]),
-            segments: None,
-            loss_tokens: 0,
-            real_tokens: 0,
-            total_tokens: 0,
+    HostBatch::build(examples, rows, packed, pad_to).into_batch()
+}
+
+/// A micro-batch's contents on the host, row-major `rows × width`: what [`TrainBatch`]'s
+/// arrays are made from. Plain data, so any thread can build it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostBatch {
+    pub rows: usize,
+    pub width: usize,
+    pub inputs: Vec<i32>,
+    pub targets: Vec<i32>,
+    pub mask: Vec<f32>,
+    /// Packed rows only: example number of each position (1, 2, …; 0 is padding).
+    pub segments: Option<Vec<i32>>,
+    pub loss_tokens: u64,
+    pub real_tokens: u64,
+}
+
+impl HostBatch {
+    /// Right-padded rows of `examples` (a width of 1 when `rows` is empty).
+    pub fn build(examples: &[Example], rows: &[Row], packed: bool, pad_to: usize) -> HostBatch {
+        let width = match rows.is_empty() {
+            true => 1,
+            false => rows
+                .iter()
+                .map(|r| r.iter().map(|i| examples[*i].ids.len() - 1).sum::<usize>())
+                .max()
+                .unwrap_or(1)
+                .max(1)
+                .next_multiple_of(pad_to.max(1)),
         };
-    }
-    let width = rows
-        .iter()
-        .map(|r| r.iter().map(|i| examples[*i].ids.len() - 1).sum::<usize>())
-        .max()
-        .unwrap_or(1)
-        .max(1)
-        .next_multiple_of(pad_to.max(1));
-    let n = rows.len();
-    let mut inputs = vec![0i32; n * width];
-    let mut targets = vec![0i32; n * width];
-    let mut mask = vec![0f32; n * width];
-    let mut segments = vec![0i32; n * width];
-    let (mut loss_tokens, mut real) = (0u64, 0u64);
-    for (r, row) in rows.iter().enumerate() {
-        let mut at = r * width;
-        for (k, &i) in row.iter().enumerate() {
-            let e = &examples[i];
-            for t in 0..e.ids.len() - 1 {
-                inputs[at] = e.ids[t] as i32;
-                targets[at] = e.ids[t + 1] as i32;
-                segments[at] = k as i32 + 1;
-                if e.mask[t + 1] {
-                    mask[at] = 1.0;
-                    loss_tokens += 1;
+        let n = rows.len();
+        let mut inputs = vec![0i32; n * width];
+        let mut targets = vec![0i32; n * width];
+        let mut mask = vec![0f32; n * width];
+        let mut segments = vec![0i32; n * width];
+        let (mut loss_tokens, mut real) = (0u64, 0u64);
+        for (r, row) in rows.iter().enumerate() {
+            let mut at = r * width;
+            for (k, &i) in row.iter().enumerate() {
+                let e = &examples[i];
+                for t in 0..e.ids.len() - 1 {
+                    inputs[at] = e.ids[t] as i32;
+                    targets[at] = e.ids[t + 1] as i32;
+                    segments[at] = k as i32 + 1;
+                    if e.mask[t + 1] {
+                        mask[at] = 1.0;
+                        loss_tokens += 1;
+                    }
+                    real += 1;
+                    at += 1;
                 }
-                real += 1;
-                at += 1;
             }
         }
+        HostBatch {
+            rows: n,
+            width,
+            inputs,
+            targets,
+            mask,
+            segments: (packed && n > 0).then_some(segments),
+            loss_tokens,
+            real_tokens: real,
+        }
     }
-    let shape = [n as i32, width as i32];
-    TrainBatch {
-        inputs: Array::from_slice(&inputs, &shape),
-        targets: Array::from_slice(&targets, &shape),
-        mask: Array::from_slice(&mask, &shape),
-        segments: packed.then(|| Array::from_slice(&segments, &shape)),
-        loss_tokens,
-        real_tokens: real,
-        total_tokens: (n * width) as u64,
+
+    /// The batch as arrays (an empty batch is `[0, 1]`).
+    pub fn into_batch(self) -> TrainBatch {
+        let shape = [self.rows as i32, self.width as i32];
+        TrainBatch {
+            inputs: Array::from_slice(&self.inputs, &shape),
+            targets: Array::from_slice(&self.targets, &shape),
+            mask: Array::from_slice(&self.mask, &shape),
+            segments: self.segments.map(|s| Array::from_slice(&s, &shape)),
+            loss_tokens: self.loss_tokens,
+            real_tokens: self.real_tokens,
+            total_tokens: (self.rows * self.width) as u64,
+        }
     }
 }

@@ -19,6 +19,7 @@ use crate::tokenizer::Tokenizer;
 pub mod batch;
 pub mod chat;
 pub mod custom;
+pub mod prefetch;
 
 pub use custom::CustomTemplate;
 

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use mlx_rs::Dtype;
@@ -19,6 +20,8 @@ use super::spec::{FineTuneType, TrainSpec};
 use super::step::StepOptions;
 use super::stepper::{Interrupt, MicroBatch, StepOutcome, StepStats, Stepper};
 use crate::data::batch::Plan;
+use crate::data::prefetch::{Order, Prefetcher};
+use crate::data::DataStats;
 use crate::error::{EngineError, Result};
 use crate::eval;
 use crate::models::forward::Params;
@@ -99,10 +102,12 @@ struct Run<'a> {
     spec: &'a TrainSpec,
     output: &'a Path,
     model: Model,
-    train: Dataset,
+    train_stats: DataStats,
     valid: Option<Dataset>,
     modules: Vec<String>,
-    plan: Plan,
+    plan: Arc<Plan>,
+    /// The training micro-batches, built ahead of the step that takes them.
+    batches: Prefetcher,
     micro_batch_size: u32,
     total_steps: u64,
     stepper: Stepper,
@@ -166,14 +171,18 @@ impl<'a> Run<'a> {
             (Some(r), true) => Some(MetricsLog::resume(output, r.state.step)?),
             (None, true) => Some(MetricsLog::create(output)?),
         };
+        let plan = Arc::new(p.plan);
+        let depth = prefetch_depth(spec.grad_accum as usize * p.batching.split.max(1) as usize);
+        let batches = Prefetcher::new(Arc::new(p.train.examples), plan.clone(), depth);
         let mut run = Run {
             spec,
             output,
             model: p.model,
-            train: p.train,
+            train_stats: p.train.stats,
             valid: p.valid,
             modules: p.modules,
-            plan: p.plan,
+            plan,
+            batches,
             micro_batch_size: p.batching.micro,
             total_steps: p.total_steps,
             stepper,
@@ -240,7 +249,7 @@ impl<'a> Run<'a> {
             trainable_parameters: self.trainable.values().map(|a| a.size() as u64).sum(),
             micro_batch_size: self.micro_batch_size,
             micro_batches_per_step: self.spec.grad_accum * self.state.split,
-            train: self.train.stats.clone(),
+            train: self.train_stats.clone(),
             validation: self.valid.as_ref().map(|v| v.stats.clone()),
             batches_per_epoch: self.plan.batches.len(),
         }
@@ -331,21 +340,18 @@ impl<'a> Run<'a> {
     /// this rank's share of each (its part when every micro-batch is cut in group-size
     /// parts).
     fn next_micro_batches(&mut self) -> Vec<MicroBatch> {
-        let split = self.state.split.max(1) as u64;
-        let per_epoch = self.plan.batches.len() as u64 * split;
-        let count = self.spec.grad_accum as u64 * split;
-        let seed = self.spec.seed;
         let (rank, ranks) = self.group.as_ref().map_or((0, 1), |g| (g.rank(), g.size()));
+        let seed = self.spec.seed;
+        let order = Order {
+            seed,
+            split: self.state.split.max(1),
+            rank,
+            ranks,
+        };
+        let count = self.spec.grad_accum as u64 * order.split as u64;
         (0..count)
             .map(|_| {
-                let (epoch, within) = (self.state.micro / per_epoch, self.state.micro % per_epoch);
-                let b = self.plan.epoch_order(seed, epoch)[(within / split) as usize];
-                let batch = self.plan.make_part(
-                    &self.train.examples,
-                    b,
-                    (within % split) as usize * ranks + rank,
-                    split as usize * ranks,
-                );
+                let batch = self.batches.get(order, self.state.micro).into_batch();
                 self.state.micro += 1;
                 let dropout_seed =
                     seed.wrapping_add(self.state.micro.wrapping_mul(0x2545_F491_4F6C_DD1D));
@@ -658,6 +664,15 @@ impl<'a> Run<'a> {
             trained_tokens: state.trained_tokens,
             skipped_steps: state.skipped_steps,
         }
+    }
+}
+
+/// How many micro-batches are built ahead: a step's worth and one more, unless
+/// `MLXTUNE_PREFETCH=0` (each built when its step asks for it).
+fn prefetch_depth(per_step: usize) -> usize {
+    match std::env::var("MLXTUNE_PREFETCH").as_deref() {
+        Ok("0") => 0,
+        _ => per_step.clamp(1, 64) + 1,
     }
 }
 
