@@ -9,6 +9,7 @@
 //! HTTP and SQL.
 
 pub mod api;
+pub mod artifacts;
 pub mod db;
 pub mod ending;
 pub mod error;

@@ -94,6 +94,7 @@ async fn fine_tuned(
     l: &Lineage,
     param: &str,
 ) -> ApiResult<Resolved> {
+    let l = &crate::artifacts::lineage_here(state.settings, l).await?;
     if let Some(model) = &l.fused_path {
         return Ok(Resolved {
             id: id.to_string(),

@@ -269,6 +269,10 @@ pub struct StorageSettings {
     /// on several machines share one queue (`docs/deploy.md`).
     #[serde(default)]
     pub database_url: DatabaseUrl,
+    /// `s3://bucket/prefix` where jobs' checkpoints and outputs are shared between nodes
+    /// (`crate::artifacts`); absent or empty: only `data_dir`.
+    #[serde(default, deserialize_with = "artifacts_url")]
+    pub artifacts_url: Option<ArtifactsUrl>,
 }
 
 /// `storage.database_url`, checked when the settings load; Debug hides a password.
@@ -290,6 +294,46 @@ impl std::fmt::Debug for DatabaseUrl {
             Some(location) => write!(f, "{location:?}"),
             None => write!(f, "default"),
         }
+    }
+}
+
+/// `storage.artifacts_url`: a bucket and a key prefix (no leading or trailing `/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactsUrl {
+    pub bucket: String,
+    pub prefix: String,
+}
+
+impl std::str::FromStr for ArtifactsUrl {
+    type Err = String;
+
+    fn from_str(url: &str) -> Result<Self, String> {
+        let rest = url.strip_prefix("s3://").ok_or("must start with s3://")?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err("names no bucket (s3://bucket/prefix)".into());
+        }
+        Ok(ArtifactsUrl {
+            bucket: bucket.into(),
+            prefix: prefix.trim_matches('/').into(),
+        })
+    }
+}
+
+impl std::fmt::Display for ArtifactsUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.prefix.as_str() {
+            "" => write!(f, "s3://{}", self.bucket),
+            prefix => write!(f, "s3://{}/{prefix}", self.bucket),
+        }
+    }
+}
+
+fn artifacts_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<ArtifactsUrl>, D::Error> {
+    let text = String::deserialize(d)?;
+    match text.trim() {
+        "" => Ok(None),
+        url => url.parse().map(Some).map_err(serde::de::Error::custom),
     }
 }
 
@@ -596,6 +640,22 @@ mod tests {
         .unwrap();
         let e = Settings::load(dir.path()).unwrap_err().to_string();
         assert!(e.contains("server.role") && e.contains("worker"), "{e}");
+    }
+
+    #[test]
+    fn the_artifacts_url_is_an_s3_bucket_and_prefix_or_nothing() {
+        assert_eq!(built_in().unwrap().storage.artifacts_url, None);
+        let url: ArtifactsUrl = "s3://b/runs/a/".parse().unwrap();
+        assert_eq!((url.bucket.as_str(), url.prefix.as_str()), ("b", "runs/a"));
+        assert_eq!("s3://b".parse::<ArtifactsUrl>().unwrap().prefix, "");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("default.toml");
+        std::fs::write(&file, "[storage]\nartifacts_url = \"gs://x\"\n").unwrap();
+        let e = Settings::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("storage.artifacts_url") && e.contains("s3://"),
+            "{e}"
+        );
     }
 
     #[test]

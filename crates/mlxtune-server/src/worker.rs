@@ -20,6 +20,7 @@ use mlxtune_engine::train::{
 use mlxtune_engine::EngineError;
 
 use crate::api::{EventKind, JobStatus, ModelKind, ModelObject};
+use crate::artifacts;
 use crate::db;
 use crate::ending::{self, Failure};
 use crate::error::is_disk_full;
@@ -246,6 +247,13 @@ async fn run_job(state: &AppState, job: db::JobRow, worker: &str) {
         };
         return ending::fail(state, &id, &f).await;
     }
+    let job = match artifacts::before_run(state, job).await {
+        Ok(job) => job,
+        Err(f) => {
+            unregister_control(state, &id);
+            return ending::fail(state, &id, &f).await;
+        }
+    };
     let full = spec.fine_tune_type == FineTuneType::Full;
     let resume = job.resume
         && PathBuf::from(&job.output_dir)
@@ -277,8 +285,14 @@ async fn run_job(state: &AppState, job: db::JobRow, worker: &str) {
         };
         return ending::fail(state, &id, &f).await;
     }
-    let (handle, mut rx) = start_trainer(state, &job, spec, resume, control.clone());
+    let (handle, rx) = start_trainer(state, &job, spec, resume, control.clone());
+    let (sync, mut rx) = artifacts::CheckpointSync::tap(state, &id, control.clone(), rx);
     let ended = pump(state, &id, &mut rx, &control).await;
+    // Its artifacts go up while the lease holds: no other node resumes from an older checkpoint.
+    let result = match ended {
+        true => Some(artifacts::after_run(state, &job, sync, trainer_result(handle).await).await),
+        false => None,
+    };
     if !lease.release().await {
         control.store(LOST, Ordering::SeqCst);
     }
@@ -287,7 +301,7 @@ async fn run_job(state: &AppState, job: db::JobRow, worker: &str) {
         tracing::warn!(job_id = %id, "stopped a job another process took over");
         return;
     }
-    if !ended {
+    let Some(result) = result else {
         let f = Failure {
             code: "unresponsive",
             param: None,
@@ -297,15 +311,19 @@ async fn run_job(state: &AppState, job: db::JobRow, worker: &str) {
             ),
         };
         return ending::fail(state, &id, &f).await;
-    }
-    let result = handle.await.unwrap_or_else(|_| {
+    };
+    conclude(state, &job, full, result, control.load(Ordering::SeqCst)).await
+}
+
+/// What the trainer returned.
+async fn trainer_result(handle: Handle) -> Result<TrainResult, Failure> {
+    handle.await.unwrap_or_else(|_| {
         Err(Failure {
             code: "internal_error",
             param: None,
             message: "the training thread stopped unexpectedly".into(),
         })
-    });
-    conclude(state, &job, full, result, control.load(Ordering::SeqCst)).await
+    })
 }
 
 /// The ending of a run the trainer returned from: a recorded cancel wins; a stop the worker

@@ -7,6 +7,7 @@
 
 mod guard;
 mod redact;
+pub mod s3;
 
 use std::path::{Path, PathBuf};
 
@@ -180,38 +181,13 @@ async fn open_http(uri: &str, settings: &Settings, fail: &Failures<'_>) -> ApiRe
 }
 
 async fn open_s3(uri: &str, settings: &Settings, fail: &Failures<'_>) -> ApiResult<Download> {
-    use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
     let (bucket, key) = uri["s3://".len()..]
         .split_once('/')
         .ok_or_else(|| fail.invalid("expected s3://bucket/key"))?;
-    let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
-    let s3 = &settings.s3;
-    if !s3.endpoint.is_empty() {
-        b = b
-            .with_endpoint(&s3.endpoint)
-            .with_allow_http(s3.endpoint.starts_with("http://"));
-    }
-    if !s3.region.is_empty() {
-        b = b.with_region(&s3.region);
-    }
-    if !s3.access_key_id.is_empty() {
-        b = b
-            .with_access_key_id(&s3.access_key_id)
-            .with_secret_access_key(&s3.secret_access_key);
-    }
-    let remote = &settings.remote;
-    if let Some(endpoint) = b.get_config_value(&AmazonS3ConfigKey::Endpoint) {
-        let host = reqwest::Url::parse(&endpoint)
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_string))
-            .unwrap_or_default();
-        guard::check_literal(&host, remote.allow_private_addresses)
-            .map_err(|e| fail.unreachable(&e))?;
-    }
-    let store = b
-        .with_http_connector(guard::CheckedConnector(remote.clone()))
-        .build()
-        .map_err(|e| fail.invalid(e))?;
+    let store = s3::store(bucket, settings).map_err(|e| match e {
+        s3::S3Error::Refused(r) => fail.unreachable(&r),
+        s3::S3Error::Build(b) => fail.invalid(b),
+    })?;
     let got = store
         .get(&ObjectPath::from(key))
         .await

@@ -1,7 +1,5 @@
 //! Datasets by URI: s3:// (a real moto server) and http(s):// through the cache.
 
-use std::time::{Duration, Instant};
-
 use serde_json::json;
 
 use crate::helpers::*;
@@ -9,44 +7,8 @@ use crate::helpers::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn datasets_come_from_s3_and_http_through_the_cache() {
     use object_store::ObjectStore;
-    // A real S3-compatible server (moto, from PyPI; the test command installs it).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let moto = Moto(
-        std::process::Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("moto_server is installed (pip install 'moto[server]')"),
-    );
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let start = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "moto_server did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let r = reqwest::Client::new()
-        .put(format!("{endpoint}/mlxtune-data"))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "create bucket: {}", r.status());
-    let store = object_store::aws::AmazonS3Builder::new()
-        .with_bucket_name("mlxtune-data")
-        .with_endpoint(&endpoint)
-        .with_allow_http(true)
-        .with_region("us-east-1")
-        .with_access_key_id("test")
-        .with_secret_access_key("test")
-        .build()
-        .unwrap();
+    let (moto, s3) = start_moto("mlxtune-data").await;
+    let store = bucket(&s3, "mlxtune-data");
     store
         .put(
             &object_store::path::Path::from("train/chat.jsonl"),
@@ -54,12 +16,6 @@ async fn datasets_come_from_s3_and_http_through_the_cache() {
         )
         .await
         .unwrap();
-    let s3 = mlxtune_server::settings::S3Settings {
-        endpoint: endpoint.clone(),
-        region: "us-east-1".into(),
-        access_key_id: "test".into(),
-        secret_access_key: "test".into(),
-    };
     // The test's servers are on loopback, which downloads may reach only when allowed.
     let app = spawn_app_tuned(vec![], |s| {
         s.s3 = s3;

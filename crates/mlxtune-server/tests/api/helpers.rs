@@ -26,6 +26,8 @@ pub struct TestApp {
     pub port: u16,
     pub client: reqwest::Client,
     pub key: Option<String>,
+    /// The server's shared state (its settings, its shutdown flag).
+    pub state: mlxtune_server::AppState,
     _dir: tempfile::TempDir,
     /// The PostgreSQL server of an app on PostgreSQL, stopped with the app.
     _postgres: Option<Postgres>,
@@ -108,6 +110,7 @@ pub async fn spawn_app_tuned(api_keys: Vec<String>, tune: impl FnOnce(&mut Setti
             data_dir: dir.path().join("data"),
             database_path: String::new(),
             database_url: Default::default(),
+            artifacts_url: None,
         },
         workers: WorkerSettings {
             count: 1,
@@ -131,6 +134,7 @@ pub async fn spawn_app_tuned(api_keys: Vec<String>, tune: impl FnOnce(&mut Setti
     tune(&mut settings);
     let app = Application::build(settings).await.unwrap();
     let port = app.port();
+    let state = app.state();
     tokio::spawn(app.run_until_stopped());
     let base = format!("http://127.0.0.1:{port}");
     let doc: Value = reqwest::get(format!("{base}/openapi.json"))
@@ -146,6 +150,7 @@ pub async fn spawn_app_tuned(api_keys: Vec<String>, tune: impl FnOnce(&mut Setti
         port,
         client: reqwest::Client::new(),
         key: api_keys.first().cloned(),
+        state,
         _dir: dir,
         _postgres: None,
     }
@@ -203,6 +208,19 @@ impl TestApp {
         self.checked("get", path, r).await
     }
 
+    /// The messages of a job's events, oldest first.
+    pub async fn messages(&self, id: &str) -> Vec<String> {
+        let (_, ev) = self
+            .get(&format!("/v1/fine_tuning/jobs/{id}/events?limit=1000"))
+            .await;
+        ev["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["message"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     pub async fn wait_status(&self, id: &str, want: &[&str]) -> Value {
         let start = Instant::now();
         loop {
@@ -221,6 +239,62 @@ impl TestApp {
 }
 
 pub struct Moto(pub std::process::Child);
+
+/// A real S3-compatible server (moto, from PyPI; the test command installs it) on a free
+/// port of loopback, with the bucket `bucket`; it stops when the handle drops.
+pub async fn start_moto(bucket: &str) -> (Moto, mlxtune_server::settings::S3Settings) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let moto = Moto(
+        std::process::Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto_server is installed (pip install 'moto[server]')"),
+    );
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "moto_server did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = reqwest::Client::new()
+        .put(format!("{endpoint}/{bucket}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "create bucket: {}", r.status());
+    let s3 = mlxtune_server::settings::S3Settings {
+        endpoint,
+        region: "us-east-1".into(),
+        access_key_id: "test".into(),
+        secret_access_key: "test".into(),
+    };
+    (moto, s3)
+}
+
+/// A client of `bucket` on the test's S3 server.
+pub fn bucket(
+    s3: &mlxtune_server::settings::S3Settings,
+    bucket: &str,
+) -> object_store::aws::AmazonS3 {
+    object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(bucket)
+        .with_endpoint(&s3.endpoint)
+        .with_allow_http(true)
+        .with_region(&s3.region)
+        .with_access_key_id(&s3.access_key_id)
+        .with_secret_access_key(&s3.secret_access_key)
+        .build()
+        .unwrap()
+}
 
 impl Drop for Moto {
     fn drop(&mut self) {

@@ -3,6 +3,7 @@
 //! against the server's own OpenAPI document (`openapi_check`).
 #![allow(clippy::unwrap_used)]
 
+mod artifacts;
 mod control;
 mod dashboard;
 mod datasets;

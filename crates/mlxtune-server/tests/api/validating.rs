@@ -6,18 +6,6 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-async fn events(app: &TestApp, id: &str) -> Vec<String> {
-    let (_, ev) = app
-        .get(&format!("/v1/fine_tuning/jobs/{id}/events?limit=1000"))
-        .await;
-    ev["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["message"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_dataset_is_validated_in_the_background_then_the_job_trains() {
     let app = spawn_app_tuned(vec![], |s| s.files.async_validation_bytes = 100).await;
@@ -36,7 +24,7 @@ async fn a_large_dataset_is_validated_in_the_background_then_the_job_trains() {
     assert_eq!(s, 200, "validating_files is a status the list filters by");
     let done = app.wait_status(id, &["succeeded", "failed"]).await;
     assert_eq!(done["status"], "succeeded", "{done}");
-    let said = events(&app, id).await;
+    let said = app.messages(id).await;
     let at = |text: &str| said.iter().position(|m| m.contains(text));
     let background = at("validating them in the background").unwrap();
     let queued = at("files validated; job queued").expect("the pre-flight's end is an event");
@@ -62,7 +50,8 @@ async fn a_bad_large_dataset_fails_the_job_naming_file_and_line_and_a_small_one_
     let message = failed["error"]["message"].as_str().unwrap();
     assert!(message.contains("bad.jsonl:2"), "{failed}");
     assert_eq!(failed["error"]["param"], "dataset.trainingData", "{failed}");
-    assert!(events(&app, id)
+    assert!(app
+        .messages(id)
         .await
         .iter()
         .any(|m| m.starts_with("validation failed: ") && m.contains("bad.jsonl:2")));

@@ -35,7 +35,8 @@ fn available(output_dir: &FsPath) -> Vec<String> {
     params(("id" = String, Path, description = "job id"),
            ("name" = String, Path, description = "metrics.csv, adapters.tar.gz, peft.tar.gz or model.tar.gz")),
     responses((status = 200, content_type = "application/octet-stream", body = String),
-              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+              (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 503, body = ErrorBody, description = "the outputs are not on this node and the artifacts store could not provide them (code artifact_unavailable or artifact_checksum_mismatch)")))]
 pub async fn download(
     State(state): State<AppState>,
     Path((id, name)): Path<(String, String)>,
@@ -47,7 +48,8 @@ pub async fn download(
             row.status
         )));
     }
-    let out = PathBuf::from(&row.output_dir);
+    let out =
+        crate::artifacts::outputs_here(&state.settings, &id, FsPath::new(&row.output_dir)).await?;
     if !available(&out).contains(&name) {
         return Err(ApiError::not_found(&format!(
             "artifact {name} of {id} (this job has: {})",
