@@ -28,6 +28,44 @@ enum Backend {
     Sqlite,
     /// A scratch PostgreSQL server.
     Postgres(Postgres),
+    /// PostgreSQL, and no shared data directory: each process has its own, and jobs'
+    /// checkpoints and outputs travel through an S3 bucket (moto) — machines that share
+    /// nothing but the database and the bucket.
+    PostgresAndS3(Postgres, Moto),
+}
+
+/// A moto S3 server with the bucket `mlxtune`, killed when dropped.
+struct Moto(std::process::Child, u16);
+
+impl Moto {
+    fn start() -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto_server is installed (./test.sh installs it)");
+        let moto = Moto(child, port);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let (status, body) = http_status(port, "PUT", "/mlxtune", None);
+        assert_eq!(status, 200, "create bucket: {body}");
+        moto
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 impl Backend {
@@ -39,7 +77,9 @@ impl Backend {
     fn sql(&self, d: &Path, statement: &str) {
         match self {
             Backend::Sqlite => sqlite(d, statement),
-            Backend::Postgres(pg) => drop(pg.psql("mlxtune", statement)),
+            Backend::Postgres(pg) | Backend::PostgresAndS3(pg, _) => {
+                drop(pg.psql("mlxtune", statement))
+            }
         }
     }
 }
@@ -51,8 +91,25 @@ fn serve(d: &Path, backend: &Backend, role: &str, node: &str) -> Command {
         .args(["--role", role])
         .env("MLXTUNE__SERVER__NODE_NAME", node)
         .env("MLXTUNE__WORKERS__LEASE_SECONDS", LEASE_SECONDS);
-    if let Backend::Postgres(pg) = backend {
-        cmd.env("MLXTUNE__STORAGE__DATABASE_URL", &pg.url);
+    match backend {
+        Backend::Sqlite => {}
+        Backend::Postgres(pg) => {
+            cmd.env("MLXTUNE__STORAGE__DATABASE_URL", &pg.url);
+        }
+        Backend::PostgresAndS3(pg, moto) => {
+            let own = d.join("nodes").join(node);
+            cmd.env("MLXTUNE__STORAGE__DATABASE_URL", &pg.url)
+                .env("MLXTUNE__STORAGE__DATA_DIR", own)
+                .env("MLXTUNE__STORAGE__ARTIFACTS_URL", "s3://mlxtune/jobs")
+                .env(
+                    "MLXTUNE__S3__ENDPOINT",
+                    format!("http://127.0.0.1:{}", moto.1),
+                )
+                .env("MLXTUNE__S3__REGION", "us-east-1")
+                .env("MLXTUNE__S3__ACCESS_KEY_ID", "test")
+                .env("MLXTUNE__S3__SECRET_ACCESS_KEY", "test")
+                .env("MLXTUNE__REMOTE__ALLOW_PRIVATE_ADDRESSES", "true");
+        }
     }
     cmd
 }
@@ -207,6 +264,14 @@ fn on_postgres_a_killed_workers_job_is_resumed_by_the_other_and_streamed_by_the_
     killed_worker_resumed_elsewhere(&Backend::postgres());
 }
 
+/// The whole set-up: PostgreSQL, an S3 server, an API process and two workers that
+/// share no directory: the other worker resumes from the checkpoint in the bucket.
+#[test]
+fn on_postgres_and_s3_a_killed_workers_job_is_resumed_by_a_node_without_its_files() {
+    let backend = Backend::PostgresAndS3(Postgres::start(), Moto::start());
+    killed_worker_resumed_elsewhere(&backend);
+}
+
 fn killed_worker_resumed_elsewhere(backend: &Backend) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -229,6 +294,14 @@ fn killed_worker_resumed_elsewhere(backend: &Backend) {
 
     let job = wait_final(port, &id);
     assert_eq!(job["status"], "succeeded", "{job}");
+    if let Backend::PostgresAndS3(..) = backend {
+        // Node b trained in its own directory, from the checkpoint it downloaded.
+        let own = d
+            .join("nodes/node-b/jobs")
+            .join(&id)
+            .join("checkpoints/latest");
+        assert!(own.exists(), "{}", own.display());
+    }
     assert_eq!(
         metric_steps(port, &id),
         (1..=200).collect::<Vec<_>>(),
