@@ -52,8 +52,11 @@ async fn reconcile(state: &AppState, job: &db::JobRow) -> sqlx::Result<()> {
         .into_iter()
         .filter(|m| m.step > recorded)
         .collect();
+    let worker = job.worker.as_deref().unwrap_or_default();
     for m in &missing {
-        db::record_step(pool, &job.id, m).await?;
+        if !db::record_step(pool, &job.id, worker, m).await? {
+            return Ok(()); // taken over meanwhile: the new holder reconciles
+        }
         let (level, kind, message, data) = as_event(&Event::Step(m.clone()));
         store_event(state, &job.id, (level, kind, &message), data, false).await?;
     }

@@ -56,17 +56,38 @@ pub async fn run(state: AppState, name: String) {
     }
 }
 
-/// Stores an event (and a step's metrics) and broadcasts it; false when the disk refused
-/// a write. Step updates go out live at most once per `server.stream_update_interval_ms`
-/// per job (plus the last step), so the fan-out to many WebSocket clients costs the same
-/// whatever the step rate; every step stays in the events table and the metrics series.
-async fn persist(state: &AppState, id: &str, ev: &Event, last_live: &mut Option<Instant>) -> bool {
-    let mut stored = true;
+/// What became of an event the trainer sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Persisted {
+    Stored,
+    /// The disk refused a write.
+    DiskFull,
+    /// The job no longer runs under this worker: nothing was recorded.
+    Lost,
+}
+
+/// Stores an event (and a step's metrics, fenced by `worker`) and broadcasts it. Step
+/// updates go out live at most once per `server.stream_update_interval_ms` per job (plus
+/// the last step), so the fan-out to many WebSocket clients costs the same whatever the
+/// step rate; every step stays in the events table and the metrics series.
+async fn persist(
+    state: &AppState,
+    (id, worker): (&str, &str),
+    ev: &Event,
+    last_live: &mut Option<Instant>,
+) -> Persisted {
+    let mut stored = Persisted::Stored;
     let live = match ev {
         Event::Step(m) => {
-            if let Err(e) = db::record_step(&state.db, id, m).await {
-                tracing::error!(job_id = %id, error = %e, "recording a step");
-                stored &= !is_disk_full(&e);
+            match db::record_step(&state.db, id, worker, m).await {
+                Ok(true) => {}
+                Ok(false) => return Persisted::Lost,
+                Err(e) => {
+                    tracing::error!(job_id = %id, error = %e, "recording a step");
+                    if is_disk_full(&e) {
+                        stored = Persisted::DiskFull;
+                    }
+                }
             }
             let interval = Duration::from_millis(state.settings.server.stream_update_interval_ms);
             let due = last_live.is_none_or(|t| t.elapsed() >= interval) || m.step >= m.total_steps;
@@ -79,7 +100,7 @@ async fn persist(state: &AppState, id: &str, ev: &Event, last_live: &mut Option<
     };
     let (level, kind, message, data) = as_event(ev);
     match store_event(state, id, (level, kind, &message), data, live).await {
-        Err(e) if is_disk_full(&e) => false,
+        Err(e) if is_disk_full(&e) => Persisted::DiskFull,
         _ => stored,
     }
 }
@@ -187,7 +208,7 @@ fn start_trainer(
 /// `workers.stop_timeout_seconds` after a stop request (it is then abandoned).
 async fn pump(
     state: &AppState,
-    id: &str,
+    (id, worker): (&str, &str),
     rx: &mut tokio::sync::mpsc::UnboundedReceiver<Event>,
     control: &AtomicU8,
 ) -> bool {
@@ -200,10 +221,13 @@ async fn pump(
             ev = rx.recv() => match ev {
                 // Another process runs the job now: nothing more is recorded from here.
                 Some(_) if control.load(Ordering::SeqCst) == LOST => {}
-                Some(ev) if !persist(state, id, &ev, &mut last_live).await => {
-                    let _ = control.compare_exchange(RUN, DISK_FULL, Ordering::SeqCst, Ordering::SeqCst);
-                }
-                Some(_) => {}
+                Some(ev) => match persist(state, (id, worker), &ev, &mut last_live).await {
+                    Persisted::Stored => {}
+                    Persisted::DiskFull => {
+                        let _ = control.compare_exchange(RUN, DISK_FULL, Ordering::SeqCst, Ordering::SeqCst);
+                    }
+                    Persisted::Lost => control.store(LOST, Ordering::SeqCst),
+                },
                 None => return true,
             },
             _ = tick.tick() => {
@@ -287,7 +311,7 @@ async fn run_job(state: &AppState, job: db::JobRow, worker: &str) {
     }
     let (handle, rx) = start_trainer(state, &job, spec, resume, control.clone());
     let (sync, mut rx) = artifacts::CheckpointSync::tap(state, &id, control.clone(), rx);
-    let ended = pump(state, &id, &mut rx, &control).await;
+    let ended = pump(state, (&id, worker), &mut rx, &control).await;
     // Its artifacts go up while the lease holds: no other node resumes from an older checkpoint.
     let result = match ended {
         true => Some(artifacts::after_run(state, &job, sync, trainer_result(handle).await).await),

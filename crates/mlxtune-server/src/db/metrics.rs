@@ -7,6 +7,8 @@ use super::{decode_error, on, Db};
 /// One step's record, as a backend stores it.
 pub(super) struct StepRecord<'a> {
     pub(super) job: &'a str,
+    /// The worker the step comes from: recorded only while the job runs under it.
+    pub(super) worker: &'a str,
     pub(super) step: i64,
     pub(super) total_steps: i64,
     pub(super) trained_tokens: i64,
@@ -15,13 +17,16 @@ pub(super) struct StepRecord<'a> {
 }
 
 /// Records one step's metrics (replacing an earlier record of the step), then the job's
-/// progress. Two single statements, no explicit transaction: on SQLite, a transaction whose
-/// write the full disk refused was left open on its pooled connection, holding the write
-/// lock for every other writer after space returned. If the second fails, the progress
-/// trails the series by a step until the next one.
-pub async fn record_step(db: &Db, job: &str, m: &StepMetrics) -> sqlx::Result<()> {
+/// progress, both only while the job runs under `worker` (the fence: a worker that lost
+/// its job to another records nothing, even in the moments before its lease task notices);
+/// false when it does not. Two single statements, no explicit transaction: on SQLite, a
+/// transaction whose write the full disk refused was left open on its pooled connection,
+/// holding the write lock for every other writer after space returned. If the second
+/// fails, the progress trails the series by a step until the next one.
+pub async fn record_step(db: &Db, job: &str, worker: &str, m: &StepMetrics) -> sqlx::Result<bool> {
     let record = StepRecord {
         job,
+        worker,
         step: m.step as i64,
         total_steps: m.total_steps as i64,
         trained_tokens: m.trained_tokens as i64,

@@ -240,3 +240,52 @@ async fn a_cancel_recorded_before_the_last_step_ends_wins_and_one_after_is_refus
         "already finished"
     );
 }
+
+/// The fence on steps: once another worker holds a job (its lease expired and it was
+/// claimed again), a step from the worker that lost it is not recorded — neither its
+/// metrics nor the job's progress — and the holder's is.
+#[tokio::test]
+async fn a_step_from_a_worker_that_lost_its_job_is_not_recorded() {
+    use mlxtune_server::db;
+    let dir = tempfile::tempdir().unwrap();
+    let location = db::Location::Sqlite(dir.path().join("jobs.sqlite3"));
+    step_fence_holds_on(db::connect(&location).await.unwrap()).await;
+}
+
+/// On each backend (SQLite above, PostgreSQL in `postgres.rs`).
+pub async fn step_fence_holds_on(pool: mlxtune_server::db::Db) {
+    use mlxtune_server::api::JobStatus;
+    use mlxtune_server::db;
+    let config = product_config().to_string();
+    let job = db::jobs::NewJob {
+        id: "ftjob-fenced",
+        status: JobStatus::Queued,
+        name: None,
+        config: &config,
+        spec: "{}",
+        output_dir: "/nowhere",
+        metadata: None,
+    };
+    db::insert_job(&pool, &job).await.unwrap();
+    let (a, b) = ("node-a/worker-0", "node-b/worker-0");
+    db::claim_next(&pool, a, 30).await.unwrap().unwrap();
+    let requeued = db::transition(&pool, job.id, &[JobStatus::Running], JobStatus::Queued);
+    assert!(requeued.await.unwrap());
+    db::claim_next(&pool, b, 30).await.unwrap().unwrap();
+    let step: mlxtune_engine::train::StepMetrics = serde_json::from_value(json!({
+        "step": 3, "total_steps": 10, "epoch": 0.3, "total_epochs": 1.0, "loss": 2.5,
+        "learning_rate": 1e-3, "grad_norm": 1.0, "tokens_per_second": 10.0,
+        "all_tokens_per_second": 10.0, "padding_waste": 0.0, "trained_tokens": 96,
+        "peak_memory_bytes": 0, "active_memory_bytes": 0, "elapsed_seconds": 1.0,
+        "eta_seconds": 2.0, "completion_percentage": 30.0
+    }))
+    .unwrap();
+    assert!(!db::record_step(&pool, job.id, a, &step).await.unwrap());
+    assert!(db::metrics(&pool, job.id).await.unwrap().is_empty());
+    let row = db::get_job(&pool, job.id).await.unwrap().unwrap();
+    assert_eq!(row.step, 0, "the progress is untouched");
+    assert!(db::record_step(&pool, job.id, b, &step).await.unwrap());
+    assert_eq!(db::metrics(&pool, job.id).await.unwrap(), vec![step]);
+    let row = db::get_job(&pool, job.id).await.unwrap().unwrap();
+    assert_eq!((row.step, row.trained_tokens), (3, 96));
+}

@@ -80,7 +80,7 @@ async fn connect(pg: &Postgres) -> mlxtune_server::db::Db {
     mlxtune_server::db::connect(&location).await.unwrap()
 }
 
-/// Six claimers at once on 30 queued jobs: each job is claimed once, by one worker, and
+/// Sixteen claimers at once on 120 queued jobs: each job is claimed once, by one worker, and
 /// the queue ends empty (a claimer that finds every queued row held skips them, and those
 /// holders claim them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,11 +88,11 @@ async fn concurrent_claimers_take_each_queued_job_exactly_once() {
     use mlxtune_server::db;
     let pg = Postgres::start();
     let db = connect(&pg).await;
-    let ids: Vec<String> = (0..30).map(|i| format!("ftjob-{i:02}")).collect();
+    let ids: Vec<String> = (0..120).map(|i| format!("ftjob-{i:03}")).collect();
     for id in &ids {
         queued(&db, id).await;
     }
-    let claimers: Vec<_> = (0..6)
+    let claimers: Vec<_> = (0..16)
         .map(|w| {
             let db = db.clone();
             tokio::spawn(async move {
@@ -113,11 +113,11 @@ async fn concurrent_claimers_take_each_queued_job_exactly_once() {
     claimed.sort();
     assert_eq!(claimed, ids, "each job claimed exactly once");
     let counts = db::count_by_status(&db).await.unwrap();
-    assert_eq!(counts, vec![(mlxtune_server::api::JobStatus::Running, 30)]);
+    assert_eq!(counts, vec![(mlxtune_server::api::JobStatus::Running, 120)]);
 }
 
-/// Eight writers add 40 events each while a reader follows `since`, moving past the last id
-/// it read as every process's feed does: it reads all 320 events, each once, in id order.
+/// Sixteen writers add 40 events each while a reader follows `since`, moving past the last
+/// id it read as every process's feed does: it reads all 640 events, each once, in id order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_moving_past_the_last_id_misses_no_event_of_concurrent_writers() {
     use mlxtune_engine::train::Level;
@@ -126,7 +126,7 @@ async fn a_reader_moving_past_the_last_id_misses_no_event_of_concurrent_writers(
     let pg = Postgres::start();
     let db = connect(&pg).await;
     queued(&db, "ftjob-events").await;
-    let writers: Vec<_> = (0..8)
+    let writers: Vec<_> = (0..16)
         .map(|w| {
             let db = db.clone();
             tokio::spawn(async move {
@@ -143,7 +143,7 @@ async fn a_reader_moving_past_the_last_id_misses_no_event_of_concurrent_writers(
     let mut seen = Vec::new();
     let mut last = 0;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while seen.len() < 320 && std::time::Instant::now() < deadline {
+    while seen.len() < 640 && std::time::Instant::now() < deadline {
         for (event, _) in events::since(&db, last, 7).await.unwrap() {
             last = event.id;
             seen.push(event.id);
@@ -158,9 +158,45 @@ async fn a_reader_moving_past_the_last_id_misses_no_event_of_concurrent_writers(
         .iter()
         .map(|e| e.id)
         .collect();
-    assert_eq!(stored.len(), 320);
+    assert_eq!(stored.len(), 640);
     assert_eq!(
         seen, stored,
         "the reader saw every stored event, once, in order"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_from_a_worker_that_lost_its_job_is_not_recorded() {
+    let pg = Postgres::start();
+    crate::control::step_fence_holds_on(connect(&pg).await).await;
+}
+
+/// A claim never waits on a queued row another transaction holds (`SKIP LOCKED`): with the
+/// oldest queued job locked elsewhere, a worker takes the next one at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_skips_a_job_another_transaction_holds_instead_of_waiting() {
+    use mlxtune_server::db;
+    let pg = Postgres::start();
+    let db = connect(&pg).await;
+    for id in ["ftjob-first", "ftjob-second"] {
+        queued(&db, id).await;
+    }
+    let db::Db::Postgres(pool) = &db else {
+        unreachable!("connected to PostgreSQL")
+    };
+    let mut holder = pool.begin().await.unwrap();
+    sqlx::query("SELECT id FROM jobs WHERE id = 'ftjob-first' FOR UPDATE")
+        .execute(&mut *holder)
+        .await
+        .unwrap();
+    let claim = db::claim_next(&db, "node/worker-0", 30);
+    let claimed = tokio::time::timeout(std::time::Duration::from_secs(5), claim)
+        .await
+        .expect("the claim waited for the row another transaction holds")
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.id, "ftjob-second");
+    holder.rollback().await.unwrap();
+    let next = db::claim_next(&db, "node/worker-1", 30).await.unwrap();
+    assert_eq!(next.map(|j| j.id).as_deref(), Some("ftjob-first"));
 }

@@ -5,29 +5,37 @@ use sqlx::SqlitePool;
 use crate::db::metrics::StepRecord;
 use crate::db::now;
 
-pub async fn record_step(pool: &SqlitePool, r: &StepRecord<'_>) -> sqlx::Result<()> {
-    sqlx::query!(
-        "INSERT OR REPLACE INTO metrics (job_id, step, data) VALUES (?1, ?2, ?3)",
+pub async fn record_step(pool: &SqlitePool, r: &StepRecord<'_>) -> sqlx::Result<bool> {
+    let stored = sqlx::query!(
+        "INSERT OR REPLACE INTO metrics (job_id, step, data)
+         SELECT ?1, ?2, ?3 WHERE EXISTS
+           (SELECT 1 FROM jobs WHERE id = ?1 AND worker = ?4 AND status = 'running')",
         r.job,
         r.step,
-        r.data
+        r.data,
+        r.worker
     )
     .execute(pool)
     .await?;
+    if stored.rows_affected() == 0 {
+        return Ok(false);
+    }
     let t = now();
-    sqlx::query!(
+    let r = sqlx::query!(
         "UPDATE jobs SET step = ?1, total_steps = ?2, trained_tokens = ?3, latest_metrics = ?4,
-                heartbeat_at = ?5, updated_at = ?5 WHERE id = ?6",
+                heartbeat_at = ?5, updated_at = ?5
+         WHERE id = ?6 AND worker = ?7 AND status = 'running'",
         r.step,
         r.total_steps,
         r.trained_tokens,
         r.data,
         t,
-        r.job
+        r.job,
+        r.worker
     )
     .execute(pool)
     .await?;
-    Ok(())
+    Ok(r.rows_affected() == 1)
 }
 
 pub async fn metrics(pool: &SqlitePool, job: &str) -> sqlx::Result<Vec<String>> {
