@@ -212,18 +212,8 @@ async fn a_cancel_recorded_before_the_last_step_ends_wins_and_one_after_is_refus
     let pool = db::connect(&db::Location::Sqlite(dir.path().join("jobs.sqlite3")))
         .await
         .unwrap();
-    let config = product_config().to_string();
     for id in ["ftjob-a", "ftjob-b"] {
-        let job = db::jobs::NewJob {
-            id,
-            status: JobStatus::Queued,
-            name: None,
-            config: &config,
-            spec: "{}",
-            output_dir: "/nowhere",
-            metadata: None,
-        };
-        db::insert_job(&pool, &job).await.unwrap();
+        insert_queued(&pool, id).await;
         db::claim_next(&pool, "w", 30).await.unwrap().unwrap();
     }
     assert!(db::request_cancel(&pool, "ftjob-a").await.unwrap());
@@ -256,20 +246,11 @@ async fn a_step_from_a_worker_that_lost_its_job_is_not_recorded() {
 pub async fn step_fence_holds_on(pool: mlxtune_server::db::Db) {
     use mlxtune_server::api::JobStatus;
     use mlxtune_server::db;
-    let config = product_config().to_string();
-    let job = db::jobs::NewJob {
-        id: "ftjob-fenced",
-        status: JobStatus::Queued,
-        name: None,
-        config: &config,
-        spec: "{}",
-        output_dir: "/nowhere",
-        metadata: None,
-    };
-    db::insert_job(&pool, &job).await.unwrap();
+    let id = "ftjob-fenced";
+    insert_queued(&pool, id).await;
     let (a, b) = ("node-a/worker-0", "node-b/worker-0");
     db::claim_next(&pool, a, 30).await.unwrap().unwrap();
-    let requeued = db::transition(&pool, job.id, &[JobStatus::Running], JobStatus::Queued);
+    let requeued = db::transition(&pool, id, &[JobStatus::Running], JobStatus::Queued);
     assert!(requeued.await.unwrap());
     db::claim_next(&pool, b, 30).await.unwrap().unwrap();
     let step: mlxtune_engine::train::StepMetrics = serde_json::from_value(json!({
@@ -280,12 +261,12 @@ pub async fn step_fence_holds_on(pool: mlxtune_server::db::Db) {
         "eta_seconds": 2.0, "completion_percentage": 30.0
     }))
     .unwrap();
-    assert!(!db::record_step(&pool, job.id, a, &step).await.unwrap());
-    assert!(db::metrics(&pool, job.id).await.unwrap().is_empty());
-    let row = db::get_job(&pool, job.id).await.unwrap().unwrap();
+    assert!(!db::record_step(&pool, id, a, &step).await.unwrap());
+    assert!(db::metrics(&pool, id).await.unwrap().is_empty());
+    let row = db::get_job(&pool, id).await.unwrap().unwrap();
     assert_eq!(row.step, 0, "the progress is untouched");
-    assert!(db::record_step(&pool, job.id, b, &step).await.unwrap());
-    assert_eq!(db::metrics(&pool, job.id).await.unwrap(), vec![step]);
-    let row = db::get_job(&pool, job.id).await.unwrap().unwrap();
+    assert!(db::record_step(&pool, id, b, &step).await.unwrap());
+    assert_eq!(db::metrics(&pool, id).await.unwrap(), vec![step]);
+    let row = db::get_job(&pool, id).await.unwrap().unwrap();
     assert_eq!((row.step, row.trained_tokens), (3, 96));
 }

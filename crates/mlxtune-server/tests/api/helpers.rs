@@ -347,3 +347,18 @@ pub fn python_site(name: &str, env: &str, module: &str) -> PathBuf {
     );
     site
 }
+
+/// A queued job row on `db`, as a submission stores it (for tests of the database itself).
+pub async fn insert_queued(db: &mlxtune_server::db::Db, id: &str) {
+    let config = product_config().to_string();
+    let job = mlxtune_server::db::NewJob {
+        id,
+        status: mlxtune_server::api::JobStatus::Queued,
+        name: None,
+        config: &config,
+        spec: "{}",
+        output_dir: "/nowhere",
+        metadata: None,
+    };
+    mlxtune_server::db::insert_job(db, &job).await.unwrap();
+}

@@ -60,21 +60,6 @@ async fn an_uploaded_file_is_listed_read_back_trained_on_and_deleted() {
     .await;
 }
 
-/// A queued job row on `db`, as a submission stores it.
-async fn queued(db: &mlxtune_server::db::Db, id: &str) {
-    let config = product_config().to_string();
-    let job = mlxtune_server::db::NewJob {
-        id,
-        status: mlxtune_server::api::JobStatus::Queued,
-        name: None,
-        config: &config,
-        spec: "{}",
-        output_dir: "/nowhere",
-        metadata: None,
-    };
-    mlxtune_server::db::insert_job(db, &job).await.unwrap();
-}
-
 async fn connect(pg: &Postgres) -> mlxtune_server::db::Db {
     let location = mlxtune_server::db::Location::Postgres(pg.url.clone());
     mlxtune_server::db::connect(&location).await.unwrap()
@@ -90,7 +75,7 @@ async fn concurrent_claimers_take_each_queued_job_exactly_once() {
     let db = connect(&pg).await;
     let ids: Vec<String> = (0..120).map(|i| format!("ftjob-{i:03}")).collect();
     for id in &ids {
-        queued(&db, id).await;
+        insert_queued(&db, id).await;
     }
     let claimers: Vec<_> = (0..16)
         .map(|w| {
@@ -125,7 +110,7 @@ async fn a_reader_moving_past_the_last_id_misses_no_event_of_concurrent_writers(
     use mlxtune_server::db::events;
     let pg = Postgres::start();
     let db = connect(&pg).await;
-    queued(&db, "ftjob-events").await;
+    insert_queued(&db, "ftjob-events").await;
     let writers: Vec<_> = (0..16)
         .map(|w| {
             let db = db.clone();
@@ -179,7 +164,7 @@ async fn a_claim_skips_a_job_another_transaction_holds_instead_of_waiting() {
     let pg = Postgres::start();
     let db = connect(&pg).await;
     for id in ["ftjob-first", "ftjob-second"] {
-        queued(&db, id).await;
+        insert_queued(&db, id).await;
     }
     let db::Db::Postgres(pool) = &db else {
         unreachable!("connected to PostgreSQL")
