@@ -59,8 +59,8 @@ pub async fn fail(state: &AppState, id: &str, f: &Failure) {
     }
 }
 
-/// Registers a succeeded job's model (`ft:<base>:<suffix>:<job id>`) with its lineage.
-async fn register_model(state: &AppState, job: &db::JobRow, full: bool, r: &TrainResult) {
+/// The model a succeeded job registers (`ft:<base>:<suffix>:<job id>`), with its lineage.
+fn fine_tuned_model(job: &db::JobRow, full: bool, r: &TrainResult) -> ModelObject {
     let out = r.output_dir.display().to_string();
     let lineage = Lineage {
         base_model: job.config.base_model.clone(),
@@ -71,7 +71,7 @@ async fn register_model(state: &AppState, job: &db::JobRow, full: bool, r: &Trai
         adapter_path: (!full).then(|| out.clone()),
         fused_path: full.then(|| r.output_dir.join("model").display().to_string()),
     };
-    let m = ModelObject {
+    ModelObject {
         id: fine_tuned_id(&job.config.base_model, job.config.name.as_deref(), &job.id),
         object: "model".into(),
         created: db::now(),
@@ -81,18 +81,16 @@ async fn register_model(state: &AppState, job: &db::JobRow, full: bool, r: &Trai
         path: Some(r.output_dir.display().to_string()),
         lineage: Some(lineage),
         loaded: false,
-    };
-    if let Err(e) = db::insert_model(&state.db, &m).await {
-        tracing::error!(job_id = %job.id, error = %e, "registering the fine-tuned model");
     }
 }
 
 /// Moves a job that ran to the state its outcome calls for (or `cancelled`, when a cancel
-/// was recorded before), and registers its model when it succeeded.
+/// was recorded before), registering its model in the same write when it succeeded.
 pub async fn finish(state: &AppState, job: &db::JobRow, full: bool, r: &TrainResult) {
     let (to, message) = outcome_state(state, r);
+    let model = (to == JobStatus::Succeeded).then(|| fine_tuned_model(job, full, r));
     let ended = retrying(state, "finishing a job", || {
-        db::settle(&state.db, &job.id, to)
+        db::settle(&state.db, &job.id, to, model.as_ref())
     })
     .await;
     let Some(ended) = ended.flatten() else {
@@ -106,9 +104,6 @@ pub async fn finish(state: &AppState, job: &db::JobRow, full: bool, r: &TrainRes
             r.step
         ),
     };
-    if ended == JobStatus::Succeeded {
-        register_model(state, job, full, r).await;
-    }
     log_status(state, &job.id, Level::Info, &message, ended).await;
 }
 

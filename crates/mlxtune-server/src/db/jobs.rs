@@ -4,8 +4,9 @@ use mlxtune_engine::train::config::from_value;
 use mlxtune_engine::train::{FineTuneConfig, StepMetrics};
 use std::collections::BTreeMap;
 
+use super::models::ModelRecord;
 use super::{decode_error, now, on, Db};
-use crate::api::{fine_tuned_id, ErrorDetail, Job, JobStatus, Progress};
+use crate::api::{fine_tuned_id, ErrorDetail, Job, JobStatus, ModelObject, Progress};
 
 /// A job row as sqlx reads it.
 pub(super) struct RawJob {
@@ -251,9 +252,17 @@ pub async fn cancel_requested(db: &Db, id: &str) -> sqlx::Result<bool> {
 }
 
 /// Moves a running job to `to`, or to `cancelled` when a cancel was requested (it wins over
-/// any outcome); the state it ended in, or None when it was not running.
-pub async fn settle(db: &Db, id: &str, to: JobStatus) -> sqlx::Result<Option<JobStatus>> {
-    on!(db, jobs::settle(id, to.as_str()))?
+/// any outcome); the state it ended in, or None when it was not running. When it ends
+/// `succeeded`, `model` is registered in the same transaction, so nobody sees a succeeded
+/// job whose model is not there yet.
+pub async fn settle(
+    db: &Db,
+    id: &str,
+    to: JobStatus,
+    model: Option<&ModelObject>,
+) -> sqlx::Result<Option<JobStatus>> {
+    let record = model.map(ModelRecord::from);
+    on!(db, jobs::settle(id, to.as_str(), record.as_ref()))?
         .map(|s| s.parse().map_err(|e| decode_error("jobs.status", e)))
         .transpose()
 }

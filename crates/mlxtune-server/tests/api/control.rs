@@ -202,11 +202,12 @@ async fn a_job_past_the_wall_clock_limit_stops_checkpointed_and_fails() {
 }
 
 /// The two orders of a cancel and a trainer's last step, on the real database: a cancel
-/// recorded first ends the job `cancelled` even though the trainer completed; a job that
-/// completed first answers the cancel with "already finished".
+/// recorded first ends the job `cancelled` even though the trainer completed, and its model
+/// is not registered; a job that completed first has its model registered by the same write
+/// that ends it, and answers the cancel with "already finished".
 #[tokio::test]
 async fn a_cancel_recorded_before_the_last_step_ends_wins_and_one_after_is_refused() {
-    use mlxtune_server::api::JobStatus;
+    use mlxtune_server::api::{JobStatus, ModelKind, ModelObject};
     use mlxtune_server::db;
     let dir = tempfile::tempdir().unwrap();
     let pool = db::connect(&db::Location::Sqlite(dir.path().join("jobs.sqlite3")))
@@ -216,15 +217,44 @@ async fn a_cancel_recorded_before_the_last_step_ends_wins_and_one_after_is_refus
         insert_queued(&pool, id).await;
         db::claim_next(&pool, "w", 30).await.unwrap().unwrap();
     }
+    let model = |id: &str| ModelObject {
+        id: format!("ft:tiny:{id}"),
+        object: "model".into(),
+        created: 0,
+        owned_by: "mlxtune".into(),
+        kind: ModelKind::FineTuned,
+        source: "/out".into(),
+        path: None,
+        lineage: None,
+        loaded: false,
+    };
     assert!(db::request_cancel(&pool, "ftjob-a").await.unwrap());
-    let ended = db::settle(&pool, "ftjob-a", JobStatus::Succeeded)
-        .await
-        .unwrap();
+    let ended = db::settle(
+        &pool,
+        "ftjob-a",
+        JobStatus::Succeeded,
+        Some(&model("ftjob-a")),
+    )
+    .await
+    .unwrap();
     assert_eq!(ended, Some(JobStatus::Cancelled));
-    let ended = db::settle(&pool, "ftjob-b", JobStatus::Succeeded)
+    assert!(db::get_model(&pool, "ft:tiny:ftjob-a")
         .await
-        .unwrap();
+        .unwrap()
+        .is_none());
+    let ended = db::settle(
+        &pool,
+        "ftjob-b",
+        JobStatus::Succeeded,
+        Some(&model("ftjob-b")),
+    )
+    .await
+    .unwrap();
     assert_eq!(ended, Some(JobStatus::Succeeded));
+    assert!(db::get_model(&pool, "ft:tiny:ftjob-b")
+        .await
+        .unwrap()
+        .is_some());
     assert!(
         !db::request_cancel(&pool, "ftjob-b").await.unwrap(),
         "already finished"

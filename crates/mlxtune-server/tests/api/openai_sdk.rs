@@ -40,12 +40,14 @@ async fn the_openai_python_sdk_works_unchanged() {
         .wait_status(job["id"].as_str().unwrap(), &["succeeded"])
         .await;
     let ft = job["fine_tuned_model"].as_str().unwrap().to_string();
-    let (_, direct) = app
+    // Asked the moment the job reads `succeeded`: its model is there by then.
+    let (code, direct) = app
         .post(
             "/v1/chat/completions",
             &json!({"model": ft, "messages": [{"role": "user", "content": "Say it."}], "max_tokens": 8, "temperature": 0}),
         )
         .await;
+    assert_eq!(code, 200, "{direct}");
 
     let mut second = product_config();
     second["maxSteps"] = json!(100000);

@@ -2,7 +2,9 @@
 
 use sqlx::SqlitePool;
 
+use super::models::insert_model;
 use crate::db::jobs::{NewJob, RawJob};
+use crate::db::models::ModelRecord;
 use crate::db::now;
 
 pub async fn insert_job(pool: &SqlitePool, j: &NewJob<'_>) -> sqlx::Result<()> {
@@ -150,9 +152,15 @@ pub async fn cancel_requested(pool: &SqlitePool, id: &str) -> sqlx::Result<bool>
     Ok(r.is_some_and(|c| c != 0))
 }
 
-pub async fn settle(pool: &SqlitePool, id: &str, to: &str) -> sqlx::Result<Option<String>> {
+pub async fn settle(
+    pool: &SqlitePool,
+    id: &str,
+    to: &str,
+    model: Option<&ModelRecord<'_>>,
+) -> sqlx::Result<Option<String>> {
     let t = now();
-    sqlx::query_scalar!(
+    let mut tx = pool.begin().await?;
+    let ended = sqlx::query_scalar!(
         r#"UPDATE jobs SET status = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE ?1 END,
                 updated_at = ?2,
                 finished_at = CASE WHEN cancel_requested = 1 OR ?1 IN ('succeeded', 'failed')
@@ -163,8 +171,13 @@ pub async fn settle(pool: &SqlitePool, id: &str, to: &str) -> sqlx::Result<Optio
         t,
         id
     )
-    .fetch_optional(pool)
-    .await
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let (Some("succeeded"), Some(m)) = (ended.as_deref(), model) {
+        insert_model(&mut *tx, m).await?;
+    }
+    tx.commit().await?;
+    Ok(ended)
 }
 
 pub async fn delete_job(pool: &SqlitePool, id: &str) -> sqlx::Result<bool> {

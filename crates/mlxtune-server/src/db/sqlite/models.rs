@@ -5,7 +5,11 @@ use sqlx::SqlitePool;
 use crate::db::models::{ModelRecord, RawModel};
 use crate::db::now;
 
-pub async fn insert_model(pool: &SqlitePool, m: &ModelRecord<'_>) -> sqlx::Result<bool> {
+/// Registers a model through a pool or inside a transaction.
+pub async fn insert_model<'e>(
+    ex: impl sqlx::SqliteExecutor<'e>,
+    m: &ModelRecord<'_>,
+) -> sqlx::Result<bool> {
     let t = now();
     let r = sqlx::query!(
         "INSERT OR IGNORE INTO models (id, created_at, kind, source, path, base_model, job_id,
@@ -24,7 +28,7 @@ pub async fn insert_model(pool: &SqlitePool, m: &ModelRecord<'_>) -> sqlx::Resul
         m.adapter_path,
         m.fused_path
     )
-    .execute(pool)
+    .execute(ex)
     .await?;
     Ok(r.rows_affected() == 1)
 }
