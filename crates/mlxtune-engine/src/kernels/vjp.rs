@@ -17,7 +17,7 @@ pub type Forward = Box<dyn Fn(&[Array]) -> Result<Vec<Array>>>;
 pub type Backward = Box<dyn Fn(&[Array], &[Array], &[Array]) -> Result<Vec<Array>>>;
 
 const CONTEXT: &str = "custom VJP";
-const WHO: &str = "a fused kernel's function";
+const WHO: &str = "a function with its own backward pass";
 
 unsafe extern "C" fn call_forward(
     res: *mut sys::mlx_vector_array,

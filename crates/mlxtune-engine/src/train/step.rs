@@ -33,9 +33,10 @@ pub struct StepOptions {
 /// Tokens per chunk of the checkpointed output layer + cross-entropy.
 pub const LOSS_CHUNK_TOKENS: i32 = 2048;
 
-/// Σ mask · CE(lm_head(hidden), targets), computed `chunk` tokens at a time, each chunk under
-/// gradient checkpointing: only one chunk's `[chunk, vocab]` logits exist at a time, in the
-/// forward pass and when the backward pass recomputes them.
+/// Σ mask · CE(lm_head(hidden), targets), computed `chunk` tokens at a time: the forward
+/// pass keeps no logits, and the backward pass recomputes the chunks one after another
+/// ([`remat::sequential_sum`](crate::models::remat::sequential_sum)), so only one chunk's
+/// `[chunk, vocab]` logits exist at a time.
 pub fn chunked_loss_sum(
     spec: &ModelSpec,
     p: &Params,
@@ -63,41 +64,36 @@ pub fn chunked_loss_sum(
         trainable,
     } = p.split_prefix(head);
     let (lora_scale, compute_dtype) = (p.lora_scale, p.compute_dtype);
-    let mut total: Option<Array> = None;
-    let mut start = 0;
-    while start < n {
-        let end = (start + chunk).min(n);
-        let mut inputs = vec![hidden.index(start..end)];
-        inputs.extend(trainable.iter().cloned());
-        // Targets (integer indices) and the mask need no gradient: captured, not inputs.
-        let (tgt, msk) = (
-            targets.index(start..end).expand_dims(0)?,
-            mask.index(start..end),
-        );
-        let (spec, base, names) = (spec.clone(), base.clone(), names.clone());
-        let f = move |args: &[Array]| -> crate::error::Result<Vec<Array>> {
-            let over = forward::named(&names, &args[1..]);
-            let p = Params {
-                base: &base,
-                over: Some(&over),
-                lora_scale,
-                compute_dtype,
-                dropout: None,
-            };
-            let logits = forward::lm_head(&spec, &p, &args[0].expand_dims(0)?)?;
-            let ce = cross_entropy(&logits, &tgt)?;
-            Ok(vec![ce.squeeze_axes(&[0])?.multiply(&msk)?.sum(None)?])
-        };
-        let part = crate::models::remat::checkpoint(Box::new(f), &inputs)?
-            .pop()
-            .ok_or_else(|| EngineError::Mlx("chunked loss returned nothing".into()))?;
-        total = Some(match total {
-            Some(t) => t.add(&part)?,
-            None => part,
-        });
-        start = end;
+    if n == 0 {
+        return Err(EngineError::invalid("batch", "is empty"));
     }
-    total.ok_or_else(|| EngineError::invalid("batch", "is empty"))
+    let rows: Vec<(i32, i32)> = (0..n)
+        .step_by(chunk as usize)
+        .map(|start| (start, (start + chunk).min(n)))
+        .collect();
+    // Targets (integer indices) and the mask need no gradient: captured, not inputs.
+    let (spec, bounds) = (spec.clone(), rows.clone());
+    let f = move |k: usize, args: &[Array]| -> crate::error::Result<Array> {
+        let over = forward::named(&names, &args[1..]);
+        let p = Params {
+            base: &base,
+            over: Some(&over),
+            lora_scale,
+            compute_dtype,
+            dropout: None,
+        };
+        let (start, end) = bounds[k];
+        let tgt = targets.index(start..end).expand_dims(0)?;
+        let logits = forward::lm_head(&spec, &p, &args[0].expand_dims(0)?)?;
+        let ce = cross_entropy(&logits, &tgt)?;
+        Ok(ce
+            .squeeze_axes(&[0])?
+            .multiply(mask.index(start..end))?
+            .sum(None)?)
+    };
+    let mut inputs = vec![hidden];
+    inputs.extend(trainable);
+    crate::models::remat::sequential_sum(Box::new(f), rows, &inputs)
 }
 
 fn to_exc(e: EngineError) -> Exception {
