@@ -278,6 +278,13 @@ async fn run_job(state: &AppState, job: db::JobRow, worker: &str) {
             return ending::fail(state, &id, &f).await;
         }
     };
+    let spec = match artifacts::datasets_here(state, &job, spec).await {
+        Ok(spec) => spec,
+        Err(f) => {
+            unregister_control(state, &id);
+            return ending::fail(state, &id, &f).await;
+        }
+    };
     let full = spec.fine_tune_type == FineTuneType::Full;
     let resume = job.resume
         && PathBuf::from(&job.output_dir)

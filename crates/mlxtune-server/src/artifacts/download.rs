@@ -177,3 +177,15 @@ pub async fn outputs(store: &Store, job: &str, dir: &Path) -> Result<()> {
     let _ = tokio::fs::remove_dir_all(&tmp).await;
     write_local(&dir.join(OUTPUTS_MARKER), &m.to_bytes())
 }
+
+/// Downloads a job's committed datasets into `dir` (replacing what is there).
+pub async fn datasets(store: &Store, job: &str, dir: &Path) -> Result<Manifest> {
+    let parent = dir.parent().unwrap_or(dir);
+    tokio::fs::create_dir_all(parent)
+        .await
+        .map_err(ArtifactError::io(parent))?;
+    let tmp = temporary(parent, super::datasets::REMOTE);
+    let m = fetch_dir(store, job, super::datasets::REMOTE, &tmp).await?;
+    replace(&tmp, dir).await?;
+    Ok(m)
+}

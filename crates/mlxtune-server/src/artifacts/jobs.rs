@@ -31,19 +31,21 @@ fn failure(code: &'static str, message: String) -> Failure {
     }
 }
 
+/// A failed download as the job's failure: `artifact_checksum_mismatch` when the store holds
+/// something else than its manifest says, else `artifact_download_failed`; `what` first.
+pub(super) fn download_failed(what: &str, e: ArtifactError) -> Failure {
+    let code = match e.is_corrupt() {
+        true => "artifact_checksum_mismatch",
+        false => "artifact_download_failed",
+    };
+    failure(code, format!("{what}: {e}"))
+}
+
 /// The job as this node runs it: with a store, its output directory is this node's own,
 /// holding the latest committed checkpoint when the job resumes.
 pub async fn before_run(state: &AppState, mut job: JobRow) -> Result<JobRow, Failure> {
-    let download_failed = |e: ArtifactError| {
-        let code = match e.is_corrupt() {
-            true => "artifact_checksum_mismatch",
-            false => "artifact_download_failed",
-        };
-        failure(
-            code,
-            format!("the job's checkpoint could not be restored: {e}"),
-        )
-    };
+    let what = "the job's checkpoint could not be restored";
+    let download_failed = |e: ArtifactError| download_failed(what, e);
     let Some(store) = Store::open(&state.settings).map_err(download_failed)? else {
         return Ok(job);
     };

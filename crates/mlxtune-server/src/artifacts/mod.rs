@@ -4,7 +4,9 @@
 //! - `checkpoints/step-NNNNNNNN/<file>…`, then `checkpoints/step-NNNNNNNN/manifest.json`
 //!   (every file's size and sha256; written last, it commits the checkpoint), then
 //!   `checkpoints/latest` (the name of the newest committed checkpoint);
-//! - `outputs/<file>…` (adapters, PEFT copy or full model), then `outputs/manifest.json`.
+//! - `outputs/<file>…` (adapters, PEFT copy or full model), then `outputs/manifest.json`;
+//! - `datasets/{train,valid}.jsonl`, then `datasets/manifest.json`: the datasets the node
+//!   that accepted the job keeps in its own data directory (uploads, fetched datasets).
 //!
 //! A reader goes by manifests only, so it never sees a half-uploaded set. Downloads land in
 //! a temporary directory beside their destination, are checked file by file against the
@@ -13,8 +15,10 @@
 //!
 //! `manifest.rs` the manifest, `upload.rs` and `download.rs` the transfers, `sync.rs` the
 //! checkpoint uploads beside a running trainer, `jobs.rs` what a worker does before and
-//! after a run, `served.rs` a fine-tuned model's files for inference and export.
+//! after a run, `served.rs` a fine-tuned model's files for inference and export,
+//! `datasets.rs` a job's datasets from the node that accepted it to the one that runs it.
 
+mod datasets;
 mod download;
 mod jobs;
 mod manifest;
@@ -28,6 +32,7 @@ use std::sync::Arc;
 use object_store::path::Path as Key;
 use object_store::ObjectStore;
 
+pub use datasets::{here as datasets_here, share as share_datasets};
 pub use jobs::{after_run, before_run};
 pub use served::{lineage_here, outputs_here};
 pub use sync::CheckpointSync;

@@ -1,8 +1,9 @@
 //! Uploads: a directory's files, each hashed as it is sent, then its manifest; a checkpoint
 //! (and the best checkpoint its state names, when the store lacks it), then `latest`; a
-//! succeeded job's outputs. Nothing local is changed but the outputs' manifest copy.
+//! succeeded job's outputs; a job's datasets. Nothing local is changed but the outputs'
+//! manifest copy.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use axum::body::Bytes;
 use object_store::buffered::BufWriter;
@@ -62,20 +63,20 @@ async fn put_file(store: &Store, path: &Path, key: &Key) -> Result<(u64, String)
     Ok((size, mlxtune_engine::fsutil::hex(&hash.finalize())))
 }
 
-/// Uploads `files` of `dir` under the job's `remote` folder, then their manifest.
-async fn upload_dir(
+/// Uploads `files` (name in the folder, local path) under the job's `remote` folder, then
+/// their manifest.
+async fn upload_files(
     store: &Store,
     job: &str,
-    dir: &Path,
     remote: &str,
-    files: &[String],
+    files: &[(String, PathBuf)],
 ) -> Result<Manifest> {
     let mut entries = Vec::with_capacity(files.len());
-    for f in files {
-        let key = store.key(job, &format!("{remote}/{f}"));
-        let (size, sha256) = put_file(store, &dir.join(f), &key).await?;
+    for (name, path) in files {
+        let key = store.key(job, &format!("{remote}/{name}"));
+        let (size, sha256) = put_file(store, path, &key).await?;
         entries.push(FileEntry {
-            path: f.clone(),
+            path: name.clone(),
             size,
             sha256,
         });
@@ -88,6 +89,18 @@ async fn upload_dir(
     )
     .await?;
     Ok(m)
+}
+
+/// Uploads `files` of `dir` under the job's `remote` folder, then their manifest.
+async fn upload_dir(
+    store: &Store,
+    job: &str,
+    dir: &Path,
+    remote: &str,
+    files: &[String],
+) -> Result<Manifest> {
+    let files: Vec<(String, PathBuf)> = files.iter().map(|f| (f.clone(), dir.join(f))).collect();
+    upload_files(store, job, remote, &files).await
 }
 
 async fn put(store: &Store, key: &Key, bytes: Vec<u8>) -> Result<()> {
@@ -133,4 +146,9 @@ pub async fn outputs(store: &Store, job: &str, output: &Path) -> Result<Manifest
     let m = upload_dir(store, job, output, "outputs", &files).await?;
     write_local(&output.join(OUTPUTS_MARKER), &m.to_bytes())?;
     Ok(m)
+}
+
+/// Uploads a job's datasets (name, local path) under `datasets/`, then their manifest.
+pub async fn datasets(store: &Store, job: &str, files: &[(String, PathBuf)]) -> Result<Manifest> {
+    upload_files(store, job, super::datasets::REMOTE, files).await
 }

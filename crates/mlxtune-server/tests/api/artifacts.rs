@@ -333,3 +333,44 @@ async fn a_store_that_refuses_uploads_warns_at_each_checkpoint_and_fails_the_job
     assert!(out.join("checkpoints/step-00000004/state.json").is_file());
     assert!(!Path::new(&out).join(".outputs-manifest.json").exists());
 }
+
+/// A job accepted by an API node runs on a worker node that shares only the database and the
+/// store: the dataset the API node keeps (an uploaded file) travels through the bucket and
+/// is checked on arrival; a corrupted copy fails its job, naming the object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uploaded_dataset_reaches_a_worker_on_another_node_through_the_store_checked() {
+    let (_moto, s3) = start_moto(BUCKET).await;
+    let api = node(&s3, URL, "api0", None).await;
+    stop_workers(&api).await;
+    let data = chat_jsonl();
+    let (s, file) = crate::files::upload(&api, "train.jsonl", "fine-tune", &data).await;
+    assert_eq!(s, 200, "{file}");
+    let mut cfg = config(4);
+    cfg["dataset"]["trainingData"] = file["id"].clone();
+    cfg["dataset"]["validationData"] = file["id"].clone();
+    let good = submit(&api, &cfg).await;
+    let bad = submit(&api, &cfg).await;
+    let store = bucket(&s3, BUCKET);
+    let folder = format!("runs/{good}/datasets");
+    let objs = objects(&store, &folder).await;
+    assert_eq!(check_manifests(&objs), vec![folder.clone()]);
+    assert_eq!(objs[&format!("{folder}/train.jsonl")], data.as_bytes());
+    corrupt(&store, &format!("runs/{bad}/datasets/train.jsonl")).await;
+    // The API node's copy is gone: the worker can only read the bucket's.
+    std::fs::remove_dir_all(api.root.join("data").join("files")).unwrap();
+    let worker = node(&s3, URL, "gpu1", Some(db_of(&api))).await;
+    let job = worker.wait_status(&good, &["succeeded", "failed"]).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let said = worker.messages(&good).await;
+    let fetched = "downloaded the job's datasets from the artifacts store";
+    assert!(said.iter().any(|m| m.starts_with(fetched)), "{said:?}");
+    let local = job_dir(&worker, &good).join("datasets").join("train.jsonl");
+    assert_eq!(std::fs::read(local).unwrap(), data.as_bytes());
+    let job = worker.wait_status(&bad, &["succeeded", "failed"]).await;
+    assert_eq!(job["error"]["code"], "artifact_checksum_mismatch", "{job}");
+    let named = format!("s3://{BUCKET}/runs/{bad}/datasets/train.jsonl: sha256 ");
+    assert!(
+        job["error"]["message"].as_str().unwrap().contains(&named),
+        "{job}"
+    );
+}

@@ -50,6 +50,9 @@ pub async fn create(State(state): State<AppState>, body: ConfigBody) -> ApiResul
         false => Some(validated_spec(&state, &config, cap).await?),
     };
     let id = format!("ftjob-{}", uuid::Uuid::new_v4().simple());
+    if let Some(spec) = &spec {
+        crate::artifacts::share_datasets(&state, &id, spec).await?;
+    }
     let output = state.settings.storage.data_dir.join("jobs").join(&id);
     let spec_text = match &spec {
         Some(s) => serde_json::to_string(s).map_err(|e| ApiError::internal("spec", e))?,

@@ -76,7 +76,12 @@ pub(super) fn spawn(state: AppState, id: String, config: FineTuneConfig, cap: bo
     let span = tracing::info_span!("preflight", job_id = %id);
     tokio::spawn(
         async move {
-            let result = super::validated_spec(&state, &config, cap).await;
+            let result = match super::validated_spec(&state, &config, cap).await {
+                Ok(spec) => crate::artifacts::share_datasets(&state, &id, &spec)
+                    .await
+                    .map(|()| spec),
+                Err(e) => Err(e),
+            };
             if let Err(e) = conclude(&state, &id, result).await {
                 tracing::error!(error = %e, "recording the pre-flight's outcome");
             }
