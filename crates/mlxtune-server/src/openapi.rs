@@ -29,7 +29,7 @@ impl Modify for BearerAuth {
         crate::routes::jobs::create,
         crate::routes::jobs::list,
         crate::routes::jobs::get,
-        crate::routes::jobs::delete,
+        crate::routes::jobs::delete::delete,
         crate::routes::jobs::control::cancel,
         crate::routes::jobs::control::pause,
         crate::routes::jobs::control::resume,

@@ -16,12 +16,14 @@
 //! `manifest.rs` the manifest, `upload.rs` and `download.rs` the transfers, `sync.rs` the
 //! checkpoint uploads beside a running trainer, `jobs.rs` what a worker does before and
 //! after a run, `served.rs` a fine-tuned model's files for inference and export,
-//! `datasets.rs` a job's datasets from the node that accepted it to the one that runs it.
+//! `datasets.rs` a job's datasets from the node that accepted it to the one that runs it,
+//! `prune.rs` a deleted job's objects.
 
 mod datasets;
 mod download;
 mod jobs;
 mod manifest;
+mod prune;
 mod served;
 mod sync;
 mod upload;
@@ -34,6 +36,7 @@ use object_store::ObjectStore;
 
 pub use datasets::{here as datasets_here, share as share_datasets};
 pub use jobs::{after_run, before_run};
+pub use prune::forget;
 pub use served::{lineage_here, outputs_here};
 pub use sync::CheckpointSync;
 

@@ -113,7 +113,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/fine_tuning/jobs", post(jobs::create).get(jobs::list))
         .route(
             "/v1/fine_tuning/jobs/{id}",
-            get(jobs::get).delete(jobs::delete),
+            get(jobs::get).delete(jobs::delete::delete),
         )
         .route(
             "/v1/fine_tuning/jobs/{id}/cancel",

@@ -166,6 +166,13 @@ async fn a_job_on_an_s3_artifacts_store_uploads_its_checkpoints_and_outputs_with
         let local = std::fs::read(out.join(f)).unwrap();
         assert_eq!(objs[&format!("runs/{id}/outputs/{f}")], local, "{f}");
     }
+    // Deleting the job deletes its objects too.
+    let (s, v) = app.delete(&format!("/v1/fine_tuning/jobs/{id}")).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(objects(&bucket(&s3, BUCKET), &format!("runs/{id}"))
+        .await
+        .is_empty());
+    assert!(!out.exists());
 }
 
 /// How many files the manifests in `objs` list.

@@ -285,6 +285,12 @@ pub async fn registry_holds_bases_and_fine_tunes_and_training_comes_first_with(a
         ))
         .await;
     assert_eq!(m2["lineage"]["base_model"], ft.as_str());
+    // The first job cannot be deleted while a model is based on its model.
+    let first = format!("/v1/fine_tuning/jobs/{}", job["id"].as_str().unwrap());
+    let (s, v) = app.delete(&first).await;
+    assert_eq!(s, 409, "{v}");
+    let why = v["error"]["message"].as_str().unwrap();
+    assert!(why.contains(&format!("`{ft}` is the base of")), "{v}");
 
     // While a job trains, inference waits its turn (policy "refuse"), and the model of a
     // job still training is not served.
@@ -324,6 +330,11 @@ pub async fn registry_holds_bases_and_fine_tunes_and_training_comes_first_with(a
     assert_eq!(s, 200);
     let (s, v) = app.get("/v1/models/nope").await;
     assert_eq!((s, v["error"]["param"].as_str()), (404, Some("model")));
+    // With the model based on it gone, the first job goes, and its model with it.
+    let (s, v) = app.delete(&first).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, _) = app.get(&format!("/v1/models/{ft}")).await;
+    assert_eq!(s, 404, "a deleted job's model is gone");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

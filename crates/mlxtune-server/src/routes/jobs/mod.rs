@@ -1,8 +1,9 @@
-//! `/v1/fine_tuning/jobs`: submit, list, read and delete jobs; control and history in
+//! `/v1/fine_tuning/jobs`: submit, list and read jobs; deletion, control and history in
 //! their own files.
 
 pub mod artifacts;
 pub mod control;
+pub mod delete;
 pub mod history;
 pub mod openai;
 pub mod preflight;
@@ -14,7 +15,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::body::ConfigBody;
-use crate::api::{Deleted, ErrorBody, EventKind, Job, JobList, JobStatus};
+use crate::api::{ErrorBody, EventKind, Job, JobList, JobStatus};
 use crate::db;
 use crate::error::{ApiError, ApiResult};
 use crate::remote;
@@ -274,29 +275,4 @@ pub async fn list(
     responses((status = 200, body = Job), (status = 404, body = ErrorBody)))]
 pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Job>> {
     Ok(Json(job_or_404(&state, &id).await?.into()))
-}
-
-/// DELETE /v1/fine_tuning/jobs/{id}
-#[utoipa::path(delete, path = "/v1/fine_tuning/jobs/{id}", operation_id = "deleteFineTuningJob", params(("id" = String, Path, description = "job id")),
-    responses((status = 200, body = Deleted), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn delete(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Deleted>> {
-    let row = job_or_404(&state, &id).await?;
-    if !db::delete_job(&state.db, &id).await? {
-        // Another request may have deleted it meanwhile: then it is simply gone.
-        let now = job_or_404(&state, &id).await?;
-        return Err(ApiError::conflict(format!(
-            "a {} job cannot be deleted; cancel it first",
-            now.status
-        )));
-    }
-    let _ = std::fs::remove_dir_all(&row.output_dir);
-    crate::results::forget(&state, &id).await?;
-    Ok(Json(Deleted {
-        id,
-        object: "fine_tuning.job".into(),
-        deleted: true,
-    }))
 }
