@@ -229,32 +229,17 @@ async fn a_cancel_recorded_before_the_last_step_ends_wins_and_one_after_is_refus
         loaded: false,
     };
     assert!(db::request_cancel(&pool, "ftjob-a").await.unwrap());
-    let ended = db::settle(
-        &pool,
-        "ftjob-a",
-        JobStatus::Succeeded,
-        Some(&model("ftjob-a")),
-    )
-    .await
-    .unwrap();
-    assert_eq!(ended, Some(JobStatus::Cancelled));
-    assert!(db::get_model(&pool, "ft:tiny:ftjob-a")
-        .await
-        .unwrap()
-        .is_none());
-    let ended = db::settle(
-        &pool,
-        "ftjob-b",
-        JobStatus::Succeeded,
-        Some(&model("ftjob-b")),
-    )
-    .await
-    .unwrap();
-    assert_eq!(ended, Some(JobStatus::Succeeded));
-    assert!(db::get_model(&pool, "ft:tiny:ftjob-b")
-        .await
-        .unwrap()
-        .is_some());
+    let cases = [
+        ("ftjob-a", JobStatus::Cancelled),
+        ("ftjob-b", JobStatus::Succeeded),
+    ];
+    for (id, want) in cases {
+        let m = model(id);
+        let ended = db::settle(&pool, id, JobStatus::Succeeded, Some(&m)).await;
+        assert_eq!(ended.unwrap(), Some(want));
+        let registered = db::get_model(&pool, &m.id).await.unwrap().is_some();
+        assert_eq!(registered, want == JobStatus::Succeeded, "{id}");
+    }
     assert!(
         !db::request_cancel(&pool, "ftjob-b").await.unwrap(),
         "already finished"
