@@ -34,12 +34,14 @@ fn named(spec: &TrainSpec) -> Vec<(&'static str, PathBuf)> {
         .collect()
 }
 
-/// The spec's datasets that live in this node's data directory.
+/// The spec's datasets that live in this node's data directory (the spec's paths are
+/// canonical, so the directory is compared canonical too: `/tmp` is `/private/tmp` on macOS).
 fn node_local(settings: &Settings, spec: &TrainSpec) -> Vec<(String, PathBuf)> {
-    let root = &settings.storage.data_dir;
+    let dir = &settings.storage.data_dir;
+    let root = dir.canonicalize().unwrap_or_else(|_| dir.clone());
     named(spec)
         .into_iter()
-        .filter(|(_, p)| p.starts_with(root))
+        .filter(|(_, p)| p.starts_with(&root))
         .map(|(name, p)| (name.to_string(), p))
         .collect()
 }

@@ -22,6 +22,17 @@ const URL: &str = "s3://artifacts/runs";
 /// A node named `name` with artifacts under `s3://artifacts/runs`, its own fresh data
 /// directory, and the database `db` of another node (None: its own).
 async fn node(s3: &S3Settings, url: &str, name: &str, db: Option<PathBuf>) -> TestApp {
+    node_with(s3, url, name, db, |_| {}).await
+}
+
+/// [`node`], with more settings changed by `tune`.
+async fn node_with(
+    s3: &S3Settings,
+    url: &str,
+    name: &str,
+    db: Option<PathBuf>,
+    tune: impl FnOnce(&mut mlxtune_server::settings::Settings),
+) -> TestApp {
     spawn_app_tuned(vec![], |s| {
         s.s3 = s3.clone();
         s.remote.allow_private_addresses = true;
@@ -30,6 +41,7 @@ async fn node(s3: &S3Settings, url: &str, name: &str, db: Option<PathBuf>) -> Te
         if let Some(db) = db {
             s.storage.database_path = db.display().to_string();
         }
+        tune(s);
     })
     .await
 }
@@ -343,11 +355,16 @@ async fn a_store_that_refuses_uploads_warns_at_each_checkpoint_and_fails_the_job
 
 /// A job accepted by an API node runs on a worker node that shares only the database and the
 /// store: the dataset the API node keeps (an uploaded file) travels through the bucket and
-/// is checked on arrival; a corrupted copy fails its job, naming the object.
+/// is checked on arrival; a corrupted copy fails its job, naming the object. The API node's
+/// data directory is named through a symbolic link (as `/tmp` is on macOS).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_uploaded_dataset_reaches_a_worker_on_another_node_through_the_store_checked() {
     let (_moto, s3) = start_moto(BUCKET).await;
-    let api = node(&s3, URL, "api0", None).await;
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (real, link) = (elsewhere.path().join("data"), elsewhere.path().join("link"));
+    std::fs::create_dir_all(&real).unwrap();
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let api = node_with(&s3, URL, "api0", None, |s| s.storage.data_dir = link).await;
     stop_workers(&api).await;
     let data = chat_jsonl();
     let (s, file) = crate::files::upload(&api, "train.jsonl", "fine-tune", &data).await;
@@ -364,7 +381,7 @@ async fn an_uploaded_dataset_reaches_a_worker_on_another_node_through_the_store_
     assert_eq!(objs[&format!("{folder}/train.jsonl")], data.as_bytes());
     corrupt(&store, &format!("runs/{bad}/datasets/train.jsonl")).await;
     // The API node's copy is gone: the worker can only read the bucket's.
-    std::fs::remove_dir_all(api.root.join("data").join("files")).unwrap();
+    std::fs::remove_dir_all(real.join("files")).unwrap();
     let worker = node(&s3, URL, "gpu1", Some(db_of(&api))).await;
     let job = worker.wait_status(&good, &["succeeded", "failed"]).await;
     assert_eq!(job["status"], "succeeded", "{job}");
