@@ -177,19 +177,17 @@ pub fn results_file_id(job_id: &str) -> String {
     format!("file-{}", job_id.strip_prefix("ftjob-").unwrap_or(job_id))
 }
 
-/// The artifacts a succeeded job's output directory offers, by name.
-pub fn artifact_names(output_dir: &std::path::Path) -> Vec<String> {
-    let mut names = vec!["metrics.csv".to_string()];
-    for (name, marker) in [
-        ("adapters.tar.gz", "adapters.safetensors"),
-        ("peft.tar.gz", "peft"),
-        ("model.tar.gz", "model"),
-    ] {
-        if output_dir.join(marker).exists() {
-            names.push(name.into());
-        }
-    }
-    names
+/// The artifacts a succeeded job offers, by name: by its kind, so every node lists the same
+/// (one without the files fetches them from the artifacts store when one is asked for).
+pub fn artifact_names(full: bool) -> Vec<String> {
+    let outputs: &[&str] = match full {
+        true => &["model.tar.gz"],
+        false => &["adapters.tar.gz", "peft.tar.gz"],
+    };
+    std::iter::once(&"metrics.csv")
+        .chain(outputs)
+        .map(|n| n.to_string())
+        .collect()
 }
 
 impl OpenAiJobFields {

@@ -131,8 +131,8 @@ impl From<JobRow> for Job {
             param: r.error_param,
         });
         let (result_files, artifacts) = if r.status == JobStatus::Succeeded {
-            let dir = std::path::Path::new(&r.output_dir);
-            let names = crate::api::job::artifact_names(dir);
+            let full = r.config.fine_tune_type.as_deref() == Some("full");
+            let names = crate::api::job::artifact_names(full);
             (vec![crate::api::job::results_file_id(&r.id)], names)
         } else {
             (Vec::new(), Vec::new())

@@ -293,6 +293,13 @@ async fn a_fine_tuned_model_is_served_and_exported_by_a_node_without_its_files()
     let model = job["fine_tuned_model"].as_str().unwrap().to_string();
     let api = node(&s3, URL, "api1", Some(db_of(&a))).await;
     assert!(!job_dir(&api, &id).exists());
+    // Listed as on the node that ran it, though the files are not here yet.
+    let (_, here) = api.get(&format!("/v1/fine_tuning/jobs/{id}")).await;
+    assert_eq!(here["artifacts"], job["artifacts"]);
+    assert_eq!(
+        job["artifacts"],
+        json!(["metrics.csv", "adapters.tar.gz", "peft.tar.gz"])
+    );
     let ask = json!({ "model": model, "prompt": "Say it.", "max_tokens": 4 });
     let (s, v) = api.post("/v1/completions", &ask).await;
     assert_eq!(s, 200, "{v}");

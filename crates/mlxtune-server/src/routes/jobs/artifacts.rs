@@ -24,9 +24,19 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/v1/fine_tuning/jobs/{id}/artifacts/{name}", get(download))
 }
 
-/// What a finished output directory offers, by name.
+/// What a finished output directory holds, by artifact name.
 fn available(output_dir: &FsPath) -> Vec<String> {
-    crate::api::job::artifact_names(output_dir)
+    let mut names = vec!["metrics.csv".to_string()];
+    for (name, marker) in [
+        ("adapters.tar.gz", "adapters.safetensors"),
+        ("peft.tar.gz", "peft"),
+        ("model.tar.gz", "model"),
+    ] {
+        if output_dir.join(marker).exists() {
+            names.push(name.into());
+        }
+    }
+    names
 }
 
 /// GET /v1/fine_tuning/jobs/{id}/artifacts/{name}
