@@ -221,6 +221,23 @@ impl TestApp {
             .collect()
     }
 
+    /// The job's messages once one of them satisfies `want` (a status event is written just
+    /// after its state change, so a client that saw the state may read the events first).
+    pub async fn wait_message(&self, id: &str, want: impl Fn(&str) -> bool) -> Vec<String> {
+        let start = Instant::now();
+        loop {
+            let said = self.messages(id).await;
+            if said.iter().any(|m| want(m)) {
+                return said;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "job {id}: no such message in {said:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn wait_status(&self, id: &str, want: &[&str]) -> Value {
         let start = Instant::now();
         loop {

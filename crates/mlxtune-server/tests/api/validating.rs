@@ -50,11 +50,10 @@ async fn a_bad_large_dataset_fails_the_job_naming_file_and_line_and_a_small_one_
     let message = failed["error"]["message"].as_str().unwrap();
     assert!(message.contains("bad.jsonl:2"), "{failed}");
     assert_eq!(failed["error"]["param"], "dataset.trainingData", "{failed}");
-    assert!(app
-        .messages(id)
-        .await
-        .iter()
-        .any(|m| m.starts_with("validation failed: ") && m.contains("bad.jsonl:2")));
+    app.wait_message(id, |m| {
+        m.starts_with("validation failed: ") && m.contains("bad.jsonl:2")
+    })
+    .await;
 
     // Under the threshold (the default, 64 MiB) the same body is refused at once.
     let small = spawn_app(vec![]).await;
