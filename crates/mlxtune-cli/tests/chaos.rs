@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::service::{http, http_status, setup, start, start_command, wait_final, Server};
+use common::service::{
+    control, http, http_status, setup, start, start_command, wait_final, Server,
+};
 use serde_json::{json, Value};
 
 fn job(max_steps: u64, every: u64) -> Value {
@@ -200,13 +202,7 @@ fn kill_9_during_a_pause_leaves_a_job_that_finishes() {
     // Long enough that a loaded machine cannot finish it between the poll and the pause.
     let id = submit(port, &job(400, 5));
     wait_step(port, &id, 7);
-    let (status, body) = http_status(
-        port,
-        "POST",
-        &format!("/v1/fine_tuning/jobs/{id}/pause"),
-        None,
-    );
-    assert_eq!(status, 200, "{body}");
+    control(port, &id, "pause");
     kill9(server);
     let (server, port) = start(d);
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -294,13 +290,7 @@ fn sigterm_and_cancel_inside_a_long_step_are_honoured_within_seconds() {
     assert_eq!(j["progress"]["step"], 0, "still inside its first step");
     std::thread::sleep(Duration::from_secs(2));
     let asked = Instant::now();
-    let (status, _) = http_status(
-        port,
-        "POST",
-        &format!("/v1/fine_tuning/jobs/{id}/cancel"),
-        None,
-    );
-    assert_eq!(status, 200);
+    control(port, &id, "cancel");
     wait_status(port, &id, "cancelled", Duration::from_secs(15));
     assert!(asked.elapsed() < Duration::from_secs(15));
     kill9(server);

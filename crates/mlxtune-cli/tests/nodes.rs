@@ -8,7 +8,7 @@
 mod common;
 
 use common::postgres::Postgres;
-use common::service::{http, http_status, setup, start_command, wait_final, Server};
+use common::service::{control, http, http_status, setup, start_command, wait_final, Server};
 
 use std::net::TcpStream;
 use std::path::Path;
@@ -405,13 +405,7 @@ fn control_reaches_a_worker_process(backend: &Backend) {
     let (_api, port, _workers) = cluster(dir.path(), backend);
     let id = submit(port, &config(400, 5));
     wait_job(port, &id, "no progress", |j| step_of(j) >= 3);
-    let (status, body) = http_status(
-        port,
-        "POST",
-        &format!("/v1/fine_tuning/jobs/{id}/pause"),
-        None,
-    );
-    assert_eq!(status, 200, "{body}");
+    control(port, &id, "pause");
     let paused = wait_job(port, &id, "not paused", |j| j["status"] == "paused");
     let at = step_of(&paused);
     std::thread::sleep(Duration::from_millis(600));
@@ -421,23 +415,11 @@ fn control_reaches_a_worker_process(backend: &Backend) {
         (Some("paused"), at)
     );
 
-    let (status, body) = http_status(
-        port,
-        "POST",
-        &format!("/v1/fine_tuning/jobs/{id}/resume"),
-        None,
-    );
-    assert_eq!(status, 200, "{body}");
+    control(port, &id, "resume");
     wait_job(port, &id, "not resumed", |j| {
         j["status"] == "running" && step_of(j) > at
     });
-    let (status, body) = http_status(
-        port,
-        "POST",
-        &format!("/v1/fine_tuning/jobs/{id}/cancel"),
-        None,
-    );
-    assert_eq!(status, 200, "{body}");
+    control(port, &id, "cancel");
     let job = wait_final(port, &id);
     assert_eq!(job["status"], "cancelled", "{job}");
     assert!(step_of(&job) < 400, "stopped early: {job}");

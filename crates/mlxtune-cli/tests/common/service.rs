@@ -41,6 +41,13 @@ pub fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> Value 
     http_status(port, method, path, body).1
 }
 
+/// Asks for `action` (`pause`, `resume`, `cancel`) on job `id`, which must be accepted (200).
+pub fn control(port: u16, id: &str, action: &str) {
+    let path = format!("/v1/fine_tuning/jobs/{id}/{action}");
+    let (status, body) = http_status(port, "POST", &path, None);
+    assert_eq!(status, 200, "{action} {id}: {body}");
+}
+
 /// A server process, killed (SIGKILL) when dropped, so a failed test leaves none behind.
 pub struct Server(pub Child);
 
