@@ -154,6 +154,13 @@ pub fn memory_limit() -> Option<u64> {
     mlx_rs::memory::memory_limit().ok().map(|l| l as u64)
 }
 
+/// Sets MLX's memory limit (bytes); returns the previous one. Beyond allocating, MLX's
+/// evaluation waits for scheduled work to complete while the memory in use is over it, so
+/// the host cannot run ahead of the device holding buffers that finished work would free.
+pub fn set_memory_limit(bytes: u64) -> Result<u64> {
+    Ok(mlx_rs::memory::set_memory_limit(bytes as usize)? as u64)
+}
+
 /// Returns MLX's cached buffers to the system.
 pub fn clear_cache() -> Result<()> {
     mlx_rs::memory::clear_cache()?;

@@ -81,7 +81,7 @@ fn packed_and_unpacked_batches_give_the_same_loss() {
                 ForwardCtx {
                     cache: None,
                     segments: b.segments.as_ref(),
-                    checkpoint: false,
+                    checkpoint_layers: 0,
                 },
             )
             .unwrap();

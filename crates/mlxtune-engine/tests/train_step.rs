@@ -33,13 +33,13 @@ fn gradient_checkpointing_gives_the_same_gradients() {
         let mut names: Vec<String> = ad.keys().cloned().collect();
         names.sort();
         let b = unpacked_batch(&ex);
-        let grads = |checkpoint: bool| -> (f32, Vec<Array>) {
+        let grads = |checkpoint_layers: usize| -> (f32, Vec<Array>) {
             let (names2, base, spec2) = (names.clone(), m.weights.clone(), m.spec.clone());
             let (inputs, targets, mask) = (b.inputs.clone(), b.targets.clone(), b.mask.clone());
             let f = move |args: &[Array]| -> Result<Vec<Array>, mlxtune_engine::mlx_rs::error::Exception> {
                 let over: mlxtune_engine::weights::Weights = names2.iter().cloned().zip(args.iter().cloned()).collect();
                 let p = Params { over: Some(&over), lora_scale: 2.0, ..Params::new(&base) };
-                let logits = forward::forward(&spec2, &p, &inputs, ForwardCtx { cache: None, segments: None, checkpoint }).unwrap();
+                let logits = forward::forward(&spec2, &p, &inputs, ForwardCtx { cache: None, segments: None, checkpoint_layers }).unwrap();
                 Ok(vec![cross_entropy(&logits, &targets).unwrap().multiply(&mask)?.sum(None)?])
             };
             let argnums: Vec<i32> = (0..names.len() as i32).collect();
@@ -48,17 +48,20 @@ fn gradient_checkpointing_gives_the_same_gradients() {
             v[0].eval().unwrap();
             (v[0].item_cast::<f32>(), g)
         };
-        let (l1, g1) = grads(false);
-        let (l2, g2) = grads(true);
-        assert_eq!(l1, l2, "{model}: loss");
-        for (i, (a, c)) in g1.iter().zip(&g2).enumerate() {
-            let d = max_abs_diff(a, c);
-            assert!(
-                d <= 1e-5 * max_abs(a).max(1.0),
-                "{model} {}: gradient differs by {d}",
-                names[i]
-            );
-            assert!(max_abs(a) > 0.0, "{model} {}: zero gradient", names[i]);
+        let (l1, g1) = grads(0);
+        // Every layer recomputed, then only the first one (the others keep their values).
+        for layers in [usize::MAX, 1] {
+            let (l2, g2) = grads(layers);
+            assert_eq!(l1, l2, "{model}, {layers} checkpointed layers: loss");
+            for (i, (a, c)) in g1.iter().zip(&g2).enumerate() {
+                let d = max_abs_diff(a, c);
+                assert!(
+                    d <= 1e-5 * max_abs(a).max(1.0),
+                    "{model}, {layers} checkpointed layers, {}: gradient differs by {d}",
+                    names[i]
+                );
+                assert!(max_abs(a) > 0.0, "{model} {}: zero gradient", names[i]);
+            }
         }
     }
 }
@@ -80,7 +83,7 @@ fn the_chunked_checkpointed_loss_equals_the_full_loss_with_the_same_gradients() 
             let f = move |args: &[Array]| -> Result<Vec<Array>, mlxtune_engine::mlx_rs::error::Exception> {
                 let over: mlxtune_engine::weights::Weights = names2.iter().cloned().zip(args.iter().cloned()).collect();
                 let p = Params { over: Some(&over), ..Params::new(&base) };
-                let ctx = ForwardCtx { cache: None, segments: None, checkpoint: false };
+                let ctx = ForwardCtx { cache: None, segments: None, checkpoint_layers: 0 };
                 let loss = if chunked {
                     let h = forward::forward_hidden(&spec2, &p, &inputs, ctx).unwrap();
                     chunked_loss_sum(&spec2, &p, &h, &targets, &mask, 7).unwrap()
@@ -273,7 +276,7 @@ fn the_training_step_with_checkpointing_and_chunked_loss_gives_the_same_loss_and
                 lora_scale: 1.0,
                 dropout: 0.0,
                 compute: Dtype::Float32,
-                checkpoint: ck,
+                checkpoint_layers: if ck { usize::MAX } else { 0 },
                 chunked_loss: ck,
             };
             let mut f = loss_and_grad(

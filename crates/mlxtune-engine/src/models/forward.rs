@@ -252,8 +252,9 @@ pub struct ForwardCtx<'a> {
     /// LFM2's convolution then stay within an example. Positions keep counting across
     /// examples, which RoPE (relative) does not see.
     pub segments: Option<&'a Array>,
-    /// Recompute each layer in the backward pass instead of keeping its activations.
-    pub checkpoint: bool,
+    /// Recompute the first this many layers in the backward pass instead of keeping their
+    /// activations (0: none; the number of layers or more: all).
+    pub checkpoint_layers: usize,
 }
 
 #[derive(Clone)]
@@ -501,7 +502,7 @@ pub fn forward_hidden(
     let mut cache = ctx.cache;
     let offset = cache.as_ref().map_or(0, |c| c.offset);
     for (i, kind) in spec.layers.iter().enumerate() {
-        if ctx.checkpoint && cache.is_none() {
+        if i < ctx.checkpoint_layers && cache.is_none() {
             x = checkpointed_block(&layer, p, i, *kind, &x)?;
         } else {
             let lc = cache.as_deref_mut().map(|c| &mut c.layers[i]);

@@ -3,6 +3,7 @@
 
 pub mod adapted;
 pub mod cache;
+pub mod chunked_sum;
 pub mod config;
 pub mod forward;
 pub mod lfm2;
@@ -422,7 +423,7 @@ impl Model {
             ForwardCtx {
                 cache,
                 segments: None,
-                checkpoint: false,
+                checkpoint_layers: 0,
             },
         )
     }

@@ -23,20 +23,19 @@ pub struct StepOptions {
     pub dropout: f32,
     /// Compute dtype (trainable arrays stay in f32 and are cast to it).
     pub compute: Dtype,
-    /// Gradient checkpointing per layer.
-    pub checkpoint: bool,
-    /// Output layer + cross-entropy in checkpointed chunks of [`LOSS_CHUNK_TOKENS`]
-    /// (only one chunk's logits in memory, one extra output-layer forward).
+    /// Gradient checkpointing of the first this many decoder layers (0: none).
+    pub checkpoint_layers: usize,
+    /// Output layer + cross-entropy in chunks of [`LOSS_CHUNK_TOKENS`] whose gradients are
+    /// computed in the forward pass (only one chunk's logits in memory).
     pub chunked_loss: bool,
 }
 
-/// Tokens per chunk of the checkpointed output layer + cross-entropy.
+/// Tokens per chunk of the chunked output layer + cross-entropy.
 pub const LOSS_CHUNK_TOKENS: i32 = 2048;
 
-/// Σ mask · CE(lm_head(hidden), targets), computed `chunk` tokens at a time: the forward
-/// pass keeps no logits, and the backward pass recomputes the chunks one after another
-/// ([`remat::sequential_sum`](crate::models::remat::sequential_sum)), so only one chunk's
-/// `[chunk, vocab]` logits exist at a time.
+/// Σ mask · CE(lm_head(hidden), targets), computed `chunk` tokens at a time with its
+/// gradients ([`chunked_sum`](crate::models::chunked_sum::chunked_sum)): only one chunk's
+/// `[chunk, vocab]` logits exist at a time, and none is kept or recomputed.
 pub fn chunked_loss_sum(
     spec: &ModelSpec,
     p: &Params,
@@ -93,7 +92,7 @@ pub fn chunked_loss_sum(
     };
     let mut inputs = vec![hidden];
     inputs.extend(trainable);
-    crate::models::remat::sequential_sum(Box::new(f), rows, &inputs)
+    crate::models::chunked_sum::chunked_sum(Box::new(f), rows, &inputs)
 }
 
 fn to_exc(e: EngineError) -> Exception {
@@ -130,7 +129,7 @@ pub fn loss_and_grad<'a>(
         let ctx = ForwardCtx {
             cache: None,
             segments: args.get(n + 4),
-            checkpoint: opts.checkpoint,
+            checkpoint_layers: opts.checkpoint_layers,
         };
         let loss_sum = if opts.chunked_loss {
             let hidden = forward::forward_hidden(&spec, &p, inputs, ctx).map_err(to_exc)?;

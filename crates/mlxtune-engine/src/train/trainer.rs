@@ -708,7 +708,11 @@ pub fn step_options(spec: &TrainSpec) -> StepOptions {
         lora_scale: spec.lora_scale(),
         dropout: spec.lora_dropout as f32,
         compute: spec.dtype(),
-        checkpoint: spec.gradient_checkpointing,
+        checkpoint_layers: if spec.gradient_checkpointing {
+            usize::MAX
+        } else {
+            0
+        },
         chunked_loss: spec.gradient_checkpointing,
     }
 }

@@ -46,6 +46,13 @@ pub struct TrainArgs {
     /// Gradient checkpointing: recompute each decoder layer in the backward pass.
     #[arg(long)]
     pub grad_checkpoint: bool,
+    /// With --grad-checkpoint: recompute only the first N decoder layers (default: all).
+    #[arg(long)]
+    pub checkpoint_layers: Option<usize>,
+    /// MLX's memory limit in GiB: evaluation waits for running work to finish rather than
+    /// allocate past it (default: MLX's, 95% of the device's memory on CUDA).
+    #[arg(long)]
+    pub memory_limit_gib: Option<f64>,
     /// Output layer + loss in checkpointed chunks (default: with --grad-checkpoint).
     #[arg(long)]
     pub chunked_loss: Option<bool>,
@@ -214,7 +221,10 @@ fn setup(a: &TrainArgs, fine_tune_type: FineTuneType, dtype: Dtype) -> anyhow::R
         lora_scale: spec.lora_scale(),
         dropout: 0.0,
         compute: dtype,
-        checkpoint: a.grad_checkpoint,
+        checkpoint_layers: match a.grad_checkpoint {
+            true => a.checkpoint_layers.unwrap_or(usize::MAX),
+            false => 0,
+        },
         chunked_loss: a.chunked_loss.unwrap_or(a.grad_checkpoint),
     };
     let mut stepper = Stepper::new(&model.spec, base.clone(), names, opts, a.compile)?;
@@ -263,6 +273,9 @@ fn measure(
     dtype: Dtype,
 ) -> anyhow::Result<BenchResult> {
     runtime::init()?;
+    if let Some(gib) = a.memory_limit_gib {
+        runtime::set_memory_limit((gib * (1u64 << 30) as f64) as u64)?;
+    }
     let mut s = setup(a, fine_tune_type, dtype)?;
     for _ in 0..a.warmup {
         step(&mut s)?;
@@ -299,6 +312,8 @@ fn measure(
         rank: s.group.as_ref().map_or(0, |g| g.rank()),
         precision: weights::dtype_name(dtype).into(),
         grad_checkpoint: a.grad_checkpoint,
+        checkpoint_layers: s.opts.checkpoint_layers.min(s.model.spec.num_layers()),
+        memory_limit_bytes: runtime::memory_limit(),
         chunked_loss: s.opts.chunked_loss,
         compiled: a.compile,
         fused_cross_entropy: mlxtune_engine::eval::fused_cross_entropy_available(),

@@ -37,6 +37,10 @@ pub struct BenchResult {
     pub rank: usize,
     pub precision: String,
     pub grad_checkpoint: bool,
+    /// Decoder layers recomputed in the backward pass.
+    pub checkpoint_layers: usize,
+    /// MLX's memory limit during the run.
+    pub memory_limit_bytes: Option<u64>,
     pub chunked_loss: bool,
     pub compiled: bool,
     pub fused_cross_entropy: bool,
