@@ -713,7 +713,7 @@ pub fn step_options(spec: &TrainSpec) -> StepOptions {
         } else {
             0
         },
-        chunked_loss: spec.gradient_checkpointing,
+        chunked_loss: super::step::default_chunked_loss(spec.gradient_checkpointing),
     }
 }
 

@@ -14,7 +14,7 @@ use mlxtune_engine::train::distributed::Group;
 use mlxtune_engine::train::optim::Optimizer;
 use mlxtune_engine::train::prepare::initial_trainables;
 use mlxtune_engine::train::spec::FineTuneType;
-use mlxtune_engine::train::step::StepOptions;
+use mlxtune_engine::train::step::{default_chunked_loss, StepOptions};
 use mlxtune_engine::train::stepper::{MicroBatch, StepOutcome, Stepper};
 use mlxtune_engine::train::TrainSpec;
 use mlxtune_engine::weights::{self, Weights};
@@ -53,7 +53,7 @@ pub struct TrainArgs {
     /// allocate past it (default: MLX's, 95% of the device's memory on CUDA).
     #[arg(long)]
     pub memory_limit_gib: Option<f64>,
-    /// Output layer + loss in checkpointed chunks (default: with --grad-checkpoint).
+    /// Output layer + loss in chunks (default: on a GPU, and with --grad-checkpoint).
     #[arg(long)]
     pub chunked_loss: Option<bool>,
     /// Compile the loss-and-gradient function.
@@ -225,7 +225,9 @@ fn setup(a: &TrainArgs, fine_tune_type: FineTuneType, dtype: Dtype) -> anyhow::R
             true => a.checkpoint_layers.unwrap_or(usize::MAX),
             false => 0,
         },
-        chunked_loss: a.chunked_loss.unwrap_or(a.grad_checkpoint),
+        chunked_loss: a
+            .chunked_loss
+            .unwrap_or(default_chunked_loss(a.grad_checkpoint)),
     };
     let mut stepper = Stepper::new(&model.spec, base.clone(), names, opts, a.compile)?;
     let group = Group::from_env()?.map(Rc::new);
