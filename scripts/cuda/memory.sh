@@ -9,9 +9,7 @@
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 source "$root/scripts/cuda/runtime.sh"
-out=${OUT:-/tmp/out}; mkdir -p "$out"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
-bench="bench train --shape lfm2-1.2b --precision bf16 --type lora --compile --peak-tflops 989 --json"
+lora_step_setup
 ck="8 2048 --grad-checkpoint"
 default_runs="8 2048;$ck;$ck --memory-limit-gib 10;$ck --memory-limit-gib 7;\
 $ck --checkpoint-layers 12 --memory-limit-gib 10;$ck --checkpoint-layers 10 --memory-limit-gib 10.5;\
@@ -30,9 +28,4 @@ for l in sys.stdin:
     j=json.loads(l); r=j['result'] or {}
     print(j['env'], j['args'], r.get('tokens_per_second'), 'tok/s', round(r.get('peak_memory_bytes',0)/2**30,2), 'GiB', r.get('loss'))" 2>/dev/null || true
 done
-if [ -z "${SKIP_TESTS:-}" ]; then
-  for t in train_step kernels; do
-    [ -x "$rt/bin/$t" ] || continue
-    NVIDIA_TF32_OVERRIDE=0 "$rt/bin/$t" --test-threads 1 2>&1 | tee "$out/$t.log" | grep -E "test result|panicked" || true
-  done
-fi
+step_tests

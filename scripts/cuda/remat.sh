@@ -8,9 +8,7 @@
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 source "$root/scripts/cuda/runtime.sh"
-out=${OUT:-/tmp/out}; mkdir -p "$out"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
-bench="bench train --shape lfm2-1.2b --precision bf16 --type lora --compile --peak-tflops 989 --json"
+lora_step_setup
 default_runs="new|8 2048 --grad-checkpoint;before|8 2048 --grad-checkpoint;new|8 2048;new|16 4096 --grad-checkpoint;before|16 4096 --grad-checkpoint"
 IFS=';' read -ra runs <<< "${RUNS:-$default_runs}"
 for r in "${runs[@]}"; do
@@ -29,9 +27,4 @@ if [ -n "${WITH_MLXLM:-}" ]; then
   OUT="$out" PARTS=mlxlm MLXLM="lora,8,2048,1,1" MLXLM_TUNED="lora,8,2048,1,1" bash "$root/scripts/cuda/peers.sh" > "$out/mlxlm.log" 2>&1
   grep -h '^{' "$out"/*mlxlm*.jsonl 2>/dev/null | tail -4
 fi
-if [ -z "${SKIP_TESTS:-}" ]; then
-  for t in train_step kernels; do
-    [ -x "$rt/bin/$t" ] || continue
-    NVIDIA_TF32_OVERRIDE=0 "$rt/bin/$t" --test-threads 1 2>&1 | tee "$out/$t.log" | grep -E "test result|panicked" || true
-  done
-fi
+step_tests

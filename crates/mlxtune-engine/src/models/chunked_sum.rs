@@ -6,9 +6,9 @@
 //! still alive, and multiplied by the real cotangent later. Nothing is recomputed: the output
 //! layer runs twice per token (logits, then their gradient) instead of three times under
 //! recomputation, and what is kept is the gradients themselves (`[tokens, hidden]` for the
-//! hidden states). Chunk `k + 1` is computed only after chunk `k`'s gradients exist
+//! hidden states). Chunk `k + 1` is computed only after chunk `k`'s value and gradients exist
 //! (`mlx_depends`): MLX's default breadth-first scheduling (the CPU, Metal) would otherwise
-//! compute every chunk's logits at once.
+//! compute several chunks' logits at once.
 
 use std::ffi::c_void;
 use std::rc::Rc;

@@ -104,6 +104,14 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         a.batch > 0 && a.seq > 1,
         "--batch-size must be >= 1 and --seq-len >= 2"
     );
+    anyhow::ensure!(
+        a.checkpoint_layers.is_none() || a.grad_checkpoint,
+        "--checkpoint-layers needs --grad-checkpoint"
+    );
+    anyhow::ensure!(
+        a.memory_limit_gib.is_none_or(|g| g > 0.0 && g.is_finite()),
+        "--memory-limit-gib must be a positive number"
+    );
     let r = measure(&a, fine_tune_type, precision)?;
     if r.rank != 0 {
         return Ok(());
