@@ -15,7 +15,8 @@ def lines(path):
     return out
 
 def key(mode, b, t, ck, segments=0):
-    return (mode, int(b), int(t), bool(ck), int(segments))
+    """ck: False, True (every layer checkpointed) or N (only the first N layers)."""
+    return (mode, int(b), int(t), ck if type(ck) is int else bool(ck), int(segments))
 
 def cell(r):
     if r is None:
@@ -32,7 +33,11 @@ def main():
         if r is None:
             continue
         col = "mlxtune, kernels off" if "FUSED_KERNELS=0" in o.get("env", "") else "mlxtune"
-        k = key(r["fine_tune_type"], r["batch"], r["seq"], r["grad_checkpoint"], r.get("segments", 0))
+        ck = r["grad_checkpoint"]
+        layers = r.get("checkpoint_layers", 0)
+        if ck and layers < r.get("layers", layers):
+            ck = layers  # a partial checkpoint: its own row
+        k = key(r["fine_tune_type"], r["batch"], r["seq"], ck, r.get("segments", 0))
         cols.setdefault(col, {})[k] = dict(tok=r["tokens_per_second"], mem=r["peak_memory_bytes"] / 2**30)
     for name, f in [("mlx-lm", "mlxlm"), ("mlx-lm + our settings", "mlxlm-tuned")]:
         for r in lines(f"{d}/{f}.jsonl"):
@@ -45,7 +50,7 @@ def main():
             v = r if "error" in r else dict(tok=r["tokens_per_s"], mem=r["peak_mem_gib"])
             cols.setdefault(name, {})[key(r["mode"], r["batch"], r["seq"], r["grad_ckpt"])] = v
     names = ["mlxtune", "mlxtune, kernels off", "mlx-lm", "mlx-lm + our settings", "PyTorch eager", "torch.compile"]
-    keys = sorted({k for c in cols.values() for k in c}, key=lambda k: (k[0], k[3], k[4], k[1] * k[2]))
+    keys = sorted({k for c in cols.values() for k in c}, key=lambda k: (k[0], int(k[3]) and 1, k[4], k[1] * k[2], -int(k[3])))
     print("| config | " + " | ".join(names) + " | ours ÷ mlx-lm | ÷ mlx-lm + settings | ÷ torch.compile | ÷ eager |")
     print("|---" * (len(names) + 5) + "|")
     for k in keys:
@@ -57,6 +62,7 @@ def main():
             ok = "tok" in ours and "tok" in p
             ratios.append(f"{ours['tok'] / p['tok']:.2f}×" if ok else "–")
         name = f"{k[0]} {k[1]} × {k[2]}" + (" + ckpt" if k[3] else "")
+        name += f" (first {k[3]} layers)" if type(k[3]) is int else ""
         name += f", packed ({k[4]} per row)" if k[4] else ""
         print(f"| {name} | " + " | ".join(row + ratios) + " |")
     jobs(d, cols.get("mlxtune", {}))

@@ -72,7 +72,7 @@ if [ -n "$MLXLM" ]; then
 fi
 if [ -n "$MLXLM_TUNED" ]; then
   echo "== mlx-lm with mlxtune's MLX settings"
-  MLX_MAX_OPS_PER_BUFFER=2 MLX_BFS_MAX_WIDTH=1 PYTHONPATH="$site" timeout 60 python3 \
+  MLX_MAX_OPS_PER_BUFFER=2 MLX_BFS_MAX_WIDTH=1 PYTHONPATH="$site" timeout ${MLXLM_TUNED_TIMEOUT:-60} python3 \
     "$root/scripts/bench/peers.py" mlxlm "$bench" "$MLXLM_TUNED" 2>&1 | grep "^{" | tee "$out/mlxlm-tuned.jsonl"
 fi
 if [ -n "$TORCH" ]; then

@@ -314,8 +314,7 @@ fn the_stepper_that_benchmarks_use_is_the_trainers_step() {
 
     // The same first step, built by hand from the prepared pieces.
     let mut p = prepare(&s).unwrap();
-    let mut names: Vec<String> = p.trainable.keys().cloned().collect();
-    names.sort();
+    let names = mlxtune_engine::train::order::layer_order(&p.trainable);
     let base = p.model.weights.clone();
     let mut stepper = Stepper::new(&p.model.spec, base, names, step_options(&s), false).unwrap();
     let first = p.plan.epoch_order(s.seed, 0)[0];

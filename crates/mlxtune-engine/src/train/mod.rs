@@ -14,6 +14,7 @@ pub mod lora;
 pub mod memory;
 pub mod metrics_log;
 pub mod optim;
+pub mod order;
 pub mod prepare;
 pub mod spec;
 pub mod step;

@@ -72,7 +72,7 @@ impl Optimizer {
         self.t += 1;
         let t = self.t as i32;
         let mut names: Vec<&String> = grads.keys().collect();
-        names.sort();
+        names.sort_by(|a, b| super::order::compare(a, b));
         for name in names {
             let g = &grads[name];
             let p = params

@@ -139,8 +139,7 @@ impl<'a> Run<'a> {
         on_event: OnEvent<'a>,
     ) -> Result<Run<'a>> {
         let root = group.as_ref().is_none_or(|g| g.is_root());
-        let mut names: Vec<String> = p.trainable.keys().cloned().collect();
-        names.sort();
+        let names = super::order::layer_order(&p.trainable);
         let parameters = p.trainable.values().map(|a| a.size() as u64).sum();
         let (board, board_warning) = match root {
             true => Board::open(output, parameters),

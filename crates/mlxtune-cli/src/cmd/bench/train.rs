@@ -217,8 +217,7 @@ fn setup(a: &TrainArgs, fine_tune_type: FineTuneType, dtype: Dtype) -> anyhow::R
     let model = load_model(a, fine_tune_type, dtype)?;
     let spec = bench_spec(a, fine_tune_type)?;
     let (trainable, _) = initial_trainables(&spec, &model)?;
-    let mut names: Vec<String> = trainable.keys().cloned().collect();
-    names.sort();
+    let names = mlxtune_engine::train::order::layer_order(&trainable);
     // Full fine-tuning trains every weight: nothing frozen beside the trainable copies.
     let base = if fine_tune_type == FineTuneType::Full {
         Weights::new()
@@ -323,6 +322,7 @@ fn measure(
         precision: weights::dtype_name(dtype).into(),
         grad_checkpoint: a.grad_checkpoint,
         checkpoint_layers: s.opts.checkpoint_layers.min(s.model.spec.num_layers()),
+        layers: s.model.spec.num_layers(),
         memory_limit_bytes: runtime::memory_limit(),
         chunked_loss: s.opts.chunked_loss,
         compiled: a.compile,

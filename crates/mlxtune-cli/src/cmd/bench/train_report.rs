@@ -37,8 +37,9 @@ pub struct BenchResult {
     pub rank: usize,
     pub precision: String,
     pub grad_checkpoint: bool,
-    /// Decoder layers recomputed in the backward pass.
+    /// Decoder layers recomputed in the backward pass, of `layers`.
     pub checkpoint_layers: usize,
+    pub layers: usize,
     /// MLX's memory limit during the run.
     pub memory_limit_bytes: Option<u64>,
     pub chunked_loss: bool,
