@@ -69,6 +69,14 @@ fn bad_configs_name_the_field() {
             json!({ "earlyStopping": { "patience": 2 } }),
             "earlyStopping.patience",
         ),
+        (
+            json!({ "optimization": { "gradientCheckpointingLayers": 2 } }),
+            "optimization.gradientCheckpointingLayers needs optimization.gradientCheckpointing",
+        ),
+        (
+            json!({ "optimization": { "gradientCheckpointing": true, "gradientCheckpointingLayers": 0 } }),
+            "optimization.gradientCheckpointingLayers must be >= 1",
+        ),
     ];
     for (patch, want) in cases {
         let mut c = good.clone();
@@ -106,6 +114,14 @@ fn bad_configs_name_the_field() {
         s.check_against_model(&m.spec).unwrap_err().param,
         "lora.targetModules[1]"
     );
+    let s = spec(config(
+        "llama",
+        Path::new("d.jsonl"),
+        json!({ "optimization": { "gradientCheckpointing": true, "gradientCheckpointingLayers": 99 } }),
+    ));
+    let e = s.check_against_model(&m.spec).unwrap_err();
+    assert_eq!(e.param, "optimization.gradientCheckpointingLayers");
+    assert!(e.message.contains("exceeds the model's"), "{}", e.message);
 }
 
 #[test]

@@ -180,6 +180,33 @@ fn a_paused_and_resumed_run_gives_the_same_losses_as_an_uninterrupted_one() {
 }
 
 #[test]
+fn checkpointing_every_layer_some_or_none_gives_the_same_losses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text_data(tmp.path());
+    let mut runs = Vec::new();
+    for (name, opt) in [
+        ("none", json!({ "gradientCheckpointing": false })),
+        ("all", json!({ "gradientCheckpointing": true })),
+        (
+            "first",
+            json!({ "gradientCheckpointing": true, "gradientCheckpointingLayers": 1 }),
+        ),
+    ] {
+        let extra = json!({ "parameters": { "batchSize": 2, "epochs": 1 }, "optimization": opt });
+        let out = tmp.path().join(name);
+        run(&spec(config("lfm2", &data, extra)), &out);
+        runs.push(losses(&out));
+    }
+    assert!(runs[0].len() >= 2, "{runs:?}");
+    for r in &runs[1..] {
+        assert_eq!(r.len(), runs[0].len());
+        for (a, b) in r.iter().zip(&runs[0]) {
+            assert!((a - b).abs() < 1e-4, "{runs:?}");
+        }
+    }
+}
+
+#[test]
 fn a_bad_record_fails_the_run_with_its_line_number() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("bad.jsonl");

@@ -2451,6 +2451,12 @@ export interface components {
             /** @description Compile the training step (extension; faster, one compilation per batch shape). */
             compile?: boolean;
             gradientCheckpointing?: boolean;
+            /**
+             * Format: int32
+             * @description With `gradientCheckpointing`: recompute only the first this many decoder layers (default:
+             *     all). The rest keep their activations: faster, more memory (docs/training.md).
+             */
+            gradientCheckpointingLayers?: number | null;
             mixedPrecision?: string | null;
         };
         OptimizerConfig: {

@@ -82,6 +82,10 @@ pub struct Parameters {
 pub struct Optimization {
     #[serde(default)]
     pub gradient_checkpointing: bool,
+    /// With `gradientCheckpointing`: recompute only the first this many decoder layers (default:
+    /// all). The rest keep their activations: faster, more memory (docs/training.md).
+    #[serde(default)]
+    pub gradient_checkpointing_layers: Option<u32>,
     #[serde(default)]
     pub mixed_precision: Option<String>,
     /// Accepted for compatibility (also under the product document's spelling

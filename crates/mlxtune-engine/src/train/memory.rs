@@ -31,16 +31,15 @@ pub fn estimate_peak_memory(
     let attn_width = (s.num_heads * s.head_dim) as u64;
     let per_token_layer =
         (18 * s.hidden_size as u64 + 3 * s.intermediate_size as u64 + 4 * attn_width) * bytes;
-    let attention = s
-        .layers
-        .iter()
-        .filter(|k| **k == LayerKind::Attention)
-        .count() as u64;
-    // With checkpointing, only the layers being recomputed hold their activations.
-    let (layers, attention) = match spec.gradient_checkpointing {
-        true => (2, attention.min(2)),
-        false => (s.num_layers() as u64, attention),
-    };
+    // Layers past the recomputed ones hold their activations; with checkpointing, the
+    // layers being recomputed hold theirs too (about two at a time).
+    let recomputed = spec.recomputed_layers().min(s.num_layers());
+    let kept = &s.layers[recomputed..];
+    let attention_of = |l: &[LayerKind]| l.iter().filter(|k| **k == LayerKind::Attention).count();
+    let working = if recomputed > 0 { 2 } else { 0 };
+    let layers = (kept.len() + working) as u64;
+    let attention =
+        (attention_of(kept) + attention_of(&s.layers[..recomputed]).min(working)) as u64;
     let scores = attention * s.num_heads as u64 * seq * seq * 4 * 2;
     let acts = batch * (seq * (per_token_layer * layers + 2 * 4 * s.vocab_size as u64) + scores);
     weights + train_state + acts

@@ -6,7 +6,7 @@ use mlx_rs::Dtype;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::config::{BatchSize, ConfigError, FineTuneConfig};
+use super::config::{BatchSize, ConfigError, FineTuneConfig, Optimization};
 use crate::models::{ModelSpec, QuantSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +81,8 @@ pub struct TrainSpec {
     pub grad_accum: u32,
     pub max_grad_norm: Option<f64>,
     pub gradient_checkpointing: bool,
+    /// With checkpointing, only the first this many decoder layers are recomputed (None: all).
+    pub checkpoint_layers: Option<u32>,
     /// Compile the loss-and-gradient function (MLX `compile`; not with LoRA dropout).
     pub compile: bool,
     /// Compute precision: f32, bf16 or f16.
@@ -213,6 +215,20 @@ fn num_layers(c: &FineTuneConfig) -> Result<Option<u32>, ConfigError> {
         (Some(0), _) => Err(bad("lora.numLayers", "must be >= 1")),
         (_, Some(0)) => Err(bad("numLayers", "must be >= 1")),
         (a, b) => Ok(a.or(b)),
+    }
+}
+
+fn checkpoint_layers(o: &Optimization) -> Result<Option<u32>, ConfigError> {
+    const FIELD: &str = "optimization.gradientCheckpointingLayers";
+    match o.gradient_checkpointing_layers {
+        Some(0) => Err(bad(
+            FIELD,
+            "must be >= 1 (to recompute no layer, set gradientCheckpointing to false)",
+        )),
+        Some(_) if !o.gradient_checkpointing => {
+            Err(bad(FIELD, "needs optimization.gradientCheckpointing: true"))
+        }
+        n => Ok(n),
     }
 }
 
@@ -398,6 +414,7 @@ impl TrainSpec {
             grad_accum: c.gradient_accumulation_steps.unwrap_or(1),
             max_grad_norm,
             gradient_checkpointing: c.optimization.gradient_checkpointing,
+            checkpoint_layers: checkpoint_layers(&c.optimization)?,
             compile: c.optimization.compile,
             precision: precision(c)?,
             optimizer,
@@ -468,6 +485,14 @@ impl TrainSpec {
                 ));
             }
         }
+        if let Some(n) = self.checkpoint_layers {
+            if n as usize > m.num_layers() {
+                return Err(bad(
+                    "optimization.gradientCheckpointingLayers",
+                    format!("{n} exceeds the model's {} layers", m.num_layers()),
+                ));
+            }
+        }
         if self.fine_tune_type != FineTuneType::Full {
             let modules = m.linear_modules();
             if let Targets::Names(names) = &self.targets {
@@ -493,6 +518,14 @@ impl TrainSpec {
             "bf16" => Dtype::Bfloat16,
             "f16" => Dtype::Float16,
             _ => Dtype::Float32,
+        }
+    }
+
+    /// How many of the first decoder layers the step recomputes (0: none; `usize::MAX`: all).
+    pub fn recomputed_layers(&self) -> usize {
+        match self.gradient_checkpointing {
+            true => self.checkpoint_layers.map_or(usize::MAX, |n| n as usize),
+            false => 0,
         }
     }
 

@@ -707,11 +707,7 @@ pub fn step_options(spec: &TrainSpec) -> StepOptions {
         lora_scale: spec.lora_scale(),
         dropout: spec.lora_dropout as f32,
         compute: spec.dtype(),
-        checkpoint_layers: if spec.gradient_checkpointing {
-            usize::MAX
-        } else {
-            0
-        },
+        checkpoint_layers: spec.recomputed_layers(),
         chunked_loss: super::step::default_chunked_loss(spec.gradient_checkpointing),
     }
 }
