@@ -6,7 +6,7 @@ mod cmd;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use mlxtune_engine::runtime::DeviceChoice;
+use mlxtune_engine::runtime::{DeviceChoice, Scheduling};
 
 /// `--device`.
 #[derive(Clone, Copy, ValueEnum)]
@@ -66,10 +66,21 @@ enum Command {
     },
 }
 
+/// Memory-lean MLX scheduling for the job service (concurrent jobs) and for a run or benchmark
+/// with gradient checkpointing; faster scheduling otherwise.
+fn scheduling(command: &Command) -> Scheduling {
+    match command {
+        Command::Serve(_) => Scheduling::Memory,
+        Command::Train(a) => Scheduling::for_checkpointing(cmd::train_setup::checkpointing(a)),
+        Command::Bench(cmd::bench::Bench::Train(a)) => Scheduling::for_checkpointing(a.grad_checkpoint),
+        _ => Scheduling::Speed,
+    }
+}
+
 fn main() -> ExitCode {
-    // Before any thread starts or MLX runs (MLX reads these once).
-    mlxtune_engine::runtime::apply_scheduling_defaults();
     let cli = Cli::parse();
+    // Before any thread starts or MLX runs (MLX reads these once).
+    mlxtune_engine::runtime::apply_scheduling_defaults(scheduling(&cli.command));
     if let Command::Completions { shell } = cli.command {
         use clap::CommandFactory;
         use std::io::Write;

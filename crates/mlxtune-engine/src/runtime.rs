@@ -62,24 +62,50 @@ pub fn init() -> Result<()> {
     .map_err(EngineError::Mlx)
 }
 
-/// MLX scheduling settings mlxtune sets on the CUDA backend unless the environment already
-/// does: at most 2 operations per CUDA graph (`MLX_MAX_OPS_PER_BUFFER`, MLX's default is 20)
-/// and depth-first evaluation order (`MLX_BFS_MAX_WIDTH=1`, default 20). MLX frees an
-/// intermediate buffer only when the graph that used it has completed, so smaller graphs and
-/// a narrower traversal keep fewer dead buffers alive: measured on an H100 (LFM2-1.2B, LoRA,
-/// 8 × 2048, gradient checkpointing) the peak falls from 26.6 to 15.9 GiB at the same
-/// tokens/s (docs/benchmarks.md).
-pub const CUDA_SCHEDULING: &[(&str, &str)] =
-    &[("MLX_MAX_OPS_PER_BUFFER", "2"), ("MLX_BFS_MAX_WIDTH", "1")];
+/// What MLX's scheduling on the CUDA backend favours, chosen per process before MLX runs.
+/// MLX frees an intermediate buffer only when the CUDA graph that used it has completed, so
+/// small graphs keep fewer dead buffers alive, and large ones launch less often.
+/// Depth-first evaluation order (`MLX_BFS_MAX_WIDTH=1`, MLX's default is 20) is set for
+/// both: it holds less at no cost in speed. On an H200 (LFM2-1.2B, LoRA; docs/benchmarks.md,
+/// fifth round):
+///
+/// | | 8 × 2048 | 8 × 2048, checkpointed | 4 × 1024 |
+/// |---|---|---|---|
+/// | `Speed` (20 operations per graph, MLX's default) | 85,742 tok/s, 30.9 GiB | 64,048, 15.6 GiB | 74,229, 10.5 GiB |
+/// | `Memory` (2 operations per graph) | 80,820 tok/s, 25.2 GiB | 62,804, 6.5 GiB | 61,762, 8.7 GiB |
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheduling {
+    Speed,
+    Memory,
+}
 
-/// Applies [`CUDA_SCHEDULING`] on the CUDA backend for variables the environment leaves
-/// unset. MLX reads them once, at first use: call this at the start of `main`, before any
-/// other thread exists and before MLX runs anything.
-pub fn apply_scheduling_defaults() {
+impl Scheduling {
+    /// Memory for a step that recomputes layers to save memory, speed otherwise.
+    pub fn for_checkpointing(checkpointing: bool) -> Self {
+        match checkpointing {
+            true => Scheduling::Memory,
+            false => Scheduling::Speed,
+        }
+    }
+
+    /// The MLX variables of this choice.
+    pub fn variables(self) -> [(&'static str, &'static str); 2] {
+        let ops = match self {
+            Scheduling::Speed => "20",
+            Scheduling::Memory => "2",
+        };
+        [("MLX_MAX_OPS_PER_BUFFER", ops), ("MLX_BFS_MAX_WIDTH", "1")]
+    }
+}
+
+/// Applies `choice`'s variables on the CUDA backend for those the environment leaves unset
+/// (what a user sets wins). MLX reads them once, at first use: call this in `main`, before
+/// any other thread exists and before MLX runs anything.
+pub fn apply_scheduling_defaults(choice: Scheduling) {
     if backend() != "cuda" {
         return;
     }
-    for (k, v) in CUDA_SCHEDULING {
+    for (k, v) in choice.variables() {
         if std::env::var_os(k).is_none() {
             std::env::set_var(k, v);
         }
@@ -88,7 +114,8 @@ pub fn apply_scheduling_defaults() {
 
 /// The MLX scheduling variables in effect (`name=value`; unset ones omitted).
 pub fn scheduling_settings() -> Vec<String> {
-    CUDA_SCHEDULING
+    Scheduling::Memory
+        .variables()
         .iter()
         .filter_map(|(k, _)| std::env::var(k).ok().map(|v| format!("{k}={v}")))
         .collect()

@@ -52,6 +52,22 @@ pub fn setup(a: &Args) -> anyhow::Result<(TrainSpec, PathBuf, bool)> {
     }
 }
 
+/// Whether the run `a` describes uses gradient checkpointing, read before anything else runs
+/// (to choose MLX's scheduling). A config that does not read says no here; [`setup`] reports
+/// its error.
+pub fn checkpointing(a: &Args) -> bool {
+    let spec = match (&a.config, &a.resume) {
+        (Some(cfg), _) => train::config::read_config_with(cfg, &a.set)
+            .ok()
+            .and_then(|c| TrainSpec::from_config(&c).ok()),
+        (None, Some(dir)) => std::fs::read_to_string(dir.join("train_spec.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<TrainSpec>(&t).ok()),
+        (None, None) => None,
+    };
+    spec.is_some_and(|s| s.gradient_checkpointing)
+}
+
 /// A new run's output directory must be absent or empty; `--overwrite` empties it.
 fn fresh_output(output: &Path, overwrite: bool) -> anyhow::Result<()> {
     let non_empty = std::fs::read_dir(output).is_ok_and(|mut d| d.next().is_some());

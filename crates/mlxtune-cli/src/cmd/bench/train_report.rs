@@ -61,7 +61,7 @@ pub struct BenchResult {
     pub loss: f32,
     pub backend: String,
     pub device: String,
-    /// MLX scheduling variables in effect (see `runtime::CUDA_SCHEDULING`).
+    /// MLX scheduling variables in effect (see `runtime::Scheduling`).
     pub mlx_env: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<MemoryProfile>,
