@@ -72,7 +72,9 @@ fn scheduling(command: &Command) -> Scheduling {
     match command {
         Command::Serve(_) => Scheduling::Memory,
         Command::Train(a) => Scheduling::for_checkpointing(cmd::train_setup::checkpointing(a)),
-        Command::Bench(cmd::bench::Bench::Train(a)) => Scheduling::for_checkpointing(a.grad_checkpoint),
+        Command::Bench(cmd::bench::Bench::Train(a)) => {
+            Scheduling::for_checkpointing(a.grad_checkpoint)
+        }
         _ => Scheduling::Speed,
     }
 }
@@ -171,5 +173,63 @@ mod tests {
         undocumented(&Cli::command(), "mlxtune", &mut missing);
         assert!(missing.is_empty(), "no help: {missing:#?}");
         Cli::command().debug_assert();
+    }
+}
+
+#[cfg(test)]
+mod scheduling_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn choice(args: &[&str]) -> Scheduling {
+        let cli = Cli::try_parse_from([&["mlxtune"], args].concat()).unwrap();
+        scheduling(&cli.command)
+    }
+
+    fn job(dir: &std::path::Path, checkpointing: bool) -> String {
+        let cfg = serde_json::json!({
+            "baseModel": "models/m",
+            "dataset": { "trainingData": "local://d.jsonl", "format": "text" },
+            "parameters": { "learningRate": 1e-4, "batchSize": 2, "epochs": 1, "sequenceLength": 128 },
+            "optimization": { "gradientCheckpointing": checkpointing }
+        });
+        let path = dir.join(format!("job-{checkpointing}.json"));
+        std::fs::write(&path, cfg.to_string()).unwrap();
+        path.to_string_lossy().into_owned()
+    }
+
+    #[test]
+    fn checkpointed_runs_and_the_service_schedule_for_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (on, off) = (job(dir.path(), true), job(dir.path(), false));
+        assert_eq!(choice(&["train", "--config", &on]), Scheduling::Memory);
+        assert_eq!(choice(&["train", "--config", &off]), Scheduling::Speed);
+        let ckpt = ["bench", "train", "--grad-checkpoint"];
+        assert_eq!(choice(&ckpt), Scheduling::Memory);
+        assert_eq!(choice(&ckpt[..2]), Scheduling::Speed);
+        assert_eq!(choice(&["serve"]), Scheduling::Memory);
+        assert_eq!(choice(&["info"]), Scheduling::Speed);
+        // A config that does not read is reported by the run itself; here it means speed.
+        let bad = dir.path().join("bad.json");
+        std::fs::write(&bad, "{").unwrap();
+        assert_eq!(
+            choice(&["train", "--config", bad.to_str().unwrap()]),
+            Scheduling::Speed
+        );
+    }
+
+    #[test]
+    fn a_resumed_run_keeps_its_checkpointing() {
+        let dir = tempfile::tempdir().unwrap();
+        let on = job(dir.path(), true);
+        let c = mlxtune_engine::train::read_config(std::path::Path::new(&on)).unwrap();
+        let spec = mlxtune_engine::train::TrainSpec::from_config(&c).unwrap();
+        std::fs::write(
+            dir.path().join("train_spec.json"),
+            serde_json::to_string(&spec).unwrap(),
+        )
+        .unwrap();
+        let resume = dir.path().to_str().unwrap();
+        assert_eq!(choice(&["train", "--resume", resume]), Scheduling::Memory);
     }
 }
