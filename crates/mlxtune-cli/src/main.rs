@@ -67,22 +67,26 @@ enum Command {
 }
 
 /// Memory-lean MLX scheduling for the job service (concurrent jobs) and for a run or benchmark
-/// with gradient checkpointing; faster scheduling otherwise.
-fn scheduling(command: &Command) -> Scheduling {
-    match command {
+/// with gradient checkpointing; faster scheduling otherwise. None for `launch`: each rank
+/// it starts chooses for itself (variables set here would be inherited and win).
+fn scheduling(command: &Command) -> Option<Scheduling> {
+    Some(match command {
+        Command::Launch(_) => return None,
         Command::Serve(_) => Scheduling::Memory,
         Command::Train(a) => Scheduling::for_checkpointing(cmd::train_setup::checkpointing(a)),
         Command::Bench(cmd::bench::Bench::Train(a)) => {
             Scheduling::for_checkpointing(a.grad_checkpoint)
         }
         _ => Scheduling::Speed,
-    }
+    })
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Before any thread starts or MLX runs (MLX reads these once).
-    mlxtune_engine::runtime::apply_scheduling_defaults(scheduling(&cli.command));
+    if let Some(choice) = scheduling(&cli.command) {
+        mlxtune_engine::runtime::apply_scheduling_defaults(choice);
+    }
     if let Command::Completions { shell } = cli.command {
         use clap::CommandFactory;
         use std::io::Write;
@@ -181,7 +185,7 @@ mod scheduling_tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn choice(args: &[&str]) -> Scheduling {
+    fn choice(args: &[&str]) -> Option<Scheduling> {
         let cli = Cli::try_parse_from([&["mlxtune"], args].concat()).unwrap();
         scheduling(&cli.command)
     }
@@ -202,19 +206,29 @@ mod scheduling_tests {
     fn checkpointed_runs_and_the_service_schedule_for_memory() {
         let dir = tempfile::tempdir().unwrap();
         let (on, off) = (job(dir.path(), true), job(dir.path(), false));
-        assert_eq!(choice(&["train", "--config", &on]), Scheduling::Memory);
-        assert_eq!(choice(&["train", "--config", &off]), Scheduling::Speed);
+        assert_eq!(
+            choice(&["train", "--config", &on]),
+            Some(Scheduling::Memory)
+        );
+        assert_eq!(
+            choice(&["train", "--config", &off]),
+            Some(Scheduling::Speed)
+        );
         let ckpt = ["bench", "train", "--grad-checkpoint"];
-        assert_eq!(choice(&ckpt), Scheduling::Memory);
-        assert_eq!(choice(&ckpt[..2]), Scheduling::Speed);
-        assert_eq!(choice(&["serve"]), Scheduling::Memory);
-        assert_eq!(choice(&["info"]), Scheduling::Speed);
+        assert_eq!(choice(&ckpt), Some(Scheduling::Memory));
+        assert_eq!(choice(&ckpt[..2]), Some(Scheduling::Speed));
+        assert_eq!(choice(&["serve"]), Some(Scheduling::Memory));
+        assert_eq!(choice(&["info"]), Some(Scheduling::Speed));
+        assert_eq!(
+            choice(&["launch", "-n", "2", "--", "train", "--config", &on]),
+            None
+        );
         // A config that does not read is reported by the run itself; here it means speed.
         let bad = dir.path().join("bad.json");
         std::fs::write(&bad, "{").unwrap();
         assert_eq!(
             choice(&["train", "--config", bad.to_str().unwrap()]),
-            Scheduling::Speed
+            Some(Scheduling::Speed)
         );
     }
 
@@ -230,6 +244,9 @@ mod scheduling_tests {
         )
         .unwrap();
         let resume = dir.path().to_str().unwrap();
-        assert_eq!(choice(&["train", "--resume", resume]), Scheduling::Memory);
+        assert_eq!(
+            choice(&["train", "--resume", resume]),
+            Some(Scheduling::Memory)
+        );
     }
 }
