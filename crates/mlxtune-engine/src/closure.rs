@@ -4,8 +4,9 @@
 //! applying a closure.
 
 use std::cell::RefCell;
-use std::ffi::c_int;
+use std::ffi::{c_int, c_void};
 use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
 
 use mlx_rs::Array;
 use mlx_sys as sys;
@@ -69,6 +70,31 @@ pub(crate) fn failure(context: &str, what: &str) -> EngineError {
         Some(e) => format!("{context}: {what}: {e}"),
         None => format!("{context}: {what}"),
     })
+}
+
+/// A function of arrays, kept alive by MLX for as long as the graph needs it.
+pub type ArrayFn = Box<dyn Fn(&[Array]) -> Result<Vec<Array>>>;
+
+unsafe extern "C" fn call(
+    res: *mut sys::mlx_vector_array,
+    input: sys::mlx_vector_array,
+    payload: *mut c_void,
+) -> c_int {
+    let f = unsafe { &*(payload as *const Rc<ArrayFn>) };
+    match unsafe { arrays_of(input) } {
+        Some(args) => answer(res, "a function of arrays", || f(&args)),
+        None => 1,
+    }
+}
+
+unsafe extern "C" fn drop_payload(p: *mut c_void) {
+    drop(unsafe { Box::from_raw(p as *mut Rc<ArrayFn>) });
+}
+
+/// A new mlx-c closure calling `f`, which it keeps alive (the caller frees the closure).
+pub(crate) fn closure_of(f: Rc<ArrayFn>) -> sys::mlx_closure {
+    let payload = Box::into_raw(Box::new(f)) as *mut c_void;
+    unsafe { sys::mlx_closure_new_func_payload(Some(call), payload, Some(drop_payload)) }
 }
 
 /// Applies `closure` (which this call frees) to `inputs`.

@@ -10,14 +10,12 @@
 //! (`mlx_depends`): MLX's default breadth-first scheduling (the CPU, Metal) would otherwise
 //! compute several chunks' logits at once.
 
-use std::ffi::c_void;
 use std::rc::Rc;
 
 use mlx_rs::{Array, Dtype};
 use mlx_sys as sys;
 
-use super::remat::{call, drop_payload, ArrayFn};
-use crate::closure::{arrays_of, failure, vector_of};
+use crate::closure::{arrays_of, closure_of, failure, vector_of, ArrayFn};
 use crate::error::Result;
 use crate::kernels::vjp::custom_vjp;
 
@@ -117,13 +115,12 @@ fn depends(inputs: &[Array], after: &[Array]) -> Result<Vec<Array>> {
 
 /// `f(primals)` (one scalar) and its gradient with respect to each primal (cotangent 1).
 fn value_and_vjp(f: &Rc<ArrayFn>, primals: &[Array]) -> Result<(Array, Vec<Array>)> {
-    let payload = Box::into_raw(Box::new(Rc::clone(f))) as *mut c_void;
     let one = Array::from_f32(1.0);
     let (vp, vc) = (vector_of(primals), vector_of(std::slice::from_ref(&one)));
     let (mut outs, mut vjps) =
         unsafe { (sys::mlx_vector_array_new(), sys::mlx_vector_array_new()) };
     let status = unsafe {
-        let cls = sys::mlx_closure_new_func_payload(Some(call), payload, Some(drop_payload));
+        let cls = closure_of(Rc::clone(f));
         let status = sys::mlx_vjp(&mut outs, &mut vjps, cls, vp, vc);
         sys::mlx_closure_free(cls);
         sys::mlx_vector_array_free(vp);
