@@ -39,11 +39,7 @@ pub fn setup(a: &Args) -> anyhow::Result<(TrainSpec, PathBuf, bool)> {
             Ok((spec, output, false))
         }
         (None, Some(dir)) => {
-            let path = dir.join("train_spec.json");
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            let spec: TrainSpec = serde_json::from_str(&text)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let spec = stored_spec(dir)?;
             check_stop_after(dir, a.stop_after)?;
             Ok((spec, dir.clone(), true))
         }
@@ -60,12 +56,18 @@ pub fn checkpointing(a: &Args) -> bool {
         (Some(cfg), _) => train::config::read_config_with(cfg, &a.set)
             .ok()
             .and_then(|c| TrainSpec::from_config(&c).ok()),
-        (None, Some(dir)) => std::fs::read_to_string(dir.join("train_spec.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<TrainSpec>(&t).ok()),
+        (None, Some(dir)) => stored_spec(dir).ok(),
         (None, None) => None,
     };
     spec.is_some_and(|s| s.gradient_checkpointing)
+}
+
+/// The spec a run in `dir` was started with.
+fn stored_spec(dir: &Path) -> anyhow::Result<TrainSpec> {
+    let path = dir.join("train_spec.json");
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 /// A new run's output directory must be absent or empty; `--overwrite` empties it.
