@@ -1,4 +1,5 @@
-//! Fused kernels (crates/mlxtune-engine/src/kernels) against their unfused references, in
+//! Fused kernels (crates/mlxtune-engine/src/kernels) and packed rows' attention in query
+//! blocks (models/packed_attention.rs) against their unfused references, in
 //! value and gradient, f32 and bf16. On the CPU the public ops are the references, so there
 //! the tests check the references themselves (a host loop, a wrong formula failing) and the
 //! custom-VJP plumbing with MLX operations; on a GPU build (docs/cuda.md: the `kernels`
@@ -185,4 +186,80 @@ fn short_conv_reference_equals_a_host_loop_and_stays_inside_examples() {
     );
     let causal = short_conv::reference(&x[0], &x[1], None).unwrap();
     assert!(rel_err(&causal, &want) > 1e-3, "segments changed nothing");
+}
+
+const ATTN: (i32, i32, i32, i32, i32) = (2, 4, 2, 40, 16); // B, H, Hkv, T, D
+
+/// Packed rows for attention: row 0 holds examples of 7, 20 and 13 tokens, row 1 one of 40.
+fn attention_segments() -> (Array, Vec<Vec<(i32, i32)>>) {
+    let rows = vec![vec![(0, 7), (7, 27), (27, 40)], vec![(0, 40)]];
+    let mut ids = Vec::new();
+    for row in &rows {
+        for (k, (a, e)) in row.iter().enumerate() {
+            ids.extend(std::iter::repeat_n(k as i32 + 1, (e - a) as usize));
+        }
+    }
+    (Array::from_slice(&ids, &[ATTN.0, ATTN.3]), rows)
+}
+
+fn attention_inputs(seed: u64) -> (Vec<Array>, Array) {
+    let (b, h, hkv, t, d) = ATTN;
+    let x = vec![
+        normal(&[b, h, t, d], 1.0, seed),
+        normal(&[b, hkv, t, d], 1.0, seed + 1),
+        normal(&[b, hkv, t, d], 1.0, seed + 2),
+    ];
+    (x, normal(&[b, t, h, d], 1.0, seed + 3))
+}
+
+/// Each example attended on its own with the causal flag: no mask of ours involved.
+fn per_example_attention(x: &[Array], rows: &[Vec<(i32, i32)>], scale: f32) -> Result<Array> {
+    use mlxtune_engine::mlx_rs::fast::{self, ScaledDotProductAttentionMask};
+    use mlxtune_engine::mlx_rs::ops::{concatenate, indexing::IndexOp};
+    let mut out_rows = Vec::new();
+    for (r, row) in rows.iter().enumerate() {
+        let r = r as i32;
+        let mut parts = Vec::new();
+        for &(a, e) in row {
+            let part = |y: &Array| y.index((r..r + 1, .., a..e, ..));
+            let o = fast::scaled_dot_product_attention(
+                part(&x[0]),
+                part(&x[1]),
+                part(&x[2]),
+                scale,
+                ScaledDotProductAttentionMask::Causal,
+                None,
+            )?;
+            parts.push(o.transpose_axes(&[0, 2, 1, 3])?);
+        }
+        out_rows.push(concatenate(&parts, 1)?);
+    }
+    Ok(concatenate(&out_rows, 0)?)
+}
+
+#[test]
+fn packed_attention_in_query_blocks_equals_each_example_attended_alone() {
+    use mlxtune_engine::models::packed_attention::PackedMasks;
+    let (seg, rows) = attention_segments();
+    let scale = (ATTN.4 as f32).powf(-0.5);
+    let reference: Op = Box::new(move |x| per_example_attention(x, &rows, scale));
+    // 0: one call over the full square; 16: blocks of 16, 16 and 8; 7: uneven blocks
+    // that cut through examples.
+    for (i, block) in [0, 16, 7].into_iter().enumerate() {
+        let s = seg.clone();
+        let op: Op = Box::new(move |x| {
+            let masks = PackedMasks::new(&s, block, x[0].dtype())?;
+            let want = if block == 0 {
+                1
+            } else {
+                (ATTN.3 + block - 1) / block
+            };
+            assert_eq!(masks.blocks() as i32, want);
+            masks.attend(&x[0], &x[1], &x[2], scale)
+        });
+        for (j, dt) in DTYPES.into_iter().enumerate() {
+            let (x, d) = attention_inputs(90 + 10 * i as u64 + 4 * j as u64);
+            check(&op, &reference, &x, &d, dt);
+        }
+    }
 }

@@ -12,6 +12,7 @@ use mlx_rs::ops::{self, concatenate, dequantize, quantized_matmul, zeros_dtype};
 use mlx_rs::{Array, Dtype};
 
 use super::cache::{conv_tail, kv_update, Cache, LayerCache};
+use super::packed_attention::{block_from_env, PackedMasks};
 use super::spec::{LayerKind, ModelSpec, RopeScaling};
 use crate::error::{EngineError, Result};
 use crate::weights::Weights;
@@ -261,8 +262,8 @@ pub struct ForwardCtx<'a> {
 struct Layer {
     spec: ModelSpec,
     freqs: Option<Array>,
-    /// `[B, 1, T, T]` additive mask (0 or -inf, compute dtype) for packed rows.
-    attn_mask: Option<Array>,
+    /// Packed rows' attention masks, one per query block.
+    packed: Option<PackedMasks>,
     /// For each look-back distance `j` of the convolution, `[B, T, 1]`: position `t-j` is
     /// in the same example as `t`.
     conv_masks: Vec<Array>,
@@ -270,13 +271,9 @@ struct Layer {
     segments: Option<Array>,
 }
 
-/// Segment masks of packed rows.
-fn segment_masks(spec: &ModelSpec, seg: &Array) -> Result<(Array, Vec<Array>)> {
+/// The short convolution's masks of packed rows.
+fn conv_masks(spec: &ModelSpec, seg: &Array) -> Result<Vec<Array>> {
     let t = seg.dim(1);
-    let same = seg.expand_dims(2)?.eq(seg.expand_dims(1)?)?;
-    let idx = mlx_rs::ops::arange::<_, i32>(None, t, None)?;
-    let causal = idx.expand_dims(1)?.ge(idx.expand_dims(0)?)?;
-    let attn = same.logical_and(&causal)?.expand_dims(1)?;
     let mut conv = Vec::new();
     for j in 0..spec.conv_l_cache.max(1) {
         let shifted = if j == 0 {
@@ -287,7 +284,7 @@ fn segment_masks(spec: &ModelSpec, seg: &Array) -> Result<(Array, Vec<Array>)> {
         };
         conv.push(shifted.eq(seg)?.expand_dims(-1)?);
     }
-    Ok((attn, conv))
+    Ok(conv)
 }
 
 impl Layer {
@@ -334,9 +331,8 @@ impl Layer {
             _ => (k, v),
         };
         let scale = (s.head_dim as f32).powf(-0.5);
-        let o = if let Some(mask) = &self.attn_mask {
-            let mask = ScaledDotProductAttentionMask::Array(mask);
-            fast::scaled_dot_product_attention(&q, &k, &v, scale, mask, None)?
+        let o = if let Some(packed) = &self.packed {
+            packed.attend(&q, &k, &v, scale)?
         } else if t > 1 {
             fast::scaled_dot_product_attention(
                 &q,
@@ -346,12 +342,12 @@ impl Layer {
                 ScaledDotProductAttentionMask::Causal,
                 None,
             )?
+            .transpose_axes(&[0, 2, 1, 3])?
         } else {
             fast::scaled_dot_product_attention(&q, &k, &v, scale, None, None)?
+                .transpose_axes(&[0, 2, 1, 3])?
         };
-        let o = o
-            .transpose_axes(&[0, 2, 1, 3])?
-            .reshape(&[b, t, s.num_heads * s.head_dim])?;
+        let o = o.reshape(&[b, t, s.num_heads * s.head_dim])?;
         linear(p, &format!("{a}.{}", n.o_proj), &o)
     }
 
@@ -479,22 +475,20 @@ pub fn forward_hidden(
 ) -> Result<Array> {
     let freqs = rope_freqs(spec);
     let mut x = embed(p, spec, tokens)?;
-    let (attn_mask, conv_masks) = match ctx.segments {
-        Some(seg) => {
-            let (a, c) = segment_masks(spec, seg)?;
-            // An additive mask in the compute dtype, made once per forward pass: MLX passes
-            // it to the fused attention as a bias as it is (a boolean mask is converted in
-            // every attention call).
-            let zero = Array::from_f32(0.0).as_dtype(x.dtype())?;
-            let neg = Array::from_f32(f32::NEG_INFINITY).as_dtype(x.dtype())?;
-            (Some(mlx_rs::ops::select(&a, &zero, &neg)?), c)
-        }
+    let (packed, conv_masks) = match ctx.segments {
+        // Additive masks in the compute dtype, made once per forward pass: MLX passes them
+        // to the fused attention as a bias as they are (a boolean mask would be converted
+        // in every attention call).
+        Some(seg) => (
+            Some(PackedMasks::new(seg, block_from_env(), x.dtype())?),
+            conv_masks(spec, seg)?,
+        ),
         None => (None, vec![]),
     };
     let layer = Layer {
         spec: spec.clone(),
         freqs,
-        attn_mask,
+        packed,
         conv_masks,
         segments: ctx.segments.cloned(),
     };

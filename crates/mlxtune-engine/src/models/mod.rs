@@ -8,6 +8,7 @@ pub mod config;
 pub mod forward;
 pub mod lfm2;
 pub mod llama;
+pub mod packed_attention;
 pub mod qwen2;
 pub mod qwen3;
 pub mod random;
