@@ -15,6 +15,7 @@ use mlx_rs::ops::{arange, concatenate, select};
 use mlx_rs::{Array, Dtype};
 
 use crate::error::Result;
+use crate::kernels::vjp::{custom_vjp, Backward, Forward};
 
 /// Query positions per block when `MLXTUNE_PACKED_ATTENTION_BLOCK` is not set.
 pub const DEFAULT_BLOCK: i32 = 256;
@@ -75,11 +76,12 @@ impl PackedMasks {
     /// Attention of `q` `[B, H, T, D]` over `k`, `v` `[B, Hkv, T, D]`, returned as
     /// `[B, T, H, D]` (the caller flattens the heads).
     ///
-    /// The inputs are split into the blocks (MLX's `Split`, whose gradient is one
-    /// concatenation) and each block's keys are the concatenation of the key blocks up to
-    /// it (whose gradient is views). Slicing a block out of `q`, `k`, `v` directly would
-    /// give each slice a full-size zero gradient to scatter into and sum: measured on the
-    /// H200, that cost more than the attention it saved.
+    /// The queries are split into the blocks (MLX's `Split`, whose gradient is one
+    /// concatenation); each block's keys and values are a prefix of `k` and `v`
+    /// ([`prefixes`]), views whose gradients are summed once per key block. A plain slice
+    /// would give each block a full-size zero gradient to scatter into, and concatenating
+    /// key blocks copies them in every layer: measured on the H200, both cost more than
+    /// the attention they saved.
     pub fn attend(&self, q: &Array, k: &Array, v: &Array, scale: f32) -> Result<Array> {
         if let [b] = self.blocks.as_slice() {
             let mask = ScaledDotProductAttentionMask::Array(&b.mask);
@@ -87,27 +89,13 @@ impl PackedMasks {
             return Ok(o.transpose_axes(&[0, 2, 1, 3])?);
         }
         let cuts: Vec<i32> = self.blocks[1..].iter().map(|b| b.start).collect();
-        let (qs, ks, vs) = (
-            q.split_at_indices(&cuts, 2)?,
-            k.split_at_indices(&cuts, 2)?,
-            v.split_at_indices(&cuts, 2)?,
-        );
+        let ends: Vec<i32> = self.blocks.iter().map(|b| b.end).collect();
+        let qs = q.split_at_indices(&cuts, 2)?;
+        let (ks, vs) = (prefixes(k, &ends)?, prefixes(v, &ends)?);
         let mut outs = Vec::with_capacity(self.blocks.len());
         for (i, b) in self.blocks.iter().enumerate() {
-            let upto = |parts: &[Array]| -> Result<Array> {
-                Ok(match i {
-                    0 => parts[0].clone(),
-                    _ => concatenate(&parts[..=i], 2)?,
-                })
-            };
-            let o = fast::scaled_dot_product_attention(
-                &qs[i],
-                upto(&ks)?,
-                upto(&vs)?,
-                scale,
-                ScaledDotProductAttentionMask::Array(&b.mask),
-                None,
-            )?;
+            let mask = ScaledDotProductAttentionMask::Array(&b.mask);
+            let o = fast::scaled_dot_product_attention(&qs[i], &ks[i], &vs[i], scale, mask, None)?;
             outs.push(o.transpose_axes(&[0, 2, 1, 3])?);
         }
         Ok(concatenate(&outs, 1)?)
@@ -117,4 +105,33 @@ impl PackedMasks {
     pub fn blocks(&self) -> usize {
         self.blocks.len()
     }
+}
+
+/// `x[.., .., ..e, ..]` for each of the increasing `ends` (the last one `x`'s length along
+/// axis 2), as views. Backward pass: the gradient of the positions `s..e` of each block is
+/// the sum of that range in every prefix reaching it, then the blocks are concatenated:
+/// each cotangent is read once and `x`'s gradient written once.
+fn prefixes(x: &Array, ends: &[i32]) -> Result<Vec<Array>> {
+    let ends_f = ends.to_vec();
+    let forward: Forward = Box::new(move |a: &[Array]| -> Result<Vec<Array>> {
+        Ok(ends_f
+            .iter()
+            .map(|&e| a[0].index((.., .., 0..e, ..)))
+            .collect())
+    });
+    let ends_b = ends.to_vec();
+    let backward: Backward = Box::new(move |_, cot: &[Array], _| -> Result<Vec<Array>> {
+        let mut blocks = Vec::with_capacity(ends_b.len());
+        let mut start = 0;
+        for (j, &e) in ends_b.iter().enumerate() {
+            let mut sum = cot[j].index((.., .., start..e, ..));
+            for c in &cot[j + 1..] {
+                sum = sum.add(c.index((.., .., start..e, ..)))?;
+            }
+            blocks.push(sum);
+            start = e;
+        }
+        Ok(vec![concatenate(&blocks, 2)?])
+    });
+    custom_vjp(forward, backward, std::slice::from_ref(x))
 }
