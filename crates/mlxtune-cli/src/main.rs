@@ -72,7 +72,7 @@ enum Command {
 fn scheduling(command: &Command) -> Option<Scheduling> {
     Some(match command {
         Command::Launch(_) => return None,
-        Command::Serve(_) => Scheduling::Memory,
+        Command::Serve(a) => cmd::serve::scheduling(a),
         Command::Train(a) => Scheduling::for_checkpointing(cmd::train_setup::checkpointing(a)),
         Command::Bench(cmd::bench::Bench::Train(a)) => {
             Scheduling::for_checkpointing(a.grad_checkpoint)
@@ -217,7 +217,10 @@ mod scheduling_tests {
         let ckpt = ["bench", "train", "--grad-checkpoint"];
         assert_eq!(choice(&ckpt), Some(Scheduling::Memory));
         assert_eq!(choice(&ckpt[..2]), Some(Scheduling::Speed));
-        assert_eq!(choice(&["serve"]), Some(Scheduling::Memory));
+        assert_eq!(
+            choice(&["serve", "--config-dir", &dir.path().to_string_lossy()]),
+            Some(Scheduling::Memory)
+        );
         assert_eq!(choice(&["info"]), Some(Scheduling::Speed));
         assert_eq!(
             choice(&["launch", "-n", "2", "--", "train", "--config", &on]),
@@ -230,6 +233,31 @@ mod scheduling_tests {
             choice(&["train", "--config", bad.to_str().unwrap()]),
             Some(Scheduling::Speed)
         );
+    }
+
+    #[test]
+    fn a_service_for_one_job_at_a_time_can_ask_for_speed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("one-job.toml");
+        let serve = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            choice(&["serve", "--config", &file.to_string_lossy()])
+        };
+        let speed = "[workers]\nscheduling = \"speed\"\n";
+        assert_eq!(serve(speed), Some(Scheduling::Speed));
+        let memory = "[workers]\nscheduling = \"memory\"\n";
+        assert_eq!(serve(memory), Some(Scheduling::Memory));
+        // A value that does not read is the run's error to report; here it means memory.
+        assert_eq!(
+            serve("[workers]\nscheduling = \"fast\"\n"),
+            Some(Scheduling::Memory)
+        );
+        let cli = Cli::try_parse_from(["mlxtune", "serve", "--config", &file.to_string_lossy()]);
+        let Command::Serve(a) = cli.unwrap().command else {
+            unreachable!("parsed as serve")
+        };
+        let bad = cmd::serve::settings(&a).unwrap_err().to_string();
+        assert!(bad.contains("workers.scheduling"), "{bad}");
     }
 
     #[test]

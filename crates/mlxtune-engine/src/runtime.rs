@@ -73,7 +73,8 @@ pub fn init() -> Result<()> {
 /// |---|---|---|---|
 /// | `Speed` (20 operations per graph, MLX's default) | 85,742 tok/s, 30.9 GiB | 64,048, 15.6 GiB | 74,229, 10.5 GiB |
 /// | `Memory` (2 operations per graph) | 80,820 tok/s, 25.2 GiB | 62,804, 6.5 GiB | 61,762, 8.7 GiB |
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Scheduling {
     Speed,
     Memory,

@@ -351,6 +351,10 @@ pub struct WorkerSettings {
     /// (its process died) is re-queued by the sweep of any worker process and resumes
     /// from its last checkpoint.
     pub lease_seconds: u64,
+    /// How MLX schedules this process's work on CUDA (`memory`: 2 operations per CUDA
+    /// graph, for concurrent jobs and checkpointed ones; `speed`: 20, faster for a single
+    /// job at a higher peak). Read once, before MLX starts (docs/deploy.md).
+    pub scheduling: mlxtune_engine::runtime::Scheduling,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,5 +1,6 @@
 use std::path::PathBuf;
 
+use mlxtune_engine::runtime::Scheduling;
 use mlxtune_server::settings::Sources;
 
 use super::choices::RoleArg;
@@ -53,6 +54,12 @@ pub fn settings(a: &Args) -> anyhow::Result<Settings> {
         s.server.role = r.role();
     }
     Ok(s)
+}
+
+/// The MLX scheduling `workers.scheduling` asks for. Settings that do not load are
+/// reported by [`run`]; until then they mean the memory-lean default.
+pub fn scheduling(a: &Args) -> Scheduling {
+    settings(a).map_or(Scheduling::Memory, |s| s.workers.scheduling)
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {

@@ -12,7 +12,7 @@ use mlx_rs::ops::{self, concatenate, dequantize, quantized_matmul, zeros_dtype};
 use mlx_rs::{Array, Dtype};
 
 use super::cache::{conv_tail, kv_update, Cache, LayerCache};
-use super::packed_attention::{block_from_env, PackedMasks};
+use super::packed_attention::{block_for, PackedMasks};
 use super::spec::{LayerKind, ModelSpec, RopeScaling};
 use crate::error::{EngineError, Result};
 use crate::weights::Weights;
@@ -480,7 +480,7 @@ pub fn forward_hidden(
         // to the fused attention as a bias as they are (a boolean mask would be converted
         // in every attention call).
         Some(seg) => (
-            Some(PackedMasks::new(seg, block_from_env(), x.dtype())?),
+            Some(PackedMasks::new(seg, block_for(seg.dim(1))?, x.dtype())?),
             conv_masks(spec, seg)?,
         ),
         None => (None, vec![]),

@@ -14,20 +14,39 @@ use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::ops::{arange, concatenate, select};
 use mlx_rs::{Array, Dtype};
 
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::kernels::vjp::{custom_vjp, Backward, Forward};
 
-/// Query positions per block when `MLXTUNE_PACKED_ATTENTION_BLOCK` is not set.
-pub const DEFAULT_BLOCK: i32 = 256;
+/// The fewest query positions per block by default.
+pub const MIN_BLOCK: i32 = 256;
+/// The most blocks a row is cut into by default.
+pub const MAX_BLOCKS: i32 = 8;
 
-/// The query block size: `MLXTUNE_PACKED_ATTENTION_BLOCK` (0: one call over the whole
-/// row, the full-square mask), else [`DEFAULT_BLOCK`].
-pub fn block_from_env() -> i32 {
-    std::env::var("MLXTUNE_PACKED_ATTENTION_BLOCK")
+/// The query block size for rows of `t` positions: `MLXTUNE_PACKED_ATTENTION_BLOCK` when
+/// set (0: one call over the whole row, the full-square mask), else `t / 8` and at least
+/// 256. On the H200 at 2,048 positions, 8 blocks of 256 and 4 of 512 ran level, 16 of 128
+/// about 8% slower (more calls, each on fewer queries): docs/benchmarks.md, sixth round.
+pub fn block_for(t: i32) -> Result<i32> {
+    match std::env::var(BLOCK_VAR) {
+        Ok(v) => parse_block(&v),
+        Err(_) => Ok(default_block(t)),
+    }
+}
+
+const BLOCK_VAR: &str = "MLXTUNE_PACKED_ATTENTION_BLOCK";
+
+fn default_block(t: i32) -> i32 {
+    MIN_BLOCK.max((t + MAX_BLOCKS - 1) / MAX_BLOCKS)
+}
+
+fn parse_block(v: &str) -> Result<i32> {
+    v.parse::<i32>()
         .ok()
-        .and_then(|v| v.parse::<i32>().ok())
         .filter(|b| *b >= 0)
-        .unwrap_or(DEFAULT_BLOCK)
+        .ok_or_else(|| EngineError::Invalid {
+            field: BLOCK_VAR.into(),
+            message: format!("{v:?} is not a block size in positions (0 or more)"),
+        })
 }
 
 /// One query block: its positions and its additive mask `[B, 1, len, end]` over the keys
@@ -134,4 +153,29 @@ fn prefixes(x: &Array, ends: &[i32]) -> Result<Vec<Array>> {
         Ok(vec![concatenate(&blocks, 2)?])
     });
     custom_vjp(forward, backward, std::slice::from_ref(x))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn rows_are_cut_into_at_most_eight_blocks_of_at_least_256() {
+        let blocks: Vec<i32> = [100, 256, 2048, 2049, 4096, 8192]
+            .into_iter()
+            .map(default_block)
+            .collect();
+        assert_eq!(blocks, [256, 256, 256, 257, 512, 1024]);
+    }
+
+    #[test]
+    fn a_block_size_that_is_not_a_count_is_an_error_naming_the_variable() {
+        assert_eq!(parse_block("0").unwrap(), 0);
+        assert_eq!(parse_block("512").unwrap(), 512);
+        for bad in ["-1", "big", ""] {
+            let e = parse_block(bad).unwrap_err().to_string();
+            assert!(e.starts_with("MLXTUNE_PACKED_ATTENTION_BLOCK:"), "{e}");
+        }
+    }
 }

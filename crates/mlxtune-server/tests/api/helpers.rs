@@ -117,6 +117,7 @@ pub async fn spawn_app_tuned(api_keys: Vec<String>, tune: impl FnOnce(&mut Setti
             max_job_seconds: 0,
             stop_timeout_seconds: 120,
             lease_seconds: 30,
+            scheduling: mlxtune_engine::runtime::Scheduling::Memory,
         },
         paths: PathSettings {
             model_roots: vec![models],
