@@ -247,6 +247,31 @@ fn bench_train_runs_the_trainers_step_and_profiles_memory() {
 }
 
 #[test]
+fn bench_train_on_packed_rows_reports_its_attention_blocks_and_refuses_a_bad_size() {
+    let model = fixture("llama");
+    let packed = |block: Option<&str>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_mlxtune"));
+        c.args(["bench", "train", "--model", model.to_str().unwrap()])
+            .args(["--batch", "2", "--seq", "40", "--segments", "3"])
+            .args(["--steps", "1", "--warmup", "1", "--json"]);
+        match block {
+            Some(b) => c.env("MLXTUNE_PACKED_ATTENTION_BLOCK", b),
+            None => c.env_remove("MLXTUNE_PACKED_ATTENTION_BLOCK"),
+        };
+        c.output().unwrap()
+    };
+    assert_eq!(json(&packed(None))["attention_block"], 256);
+    let blocks = json(&packed(Some("16")));
+    assert_eq!(blocks["attention_block"], 16);
+    assert!(blocks["loss"].as_f64().unwrap().is_finite(), "{blocks}");
+    let out = packed(Some("many"));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let named = "error: MLXTUNE_PACKED_ATTENTION_BLOCK: \"many\" is not a block size";
+    assert!(err.starts_with(named), "{err}");
+}
+
+#[test]
 fn bad_input_fails_with_one_clear_line() {
     let out = mlxtune(&["generate", "--model", "/nonexistent/model", "--prompt", "x"]);
     assert_eq!(out.status.code(), Some(1));

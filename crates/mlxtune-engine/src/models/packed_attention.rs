@@ -7,7 +7,7 @@
 //! keys up to its own end, `0..(i+1)·block`, with its own mask slice (same example and
 //! causal). The work is `T²/2 · (1 + block/T)` instead of `T²`; each query still sees
 //! exactly its example's earlier positions, so values and gradients equal the
-//! full-square call's (tests/packed_attention.rs).
+//! full-square call's (`tests/kernels.rs`, against each example attended alone).
 
 use mlx_rs::fast::{self, ScaledDotProductAttentionMask};
 use mlx_rs::ops::indexing::IndexOp;

@@ -282,6 +282,11 @@ fn measure(
     dtype: Dtype,
 ) -> anyhow::Result<BenchResult> {
     runtime::init()?;
+    // Checked before any step, so a bad size is reported as itself.
+    let attention_block = match a.segments {
+        0 => None,
+        _ => Some(mlxtune_engine::models::packed_attention::block_for(a.seq)?),
+    };
     if let Some(gib) = a.memory_limit_gib {
         runtime::set_memory_limit((gib * (1u64 << 30) as f64) as u64)?;
     }
@@ -329,6 +334,7 @@ fn measure(
         fused_cross_entropy: mlxtune_engine::eval::fused_cross_entropy_available(),
         compiled_optimizer: !a.no_compiled_optimizer,
         segments: a.segments,
+        attention_block,
         parameters: s.model.spec.num_parameters(),
         trainable_parameters: s.trainable.values().map(|x| x.size() as u64).sum(),
         tokens_per_second: tok_s,

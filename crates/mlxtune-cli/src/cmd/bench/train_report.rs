@@ -47,6 +47,10 @@ pub struct BenchResult {
     pub fused_cross_entropy: bool,
     pub compiled_optimizer: bool,
     pub segments: u32,
+    /// Packed rows' attention: query positions per block (0: one call over the whole
+    /// square; `models/packed_attention.rs`); absent for causal rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attention_block: Option<i32>,
     pub parameters: u64,
     pub trainable_parameters: u64,
     pub tokens_per_second: f64,
