@@ -331,21 +331,13 @@ impl Layer {
             _ => (k, v),
         };
         let scale = (s.head_dim as f32).powf(-0.5);
-        let o = if let Some(packed) = &self.packed {
-            packed.attend(&q, &k, &v, scale)?
-        } else if t > 1 {
-            fast::scaled_dot_product_attention(
-                &q,
-                &k,
-                &v,
-                scale,
-                ScaledDotProductAttentionMask::Causal,
-                None,
-            )?
-            .transpose_axes(&[0, 2, 1, 3])?
-        } else {
-            fast::scaled_dot_product_attention(&q, &k, &v, scale, None, None)?
-                .transpose_axes(&[0, 2, 1, 3])?
+        let o = match &self.packed {
+            Some(packed) => packed.attend(&q, &k, &v, scale)?,
+            None => {
+                let causal = (t > 1).then_some(ScaledDotProductAttentionMask::Causal);
+                fast::scaled_dot_product_attention(&q, &k, &v, scale, causal, None)?
+                    .transpose_axes(&[0, 2, 1, 3])?
+            }
         };
         let o = o.reshape(&[b, t, s.num_heads * s.head_dim])?;
         linear(p, &format!("{a}.{}", n.o_proj), &o)

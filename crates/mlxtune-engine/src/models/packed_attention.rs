@@ -18,9 +18,9 @@ use crate::error::{EngineError, Result};
 use crate::kernels::vjp::{custom_vjp, Backward, Forward};
 
 /// The fewest query positions per block by default.
-pub const MIN_BLOCK: i32 = 256;
+const MIN_BLOCK: i32 = 256;
 /// The most blocks a row is cut into by default.
-pub const MAX_BLOCKS: i32 = 8;
+const MAX_BLOCKS: i32 = 8;
 
 /// The query block size for rows of `t` positions: `MLXTUNE_PACKED_ATTENTION_BLOCK` when
 /// set (0: one call over the whole row, the full-square mask), else `t / 8` and at least
