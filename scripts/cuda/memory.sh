@@ -4,7 +4,8 @@
 # only some recomputed (`--checkpoint-layers`), and with the chunked loss alone; the
 # un-checkpointed step beside them. Then the training-step and kernel tests on CUDA in
 # strict f32 (unless SKIP_TESTS=1).
-# RUNS="[VAR=V ...|]batch seq [args];..." picks the runs (VAR=V: MLX settings for that run).
+# RUNS="[VAR=V ...|]batch seq [args];..." picks the runs (VAR=V: MLX settings for that run;
+# BIN=name runs $rt/bin/name instead of mlxtune, e.g. an older build packed beside it).
 # Raw lines in $OUT/memory.jsonl.
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -20,7 +21,8 @@ IFS=';' read -ra runs <<< "${RUNS:-$default_runs}"
 for r in "${runs[@]}"; do
   vars=""; [[ "$r" == *"|"* ]] && { vars=${r%%|*}; r=${r#*|}; }
   read -r b s extra <<< "$r"
-  line=$(env $vars timeout "${RUN_TIMEOUT:-120}" "$rt/bin/mlxtune" $bench --batch "$b" --seq "$s" \
+  exe=mlxtune; [[ "$vars" =~ BIN=([^ ]+) ]] && exe=${BASH_REMATCH[1]}
+  line=$(env $vars timeout "${RUN_TIMEOUT:-120}" "$rt/bin/$exe" $bench --batch "$b" --seq "$s" \
     --steps "${STEPS:-3}" --warmup 2 $extra 2>&1 | tail -1)
   echo "{\"env\":\"$vars\",\"args\":\"$b $s $extra\",\"result\":${line:-null}}" | tee -a "$out/memory.jsonl" \
     | python3 -c "import json,sys

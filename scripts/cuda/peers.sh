@@ -2,7 +2,7 @@
 # Runs on the GPU machine, call 2 instead of `on-device.sh bench` (docs/cuda.md): mlxtune
 # and its peers in ONE call on one card — `mlxtune bench train` (LFM2-1.2B shape, bf16,
 # compiled step; OURS: ';'-separated configurations, leading VAR=value words are their
-# environment), mlx-lm on the same libmlx (default MLX settings, and ours for 8 x 2048), and
+# environment, BIN=name runs $rt/bin/name instead of mlxtune), mlx-lm on the same libmlx (default MLX settings, and ours for 8 x 2048), and
 # PyTorch + PEFT eager and torch.compile, at 4 x 1024, 8 x 2048 and 16 x 4096 (the last with
 # gradient checkpointing for everyone: un-checkpointed it does not fit the card for the peers).
 # Needs in .device/b: bench/{torch_baseline,mlxlm_bench}.py, whl/ (mlx + mlx-lm cp312).
@@ -28,7 +28,8 @@ for args in "${list[@]}"; do
   for w in "${words[@]}"; do
     if [ ${#rest[@]} -eq 0 ] && [[ "$w" == *=* ]]; then envs+=("$w"); else rest+=("$w"); fi
   done
-  line=$(timeout 150 env "${envs[@]}" "$rt/bin/mlxtune" bench train --shape lfm2-1.2b --precision bf16 \
+  exe=mlxtune; for e in "${envs[@]}"; do [[ "$e" == BIN=* ]] && exe=${e#BIN=}; done
+  line=$(timeout 150 env "${envs[@]}" "$rt/bin/$exe" bench train --shape lfm2-1.2b --precision bf16 \
     --steps 5 --warmup 2 --peak-tflops 989 --json "${rest[@]}" 2>&1 | tail -1)
   echo "{\"env\":\"${envs[*]}\",\"result\":$line}" | tee -a "$out/ours.jsonl" | cut -c1-220
 done

@@ -249,6 +249,85 @@ fn one_adamw_step_matches_the_formula() {
     }
 }
 
+/// The compiled tail (norm, clipping, update in one graph) against the same step taken one
+/// array at a time: three steps of Adam and AdamW with weight decay, clipped and not, and a
+/// step whose gradient holds an infinity, which must change nothing.
+#[test]
+fn the_compiled_step_tail_equals_clipping_and_updating_one_array_at_a_time() {
+    use mlxtune_engine::train::optim::Optimizer;
+    use mlxtune_engine::weights::Weights;
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_text_data(dir.path());
+    let names = vec!["a".to_string(), "b".to_string()];
+    let start: Weights = [
+        (
+            "a".to_string(),
+            Array::from_slice(&[0.5f32, -1.0, 2.0, 0.25], &[2, 2]),
+        ),
+        (
+            "b".to_string(),
+            Array::from_slice(&[1.5f32, -0.75, 3.0], &[3]),
+        ),
+    ]
+    .into();
+    // (sums of gradients, the step's max norm): the first and third clip, the second does
+    // not, the fourth is not finite.
+    let steps: [([f32; 7], Option<f64>); 4] = [
+        ([4.0, -8.0, 12.0, 0.0, 2.0, 6.0, -2.0], Some(0.5)),
+        ([0.02, 0.04, -0.01, 0.0, 0.05, 0.0, 0.01], Some(1.0)),
+        ([2.0, 40.0, -4.0, 20.0, 0.5, 0.5, 0.5], Some(2.0)),
+        ([f32::INFINITY, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0], None),
+    ];
+    for optimizer in ["adamw", "adam"] {
+        let s = spec(config(
+            "llama",
+            &data,
+            json!({ "optimizer": { "name": optimizer, "weightDecay": 0.1 } }),
+        ));
+        let (mut fused, mut plain) = (Optimizer::new(&s), Optimizer::new(&s));
+        let (mut pf, mut pp) = (start.clone(), start.clone());
+        for (i, (sums, max)) in steps.iter().enumerate() {
+            let (denom, lr) = (4.0f32, 0.01f32);
+            let split = |x: &[f32]| -> Vec<Array> {
+                vec![
+                    Array::from_slice(&x[..4], &[2, 2]),
+                    Array::from_slice(&x[4..], &[3]),
+                ]
+            };
+            let norm = fused
+                .clip_and_step(&mut pf, &names, split(sums), denom, true, *max, lr)
+                .unwrap();
+            let grads: Vec<f64> = sums.iter().map(|x| f64::from(*x) / 4.0).collect();
+            let want = grads.iter().map(|g| g * g).sum::<f64>().sqrt();
+            if !want.is_finite() {
+                assert!(!norm.is_finite(), "{optimizer} step {i}: norm {norm}");
+                assert_eq!(
+                    fused.t, plain.t,
+                    "{optimizer}: a skipped step is not counted"
+                );
+            } else {
+                assert!((norm - want).abs() < 1e-5 * want, "{norm} vs {want}");
+                let clip = max.map_or(1.0, |m| (m / (want + 1e-6)).min(1.0)) as f32;
+                let clipped: Vec<f32> = grads.iter().map(|g| *g as f32 * clip).collect();
+                let g: Weights = names.iter().cloned().zip(split(&clipped)).collect();
+                plain.step(&mut pp, &g, lr).unwrap();
+            }
+            for n in &names {
+                let (slots_f, slots_p) = (&fused.state, &plain.state);
+                let pairs = [(&pf[n], &pp[n])].into_iter().chain(["m.", "v."].map(|k| {
+                    let key = format!("{k}{n}");
+                    (&slots_f[&key], &slots_p[&key])
+                }));
+                for (a, b) in pairs {
+                    let d = max_abs_diff(a, b);
+                    assert!(d < 1e-6, "{optimizer} step {i}, {n}: differs by {d}");
+                }
+            }
+        }
+        assert_eq!(fused.t, 3, "{optimizer}: three steps counted");
+    }
+}
+
 #[test]
 fn the_training_step_with_checkpointing_and_chunked_loss_gives_the_same_loss_and_gradients() {
     use mlxtune_engine::train::step::{loss_and_grad, StepOptions};

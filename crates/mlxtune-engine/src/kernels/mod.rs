@@ -4,6 +4,7 @@
 //! reference in MLX operations, which the tests compare the kernels against.
 //! Where they pay comes from the step profile in docs/benchmarks.md (issue 14).
 
+pub mod adamw;
 pub mod launch;
 pub mod short_conv;
 pub mod swiglu;

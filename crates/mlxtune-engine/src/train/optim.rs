@@ -9,6 +9,8 @@ use super::spec::{OptimizerKind, ScheduleKind, TrainSpec};
 use crate::error::Result;
 use crate::weights::Weights;
 
+mod tail;
+
 /// One Adam(W) update of one parameter as a function of arrays, compiled by MLX into fused
 /// kernels (one pass over parameter, gradient and moments instead of ~14 separate ones):
 /// `[p, g, m, v, b1, 1-b1, b2, 1-b2, eps, lr, c1, c2, decay] -> [p', m', v']`, where `decay`
@@ -43,6 +45,8 @@ pub struct Optimizer {
     pub t: u64,
     /// The compiled Adam(W) update, made on first use.
     adam: Option<AdamFn>,
+    /// The compiled norm, clipping and update of every array ([`Optimizer::clip_and_step`]).
+    tail: Option<AdamFn>,
     /// Compile the Adam(W) update (default); off runs the same operations one by one.
     pub compile_update: bool,
 }
@@ -63,6 +67,7 @@ impl Optimizer {
             state: Weights::new(),
             t: 0,
             adam: None,
+            tail: None,
             compile_update: true,
         }
     }

@@ -4,6 +4,7 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use mlx_rs::Array;
 
@@ -57,6 +58,19 @@ pub enum StepOutcome {
     },
 }
 
+/// Host wall time of a step's phases, summed over the steps taken while it was set: what
+/// the GPU waits on between steps shows up here (`mlxtune bench train` reports it).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct PhaseTimes {
+    /// Building the loss-and-gradient graph (the compiled function's call), nothing run yet.
+    pub build: Duration,
+    /// Running it: evaluating the loss and the gradients.
+    pub gradients: Duration,
+    /// Norm, clipping and the optimizer update, evaluated.
+    pub update: Duration,
+    pub steps: u64,
+}
+
 type LossAndGrad = Box<dyn FnMut(&[Array]) -> mlx_rs::error::Result<(Vec<Array>, Vec<Array>)>>;
 
 /// The loss-and-gradient function of a model and a set of trainable arrays.
@@ -72,6 +86,8 @@ pub struct Stepper {
     /// Read before each micro-batch: once it answers true the step stops with
     /// [`EngineError::Interrupted`] (nothing is updated).
     pub interrupt: Option<Interrupt>,
+    /// Set to time each step's phases.
+    pub phases: Option<PhaseTimes>,
 }
 
 /// Asks whether a step should stop between micro-batches (a pause or cancel arrived).
@@ -109,6 +125,7 @@ impl Stepper {
             last_gradients: None,
             group: None,
             interrupt: None,
+            phases: None,
         })
     }
 
@@ -144,8 +161,14 @@ impl Stepper {
             }
             self.dropout_seed.set(m.dropout_seed);
             let args = self.arguments(trainable, &m.batch, loss_scale);
+            let start = Instant::now();
             let (vals, g) = (self.loss_and_grad)(&args)?;
+            let built = Instant::now();
             mlx_rs::transforms::eval(vals.iter().chain(g.iter()))?;
+            if let Some(t) = &mut self.phases {
+                t.build += built - start;
+                t.gradients += built.elapsed();
+            }
             let loss = vals[0].item_cast::<f32>() as f64 / loss_scale as f64;
             let b = &m.batch;
             acc = Some(match acc.take() {
@@ -197,22 +220,76 @@ impl Stepper {
         max_grad_norm: Option<f64>,
     ) -> Result<StepOutcome> {
         let mut g = self.gradients(trainable, micro, loss_scale)?;
+        let update_start = Instant::now();
         if let Some(group) = &self.group {
             g = group.reduce_gradients(g, &self.names, trainable)?;
         }
         let Some(g) = g else {
             return Ok(StepOutcome::Empty);
         };
-        let loss = g.loss_sum / g.loss_tokens.max(1) as f64;
-        let denom = Array::from_f32(g.loss_tokens.max(1) as f32 * loss_scale);
-        let grads: Vec<Array> = g
-            .sums
+        let Gradients {
+            sums,
+            loss_sum,
+            loss_tokens,
+            real_tokens,
+            total_tokens,
+        } = g;
+        let loss = loss_sum / loss_tokens.max(1) as f64;
+        let stats = |grad_norm| StepStats {
+            loss,
+            grad_norm,
+            loss_tokens,
+            real_tokens,
+            total_tokens,
+        };
+        let denom = loss_tokens.max(1) as f32 * loss_scale;
+        let finite = loss.is_finite();
+        let grad_norm = if optimizer.fuses_clipping() && !self.keep_gradients {
+            optimizer.clip_and_step(
+                trainable,
+                &self.names,
+                sums,
+                denom,
+                finite,
+                max_grad_norm,
+                lr,
+            )?
+        } else {
+            self.clip_then_step(trainable, optimizer, sums, denom, finite, max_grad_norm, lr)?
+        };
+        if let Some(t) = &mut self.phases {
+            t.update += update_start.elapsed();
+            t.steps += 1;
+        }
+        Ok(if finite && grad_norm.is_finite() {
+            StepOutcome::Updated(stats(grad_norm))
+        } else {
+            StepOutcome::NonFinite { loss, grad_norm }
+        })
+    }
+
+    /// The step's end one array at a time (optimizers other than a compiled Adam(W), or
+    /// when the gradients are kept): the norm of `sums / denom`, evaluated, then unless it
+    /// or the loss is not finite, clipping and the update. Returns the norm.
+    #[allow(clippy::too_many_arguments)]
+    fn clip_then_step(
+        &mut self,
+        trainable: &mut Weights,
+        optimizer: &mut Optimizer,
+        sums: Vec<Array>,
+        denom: f32,
+        loss_finite: bool,
+        max_grad_norm: Option<f64>,
+        lr: f32,
+    ) -> Result<f64> {
+        let denom = Array::from_f32(denom);
+        let grads: Vec<Array> = sums
             .iter()
             .map(|x| x.divide(&denom))
             .collect::<std::result::Result<_, _>>()?;
         let grad_norm = global_norm(&grads)?;
-        if !loss.is_finite() || !grad_norm.is_finite() {
-            return Ok(StepOutcome::NonFinite { loss, grad_norm });
+        if !loss_finite || !grad_norm.is_finite() {
+            return Ok(grad_norm);
         }
         let clip = max_grad_norm.map_or(1.0, |m| (m / (grad_norm + 1e-6)).min(1.0));
         let grad_map: Weights = self
@@ -233,13 +310,7 @@ impl Stepper {
         if self.keep_gradients {
             self.last_gradients = Some(grad_map);
         }
-        Ok(StepOutcome::Updated(StepStats {
-            loss,
-            grad_norm,
-            loss_tokens: g.loss_tokens,
-            real_tokens: g.real_tokens,
-            total_tokens: g.total_tokens,
-        }))
+        Ok(grad_norm)
     }
 }
 

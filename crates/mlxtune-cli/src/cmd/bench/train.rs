@@ -20,7 +20,7 @@ use mlxtune_engine::train::TrainSpec;
 use mlxtune_engine::weights::{self, Weights};
 use mlxtune_engine::{runtime, LoadOptions};
 
-use super::train_report::{memory_profile, BenchResult};
+use super::train_report::{memory_profile, BenchResult, PhaseSeconds};
 use crate::cmd::choices::{DtypeArg, FineTuneTypeArg, Shape};
 
 #[derive(clap::Args)]
@@ -295,6 +295,7 @@ fn measure(
         step(&mut s)?;
     }
     runtime::reset_peak_memory();
+    s.stepper.phases = Some(Default::default());
     super::cuda_profiler::start();
     let t = Instant::now();
     let mut loss = 0.0;
@@ -339,6 +340,7 @@ fn measure(
         trainable_parameters: s.trainable.values().map(|x| x.size() as u64).sum(),
         tokens_per_second: tok_s,
         step_seconds: dt,
+        phase_seconds: s.stepper.phases.map(PhaseSeconds::from),
         peak_memory_bytes,
         peak_rss_bytes: runtime::peak_rss(),
         flops_per_token: fpt,

@@ -4,6 +4,7 @@ use mlxtune_engine::mlx_rs::{self, Array};
 use mlxtune_engine::models::forward::{forward, forward_hidden, ForwardCtx, Params};
 use mlxtune_engine::runtime;
 use mlxtune_engine::train::spec::FineTuneType;
+use mlxtune_engine::train::stepper::PhaseTimes;
 use mlxtune_engine::weights::Weights;
 use serde::Serialize;
 
@@ -22,6 +23,27 @@ pub struct MemoryProfile {
     pub body_forward_peak_bytes: u64,
     /// Peak of loss + gradients, without the optimizer update.
     pub loss_and_grad_peak_bytes: u64,
+}
+
+/// Where a step's host time goes, per step (`Stepper::phases`): building the
+/// loss-and-gradient graph (the GPU has nothing queued meanwhile), running it, and the
+/// update. A step's `step_seconds` minus their sum is the time between steps.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct PhaseSeconds {
+    pub build: f64,
+    pub gradients: f64,
+    pub update: f64,
+}
+
+impl From<PhaseTimes> for PhaseSeconds {
+    fn from(t: PhaseTimes) -> Self {
+        let per_step = |d: std::time::Duration| d.as_secs_f64() / t.steps.max(1) as f64;
+        PhaseSeconds {
+            build: per_step(t.build),
+            gradients: per_step(t.gradients),
+            update: per_step(t.update),
+        }
+    }
 }
 
 /// Measured figures.
@@ -55,6 +77,8 @@ pub struct BenchResult {
     pub trainable_parameters: u64,
     pub tokens_per_second: f64,
     pub step_seconds: f64,
+    /// Host wall time of the timed steps' phases, per step.
+    pub phase_seconds: Option<PhaseSeconds>,
     /// MLX allocator peak during the timed steps.
     pub peak_memory_bytes: u64,
     /// Process peak resident memory (Linux VmHWM), comparable to other frameworks' RSS.
