@@ -254,7 +254,7 @@ fn one_adamw_step_matches_the_formula() {
 /// step whose gradient holds an infinity, which must change nothing.
 #[test]
 fn the_compiled_step_tail_equals_clipping_and_updating_one_array_at_a_time() {
-    use mlxtune_engine::train::optim::Optimizer;
+    use mlxtune_engine::train::optim::{Optimizer, StepEnd};
     use mlxtune_engine::weights::Weights;
     let dir = tempfile::tempdir().unwrap();
     let data = write_text_data(dir.path());
@@ -295,7 +295,17 @@ fn the_compiled_step_tail_equals_clipping_and_updating_one_array_at_a_time() {
                 ]
             };
             let norm = fused
-                .clip_and_step(&mut pf, &names, split(sums), denom, true, *max, lr)
+                .clip_and_step(
+                    &mut pf,
+                    &names,
+                    StepEnd {
+                        sums: split(sums),
+                        denom,
+                        loss_finite: true,
+                        max_grad_norm: *max,
+                        lr,
+                    },
+                )
                 .unwrap();
             let grads: Vec<f64> = sums.iter().map(|x| f64::from(*x) / 4.0).collect();
             let want = grads.iter().map(|g| g * g).sum::<f64>().sqrt();

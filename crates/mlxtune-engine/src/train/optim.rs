@@ -11,6 +11,8 @@ use crate::weights::Weights;
 
 mod tail;
 
+pub use tail::StepEnd;
+
 /// One Adam(W) update of one parameter as a function of arrays, compiled by MLX into fused
 /// kernels (one pass over parameter, gradient and moments instead of ~14 separate ones):
 /// `[p, g, m, v, b1, 1-b1, b2, 1-b2, eps, lr, c1, c2, decay] -> [p', m', v']`, where `decay`

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use mlx_rs::Array;
 
 use super::distributed::Group;
-use super::optim::Optimizer;
+use super::optim::{Optimizer, StepEnd};
 use super::step::{compiled_loss_and_grad, loss_and_grad, StepOptions};
 use crate::data::batch::TrainBatch;
 use crate::error::{EngineError, Result};
@@ -244,18 +244,17 @@ impl Stepper {
         };
         let denom = loss_tokens.max(1) as f32 * loss_scale;
         let finite = loss.is_finite();
+        let end = StepEnd {
+            sums,
+            denom,
+            loss_finite: finite,
+            max_grad_norm,
+            lr,
+        };
         let grad_norm = if optimizer.fuses_clipping() && !self.keep_gradients {
-            optimizer.clip_and_step(
-                trainable,
-                &self.names,
-                sums,
-                denom,
-                finite,
-                max_grad_norm,
-                lr,
-            )?
+            optimizer.clip_and_step(trainable, &self.names, end)?
         } else {
-            self.clip_then_step(trainable, optimizer, sums, denom, finite, max_grad_norm, lr)?
+            self.clip_then_step(trainable, optimizer, end)?
         };
         if let Some(t) = &mut self.phases {
             t.update += update_start.elapsed();
@@ -271,17 +270,19 @@ impl Stepper {
     /// The step's end one array at a time (optimizers other than a compiled Adam(W), or
     /// when the gradients are kept): the norm of `sums / denom`, evaluated, then unless it
     /// or the loss is not finite, clipping and the update. Returns the norm.
-    #[allow(clippy::too_many_arguments)]
     fn clip_then_step(
         &mut self,
         trainable: &mut Weights,
         optimizer: &mut Optimizer,
-        sums: Vec<Array>,
-        denom: f32,
-        loss_finite: bool,
-        max_grad_norm: Option<f64>,
-        lr: f32,
+        end: StepEnd,
     ) -> Result<f64> {
+        let StepEnd {
+            sums,
+            denom,
+            loss_finite,
+            max_grad_norm,
+            lr,
+        } = end;
         let denom = Array::from_f32(denom);
         let grads: Vec<Array> = sums
             .iter()

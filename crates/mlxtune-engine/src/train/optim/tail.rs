@@ -88,6 +88,16 @@ fn pairwise_sum(mut xs: Vec<Array>) -> std::result::Result<Array, Exception> {
     xs.pop().map_or_else(|| Ok(scalar(0.0)), Ok)
 }
 
+/// What a step's end works from: the gradient sums (in the trainable arrays' order), their
+/// divisor, whether the loss was finite, the clipping norm and the learning rate.
+pub struct StepEnd {
+    pub sums: Vec<Array>,
+    pub denom: f32,
+    pub loss_finite: bool,
+    pub max_grad_norm: Option<f64>,
+    pub lr: f32,
+}
+
 impl Optimizer {
     /// Whether [`Optimizer::clip_and_step`] takes this optimizer's steps: a compiled Adam or
     /// AdamW update.
@@ -99,17 +109,19 @@ impl Optimizer {
     /// `sums / denom` (in `names` order), clipped to a global norm of `max_grad_norm`.
     /// Returns that norm before clipping. When it is not finite, or `loss_finite` is false,
     /// the weights, the moments and the step count stay as they were.
-    #[allow(clippy::too_many_arguments)]
     pub fn clip_and_step(
         &mut self,
         params: &mut Weights,
         names: &[String],
-        sums: Vec<Array>,
-        denom: f32,
-        loss_finite: bool,
-        max_grad_norm: Option<f64>,
-        lr: f32,
+        end: StepEnd,
     ) -> Result<f64> {
+        let StepEnd {
+            sums,
+            denom,
+            loss_finite,
+            max_grad_norm,
+            lr,
+        } = end;
         if !self.fuses_clipping() || sums.len() != names.len() {
             return Err(EngineError::Mlx(
                 "clip_and_step: a compiled Adam(W) and one sum per name".into(),
