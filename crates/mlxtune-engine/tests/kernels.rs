@@ -309,3 +309,70 @@ fn the_adamw_update_matches_the_formula_and_keeps_everything_when_told() {
         }
     }
 }
+
+/// The grouped Adam(W) kernels (many small arrays per launch) against the one-array update
+/// and an f64 sum of squares: 70 arrays in three groups, of sizes that are not multiples of
+/// four and some larger than one block's 1,024 numbers, for an update and a kept step. On
+/// the CPU this checks the fallback's grouping and order.
+#[test]
+fn the_grouped_adamw_kernels_match_one_array_at_a_time() {
+    use kernels::adamw::{self, h};
+    use kernels::adamw_group;
+    let gpu = kernels::gpu();
+    let sizes: Vec<i32> = (0..70)
+        .map(|i| [1, 3, 4, 5, 37, 1000, 1031, 4099][i % 8] + i as i32)
+        .collect();
+    let arrays = |scale: f32, seed: u64| -> Vec<Array> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| normal(&[n], scale, seed + i as u64))
+            .collect()
+    };
+    let (p, s, m) = (arrays(1.0, 1000), arrays(30.0, 2000), arrays(0.1, 3000));
+    let v: Vec<Array> = arrays(0.1, 4000)
+        .iter()
+        .map(|x| x.square().unwrap())
+        .collect();
+    assert!(refs(&p)
+        .iter()
+        .all(|a| gpu.is_none() || adamw_group::takes(gpu, a)));
+    let fixed = [
+        0.9f32, 0.1, 0.99, 0.01, 1e-8, 0.01, 0.19, 0.0199, 0.999, 0.05, 12.0,
+    ];
+    let groups = adamw_group::squares(gpu, &refs(&s), &Array::from_slice(&fixed, &[11])).unwrap();
+    let got: Vec<f32> = groups
+        .iter()
+        .flat_map(|g| g.as_slice::<f32>().to_vec())
+        .collect();
+    assert_eq!(got.len(), 70, "one sum per array");
+    for (i, x) in s.iter().enumerate() {
+        let want: f64 = x
+            .as_slice::<f32>()
+            .iter()
+            .map(|v| (f64::from(*v) / 12.0).powi(2))
+            .sum();
+        let g = f64::from(got[i]);
+        assert!((g - want).abs() <= 1e-5 * want, "array {i}: {g} vs {want}");
+    }
+    for keep in [0.0f32, 1.0] {
+        let mut hs = fixed.to_vec();
+        hs.extend([0.3, keep]);
+        let hv = Array::from_slice(&hs, &[h::LEN as i32]);
+        let out =
+            adamw_group::update(gpu, &refs(&p), &refs(&s), &refs(&m), &refs(&v), &hv).unwrap();
+        assert_eq!(out.len(), 70);
+        for (i, new) in out.iter().enumerate() {
+            let want = adamw::update(&p[i], &s[i], &m[i], &v[i], &hv).unwrap();
+            for k in 0..3 {
+                assert_eq!(new[k].shape(), want[k].shape());
+                let d = rel_err(&new[k], &want[k]);
+                assert!(d < 1e-6, "keep {keep}, array {i}, output {k}: {d}");
+            }
+        }
+    }
+}
+
+fn refs(xs: &[Array]) -> Vec<&Array> {
+    xs.iter().collect()
+}

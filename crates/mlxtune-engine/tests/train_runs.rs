@@ -370,3 +370,82 @@ fn the_stepper_that_benchmarks_use_is_the_trainers_step() {
         assert_eq!(max_abs_diff(a, &saved.trainable[name]), 0.0, "{name}");
     }
 }
+
+/// A step of one micro-batch runs as one graph (loss, gradients, norm, update evaluated
+/// together); it must equal the same steps with the gradients evaluated first, and a step
+/// whose loss overflows must change nothing and not be counted, in both.
+#[test]
+fn a_step_in_one_graph_equals_its_gradients_and_update_run_apart() {
+    use mlxtune_engine::train::optim::{learning_rate, Optimizer};
+    use mlxtune_engine::train::prepare::prepare;
+    use mlxtune_engine::train::stepper::{MicroBatch, StepOutcome, Stepper};
+    use mlxtune_engine::train::trainer::step_options;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text_data(tmp.path());
+    let s = spec(config("llama", &data, json!({ "maxGradNorm": 0.05 })));
+    let mut runs = Vec::new();
+    for one_graph in [true, false] {
+        let mut p = prepare(&s).unwrap();
+        let names = mlxtune_engine::train::order::layer_order(&p.trainable);
+        let base = p.model.weights.clone();
+        let mut stepper = Stepper::new(&p.model.spec, base, names, step_options(&s), true).unwrap();
+        stepper.one_graph = one_graph;
+        let mut opt = Optimizer::new(&s);
+        let order = p.plan.epoch_order(s.seed, 0);
+        let mut outcomes = Vec::new();
+        // Two steps, one whose loss scale overflows the loss, then a third.
+        for (i, scale) in [1.0f32, 1.0, f32::MAX, 1.0].into_iter().enumerate() {
+            let micro = MicroBatch {
+                batch: p
+                    .plan
+                    .make_part(&p.train.examples, order[i % order.len()], 0, 1),
+                dropout_seed: i as u64,
+            };
+            let lr = learning_rate(&s, i as u64, p.total_steps) as f32;
+            let before = p.trainable.clone();
+            let out = stepper
+                .step(
+                    &mut p.trainable,
+                    &mut opt,
+                    &[micro],
+                    scale,
+                    lr,
+                    s.max_grad_norm,
+                )
+                .unwrap();
+            if !matches!(out, StepOutcome::Updated(_)) {
+                for (name, a) in &before {
+                    assert_eq!(max_abs_diff(a, &p.trainable[name]), 0.0, "{name} changed");
+                }
+            }
+            outcomes.push(out);
+        }
+        assert!(
+            matches!(outcomes[2], StepOutcome::NonFinite { .. }),
+            "{outcomes:?}"
+        );
+        assert_eq!(
+            opt.t, 3,
+            "one_graph {one_graph}: the overflowing step is not counted"
+        );
+        runs.push((outcomes, p.trainable));
+    }
+    let ((one, w1), (apart, w2)) = (&runs[0], &runs[1]);
+    for (a, b) in one.iter().zip(apart) {
+        match (a, b) {
+            (StepOutcome::Updated(a), StepOutcome::Updated(b)) => {
+                assert_eq!(a.loss, b.loss, "the same loss");
+                assert!(
+                    (a.grad_norm - b.grad_norm).abs() <= 1e-6 * b.grad_norm,
+                    "{a:?} vs {b:?}"
+                );
+            }
+            (StepOutcome::NonFinite { .. }, StepOutcome::NonFinite { .. }) => {}
+            _ => panic!("{one:?} vs {apart:?}"),
+        }
+    }
+    for (name, a) in w1 {
+        let d = max_abs_diff(a, &w2[name]);
+        assert!(d <= 1e-6, "{name}: the weights differ by {d}");
+    }
+}

@@ -301,12 +301,13 @@ fn the_compiled_step_tail_equals_clipping_and_updating_one_array_at_a_time() {
                     StepEnd {
                         sums: split(sums),
                         denom,
-                        loss_finite: true,
+                        loss: Array::from_f32(2.5),
                         max_grad_norm: *max,
                         lr,
                     },
                 )
-                .unwrap();
+                .unwrap()
+                .grad_norm;
             let grads: Vec<f64> = sums.iter().map(|x| f64::from(*x) / 4.0).collect();
             let want = grads.iter().map(|g| g * g).sum::<f64>().sqrt();
             if !want.is_finite() {
@@ -335,6 +336,36 @@ fn the_compiled_step_tail_equals_clipping_and_updating_one_array_at_a_time() {
             }
         }
         assert_eq!(fused.t, 3, "{optimizer}: three steps counted");
+        // Finite gradients but a loss that is not: nothing changes either.
+        let before = pf.clone();
+        let end = fused
+            .clip_and_step(
+                &mut pf,
+                &names,
+                StepEnd {
+                    sums: vec![
+                        Array::from_slice(&[1.0f32; 4], &[2, 2]),
+                        Array::from_slice(&[1.0f32; 3], &[3]),
+                    ],
+                    denom: 4.0,
+                    loss: Array::from_f32(f32::NAN),
+                    max_grad_norm: None,
+                    lr: 0.01,
+                },
+            )
+            .unwrap();
+        assert!(end.grad_norm.is_finite() && !end.finite(), "{end:?}");
+        assert_eq!(
+            fused.t, 3,
+            "{optimizer}: a step with a NaN loss is not counted"
+        );
+        for n in &names {
+            assert_eq!(
+                max_abs_diff(&pf[n], &before[n]),
+                0.0,
+                "{optimizer}, {n} changed"
+            );
+        }
     }
 }
 

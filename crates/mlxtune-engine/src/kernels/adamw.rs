@@ -36,8 +36,11 @@ const UPDATE: KernelSource = KernelSource {
     name: "mlxtune_adamw",
     inputs: &["p", "s", "m", "v", "h"],
     outputs: &["p_new", "m_new", "v_new"],
-    cuda: include_str!("adamw.cu"),
-    metal: include_str!("adamw.metal"),
+    cuda: concat!(include_str!("adamw.cu"), include_str!("adamw_step.cu")),
+    metal: concat!(
+        include_str!("adamw.metal"),
+        include_str!("adamw_step.metal")
+    ),
 };
 
 /// `[p', m', v']` from the parameter `p`, gradient sum `s`, moments `m`, `v` and `h`: the

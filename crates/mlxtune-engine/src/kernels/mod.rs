@@ -5,6 +5,7 @@
 //! Where they pay comes from the step profile in docs/benchmarks.md (issue 14).
 
 pub mod adamw;
+pub mod adamw_group;
 pub mod launch;
 pub mod short_conv;
 pub mod swiglu;

@@ -11,7 +11,7 @@ use crate::weights::Weights;
 
 mod tail;
 
-pub use tail::StepEnd;
+pub use tail::{EndFigures, QueuedStep, StepEnd};
 
 /// One Adam(W) update of one parameter as a function of arrays, compiled by MLX into fused
 /// kernels (one pass over parameter, gradient and moments instead of ~14 separate ones):

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use mlx_rs::Array;
 
 use super::distributed::Group;
-use super::optim::{Optimizer, StepEnd};
+use super::optim::{EndFigures, Optimizer, StepEnd};
 use super::step::{compiled_loss_and_grad, loss_and_grad, StepOptions};
 use crate::data::batch::TrainBatch;
 use crate::error::{EngineError, Result};
@@ -64,9 +64,11 @@ pub enum StepOutcome {
 pub struct PhaseTimes {
     /// Building the loss-and-gradient graph (the compiled function's call), nothing run yet.
     pub build: Duration,
-    /// Running it: evaluating the loss and the gradients.
+    /// Running it: evaluating the loss and the gradients; with a step in one graph,
+    /// everything after the build (the end's, done while the GPU runs, included).
     pub gradients: Duration,
-    /// Norm, clipping and the optimizer update, evaluated.
+    /// Norm, clipping and the optimizer update, built and evaluated after the gradients
+    /// (zero with a step in one graph).
     pub update: Duration,
     pub steps: u64,
 }
@@ -88,6 +90,9 @@ pub struct Stepper {
     pub interrupt: Option<Interrupt>,
     /// Set to time each step's phases.
     pub phases: Option<PhaseTimes>,
+    /// Run a step of one micro-batch as one graph when its end is fused (the default;
+    /// `MLXTUNE_ONE_GRAPH_STEP=0` turns it off, for comparisons).
+    pub one_graph: bool,
 }
 
 /// Asks whether a step should stop between micro-batches (a pause or cancel arrived).
@@ -126,6 +131,7 @@ impl Stepper {
             group: None,
             interrupt: None,
             phases: None,
+            one_graph: std::env::var("MLXTUNE_ONE_GRAPH_STEP").map_or(true, |v| v != "0"),
         })
     }
 
@@ -219,6 +225,13 @@ impl Stepper {
         lr: f32,
         max_grad_norm: Option<f64>,
     ) -> Result<StepOutcome> {
+        let mut counted = micro.iter().filter(|m| m.batch.loss_tokens > 0);
+        if let (Some(only), None) = (counted.next(), counted.next()) {
+            if self.one_graph && self.group.is_none() && self.fused_end(optimizer) {
+                let end = (loss_scale, lr, max_grad_norm);
+                return self.step_in_one_graph(trainable, optimizer, only, end);
+            }
+        }
         let mut g = self.gradients(trainable, micro, loss_scale)?;
         let update_start = Instant::now();
         if let Some(group) = &self.group {
@@ -227,32 +240,18 @@ impl Stepper {
         let Some(g) = g else {
             return Ok(StepOutcome::Empty);
         };
-        let Gradients {
-            sums,
-            loss_sum,
-            loss_tokens,
-            real_tokens,
-            total_tokens,
-        } = g;
-        let loss = loss_sum / loss_tokens.max(1) as f64;
-        let stats = |grad_norm| StepStats {
-            loss,
-            grad_norm,
-            loss_tokens,
-            real_tokens,
-            total_tokens,
-        };
-        let denom = loss_tokens.max(1) as f32 * loss_scale;
-        let finite = loss.is_finite();
+        let tokens = Tokens::of(&g);
         let end = StepEnd {
-            sums,
-            denom,
-            loss_finite: finite,
+            sums: g.sums,
+            denom: tokens.loss.max(1) as f32 * loss_scale,
+            loss: Array::from_f32(g.loss_sum as f32),
             max_grad_norm,
             lr,
         };
-        let grad_norm = if optimizer.fuses_clipping() && !self.keep_gradients {
-            optimizer.clip_and_step(trainable, &self.names, end)?
+        let grad_norm = if self.fused_end(optimizer) {
+            optimizer
+                .clip_and_step(trainable, &self.names, end)?
+                .grad_norm
         } else {
             self.clip_then_step(trainable, optimizer, end)?
         };
@@ -260,11 +259,67 @@ impl Stepper {
             t.update += update_start.elapsed();
             t.steps += 1;
         }
-        Ok(if finite && grad_norm.is_finite() {
-            StepOutcome::Updated(stats(grad_norm))
-        } else {
-            StepOutcome::NonFinite { loss, grad_norm }
-        })
+        let figures = EndFigures {
+            grad_norm,
+            loss: g.loss_sum / tokens.loss.max(1) as f64,
+        };
+        Ok(tokens.outcome(figures))
+    }
+
+    /// Whether the step's end is [`Optimizer::clip_and_step`] (else one array at a time).
+    fn fused_end(&self, optimizer: &Optimizer) -> bool {
+        optimizer.fuses_clipping() && !self.keep_gradients
+    }
+
+    /// A step of one micro-batch as one graph: its loss and gradients are queued on the
+    /// GPU, the host builds the norm, clipping and update behind them while the GPU runs
+    /// the backward pass, and one wait ends the step: nothing waits on the host in between.
+    fn step_in_one_graph(
+        &mut self,
+        trainable: &mut Weights,
+        optimizer: &mut Optimizer,
+        m: &MicroBatch,
+        (loss_scale, lr, max_grad_norm): (f32, f32, Option<f64>),
+    ) -> Result<StepOutcome> {
+        if self.interrupt.as_ref().is_some_and(|stop| stop()) {
+            return Err(EngineError::Interrupted);
+        }
+        self.dropout_seed.set(m.dropout_seed);
+        let args = self.arguments(trainable, &m.batch, loss_scale);
+        let start = Instant::now();
+        let (mut vals, sums) = (self.loss_and_grad)(&args)?;
+        drop(args);
+        let built = Instant::now();
+        // The GPU starts on the loss and the gradients (in the order they are evaluated
+        // apart, which sets the peak) while the host builds the step's end.
+        mlx_rs::transforms::async_eval(vals.iter().chain(&sums))?;
+        let tokens = Tokens::of_batch(&m.batch);
+        let end = StepEnd {
+            sums,
+            denom: tokens.loss.max(1) as f32 * loss_scale,
+            loss: vals.swap_remove(0),
+            max_grad_norm,
+            lr,
+        };
+        // The arrays before the step, put back if it fails (an out-of-memory error is
+        // retried with smaller micro-batches from the same weights).
+        let held = (trainable.clone(), optimizer.state.clone());
+        let queued = optimizer.queue_step(trainable, &self.names, end)?;
+        let mut figures = match optimizer.run_step(trainable, queued) {
+            Ok(f) => f,
+            Err(e) => {
+                (*trainable, optimizer.state) = held;
+                return Err(e);
+            }
+        };
+        drop(held);
+        if let Some(t) = &mut self.phases {
+            t.build += built - start;
+            t.gradients += built.elapsed();
+            t.steps += 1;
+        }
+        figures.loss /= loss_scale as f64 * tokens.loss.max(1) as f64;
+        Ok(tokens.outcome(figures))
     }
 
     /// The step's end one array at a time (optimizers other than a compiled Adam(W), or
@@ -279,10 +334,11 @@ impl Stepper {
         let StepEnd {
             sums,
             denom,
-            loss_finite,
+            loss,
             max_grad_norm,
             lr,
         } = end;
+        let loss_finite = loss.item_cast::<f32>().is_finite();
         let denom = Array::from_f32(denom);
         let grads: Vec<Array> = sums
             .iter()
@@ -312,6 +368,46 @@ impl Stepper {
             self.last_gradients = Some(grad_map);
         }
         Ok(grad_norm)
+    }
+}
+
+/// A step's token counts, and its outcome from them and its end's figures.
+struct Tokens {
+    loss: u64,
+    real: u64,
+    total: u64,
+}
+
+impl Tokens {
+    fn of(g: &Gradients) -> Tokens {
+        Tokens {
+            loss: g.loss_tokens,
+            real: g.real_tokens,
+            total: g.total_tokens,
+        }
+    }
+
+    fn of_batch(b: &TrainBatch) -> Tokens {
+        Tokens {
+            loss: b.loss_tokens,
+            real: b.real_tokens,
+            total: b.total_tokens,
+        }
+    }
+
+    /// `figures.loss` is the mean loss over the loss tokens.
+    fn outcome(&self, figures: EndFigures) -> StepOutcome {
+        let EndFigures { grad_norm, loss } = figures;
+        if !figures.finite() {
+            return StepOutcome::NonFinite { loss, grad_norm };
+        }
+        StepOutcome::Updated(StepStats {
+            loss,
+            grad_norm,
+            loss_tokens: self.loss,
+            real_tokens: self.real,
+            total_tokens: self.total,
+        })
     }
 }
 

@@ -2,12 +2,14 @@
 //! clipping factor and the update of every trainable array and its moments.
 //!
 //! Done one array at a time, the norm cost a division, a square, a sum and an add per array
-//! plus a host sync, the clipping another pass and the update a third graph. Here each
-//! array's norm term is one fused kernel and a reduction, and its update is one kernel
-//! ([`adamw::update`], which reads the clipping factor and the keep flag from the device):
-//! a non-finite norm (or loss) keeps every weight and moment as it was without the host
-//! deciding, so nothing waits on the host before the update is queued, and the host reads
-//! the norm once, at the end.
+//! plus a host sync, the clipping another pass and the update a third graph. Here small
+//! arrays go a group at a time through two kernels ([`adamw_group`]: sums of squares, update)
+//! and each larger one through a fused kernel, a reduction and one update kernel
+//! ([`adamw::update`]); the kernels read the clipping factor and the keep flag from the
+//! device: a non-finite norm (or loss) keeps every weight and moment as it was without the
+//! host deciding, so nothing waits on the host before the update is queued, and the host
+//! reads the norm and the loss once, at the end. [`Optimizer::queue_step`] builds the graph
+//! (its sums and loss may still be running), [`Optimizer::run_step`] waits for it.
 
 use mlx_rs::error::Exception;
 use mlx_rs::ops::indexing::IndexOp;
@@ -16,21 +18,22 @@ use mlx_rs::{Array, Dtype};
 
 use super::{scalar, AdamFn, Optimizer};
 use crate::error::{EngineError, Result};
-use crate::kernels::adamw;
+use crate::kernels::{self, adamw, adamw_group};
 use crate::train::spec::OptimizerKind;
 use crate::weights::Weights;
 
 /// Arrays after the 4·n: the step's fixed numbers (`h`'s first 11, kernels/adamw.rs),
-/// `max_norm` and `allow`.
+/// `max_norm` and the step's loss.
 const TRAILING: usize = 3;
 
-/// `[sums × n, p × n, m × n, v × n, fixed, max_norm, allow] -> [p' × n, m' × n, v' × n,
+/// `[sums × n, p × n, m × n, v × n, fixed, max_norm, loss] -> [p' × n, m' × n, v' × n,
 /// norm]`: the norm of the gradients `sums / denom`, the clipping factor to `max_norm` (∞:
-/// none), then each array's update ([`adamw::update`]); where the norm is not finite or
-/// `allow` is 0, `p`, `m` and `v` come back unchanged.
+/// none), then each array's update; where the norm or the loss is not finite, `p`, `m` and
+/// `v` come back unchanged. Small arrays go through [`adamw_group`]'s kernels a group at a
+/// time on a GPU, the others through a reduction and [`adamw::update`] each.
 fn tail(a: &[Array]) -> std::result::Result<Vec<Array>, Exception> {
     let n = a.len().saturating_sub(TRAILING) / 4;
-    let [fixed, max_norm, allow] = &a[4 * n..] else {
+    let [fixed, max_norm, loss] = &a[4 * n..] else {
         return Err(Exception::custom(
             "the step's tail takes 4·n arrays and 3 more",
         ));
@@ -38,17 +41,31 @@ fn tail(a: &[Array]) -> std::result::Result<Vec<Array>, Exception> {
     let (sums, rest) = a[..4 * n].split_at(n);
     let (p, rest) = rest.split_at(n);
     let (m, v) = rest.split_at(n);
+    let gpu = kernels::gpu();
+    let (grouped, single): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| {
+        [&sums[i], &m[i], &v[i]]
+            .iter()
+            .all(|x| x.shape() == p[i].shape() && adamw_group::takes(gpu, x))
+            && adamw_group::takes(gpu, &p[i])
+    });
     let denom = fixed.index(adamw::h::DENOM);
-    let squares: Vec<Array> = sums
+    let mut squares: Vec<Array> = single
         .iter()
-        .map(|s| s.divide(&denom)?.square()?.sum(None))
+        .map(|&i| sums[i].divide(&denom)?.square()?.sum(None))
         .collect::<std::result::Result<_, _>>()?;
+    if let (Some(gpu), false) = (gpu, grouped.is_empty()) {
+        for part in
+            adamw_group::squares(Some(gpu), &pick(sums, &grouped), fixed).map_err(exception)?
+        {
+            squares.push(part.sum(None)?);
+        }
+    }
     let norm = pairwise_sum(squares)?.sqrt()?;
     let clip = minimum(scalar(1.0), max_norm.divide(norm.add(scalar(1e-6))?)?)?;
     let keep = norm
         .is_finite()?
-        .logical_not()?
-        .logical_or(allow.le(scalar(0.0))?)?;
+        .logical_and(loss.is_finite()?)?
+        .logical_not()?;
     let h = concatenate(
         &[
             fixed.clone(),
@@ -56,21 +73,46 @@ fn tail(a: &[Array]) -> std::result::Result<Vec<Array>, Exception> {
         ],
         0,
     )?;
-    let mut out: Vec<Array> = Vec::with_capacity(3 * n + 1);
-    let (mut moments1, mut moments2) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    for i in 0..n {
-        let new = adamw::update(&p[i], &sums[i], &m[i], &v[i], &h)
-            .map_err(|e| Exception::custom(e.to_string()))?;
-        let [p2, m2, v2] = <[Array; 3]>::try_from(new)
-            .map_err(|_| Exception::custom("the Adam(W) update returns 3 arrays"))?;
-        out.push(p2);
-        moments1.push(m2);
-        moments2.push(v2);
+    let mut new: Vec<Option<[Array; 3]>> = vec![None; n];
+    for &i in &single {
+        let out = adamw::update(&p[i], &sums[i], &m[i], &v[i], &h).map_err(exception)?;
+        new[i] = Some(
+            <[Array; 3]>::try_from(out)
+                .map_err(|_| Exception::custom("the Adam(W) update returns 3 arrays"))?,
+        );
     }
-    out.extend(moments1);
-    out.extend(moments2);
+    if let (Some(gpu), false) = (gpu, grouped.is_empty()) {
+        let out = adamw_group::update(
+            Some(gpu),
+            &pick(p, &grouped),
+            &pick(sums, &grouped),
+            &pick(m, &grouped),
+            &pick(v, &grouped),
+            &h,
+        )
+        .map_err(exception)?;
+        for (&i, arrays) in grouped.iter().zip(out) {
+            new[i] = Some(arrays);
+        }
+    }
+    let new: Vec<[Array; 3]> = new
+        .into_iter()
+        .map(|x| x.ok_or_else(|| Exception::custom("an array without its update")))
+        .collect::<std::result::Result<_, _>>()?;
+    let mut out: Vec<Array> = (0..3)
+        .flat_map(|k| new.iter().map(move |x| x[k].clone()))
+        .collect();
     out.push(norm);
     Ok(out)
+}
+
+/// The arrays of `xs` at `at`.
+fn pick<'a>(xs: &'a [Array], at: &[usize]) -> Vec<&'a Array> {
+    at.iter().map(|&i| &xs[i]).collect()
+}
+
+fn exception(e: EngineError) -> Exception {
+    Exception::custom(e.to_string())
 }
 
 /// Σ of scalars as a balanced tree: shallow enough for `compile` to fuse in a few kernels.
@@ -89,13 +131,36 @@ fn pairwise_sum(mut xs: Vec<Array>) -> std::result::Result<Array, Exception> {
 }
 
 /// What a step's end works from: the gradient sums (in the trainable arrays' order), their
-/// divisor, whether the loss was finite, the clipping norm and the learning rate.
+/// divisor, the step's loss, the clipping norm and the learning rate. The sums and the loss
+/// may still be unevaluated: then the gradients, the norm and the update run as one graph.
 pub struct StepEnd {
     pub sums: Vec<Array>,
     pub denom: f32,
-    pub loss_finite: bool,
+    /// The step's loss (any scale): where it is not finite nothing is updated.
+    pub loss: Array,
     pub max_grad_norm: Option<f64>,
     pub lr: f32,
+}
+
+/// A step's end built into the graph (the weights and moments hold its lazy outputs), not
+/// yet run: [`Optimizer::run_step`] evaluates it.
+pub struct QueuedStep {
+    loss: Array,
+    norm: Array,
+}
+
+/// What a step's end read back: the gradient norm before clipping and the loss it was given.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EndFigures {
+    pub grad_norm: f64,
+    pub loss: f64,
+}
+
+impl EndFigures {
+    /// Whether the weights were updated: the loss and the norm are finite.
+    pub fn finite(&self) -> bool {
+        self.loss.is_finite() && self.grad_norm.is_finite()
+    }
 }
 
 impl Optimizer {
@@ -107,18 +172,30 @@ impl Optimizer {
 
     /// One Adam(W) step from gradient sums in one compiled graph: the gradients are
     /// `sums / denom` (in `names` order), clipped to a global norm of `max_grad_norm`.
-    /// Returns that norm before clipping. When it is not finite, or `loss_finite` is false,
-    /// the weights, the moments and the step count stay as they were.
+    /// When the norm or the loss is not finite, the weights, the moments and the step
+    /// count stay as they were.
     pub fn clip_and_step(
         &mut self,
         params: &mut Weights,
         names: &[String],
         end: StepEnd,
-    ) -> Result<f64> {
+    ) -> Result<EndFigures> {
+        let queued = self.queue_step(params, names, end)?;
+        self.run_step(params, queued)
+    }
+
+    /// Builds [`Optimizer::clip_and_step`]'s graph: `params` and the moments take its lazy
+    /// outputs. Nothing runs until [`Optimizer::run_step`].
+    pub fn queue_step(
+        &mut self,
+        params: &mut Weights,
+        names: &[String],
+        end: StepEnd,
+    ) -> Result<QueuedStep> {
         let StepEnd {
             sums,
             denom,
-            loss_finite,
+            loss,
             max_grad_norm,
             lr,
         } = end;
@@ -133,7 +210,8 @@ impl Optimizer {
                 inputs.push(self.current(params, slot, name)?);
             }
         }
-        inputs.extend(self.trailing(denom, loss_finite, max_grad_norm, lr));
+        inputs.extend(self.trailing(denom, max_grad_norm, lr));
+        inputs.push(loss.clone());
         let f: &mut AdamFn = self
             .tail
             .get_or_insert_with(|| Box::new(mlx_rs::transforms::compile::compile(tail, false)));
@@ -150,14 +228,24 @@ impl Optimizer {
             self.state.insert(format!("m.{name}"), m);
             self.state.insert(format!("v.{name}"), v);
         }
-        let mut all: Vec<&Array> = params.values().chain(self.state.values()).collect();
-        all.push(&norm);
+        Ok(QueuedStep { loss, norm })
+    }
+
+    /// Runs a queued step (with whatever its loss and sums still need) and counts it when
+    /// it updated. The loss and the norm go first: the gradients are then computed in the
+    /// order of the trainable arrays, as when they are evaluated on their own.
+    pub fn run_step(&mut self, params: &Weights, q: QueuedStep) -> Result<EndFigures> {
+        let mut all: Vec<&Array> = vec![&q.loss, &q.norm];
+        all.extend(params.values().chain(self.state.values()));
         mlx_rs::transforms::eval(all)?;
-        let norm = norm.item_cast::<f32>() as f64;
-        if loss_finite && norm.is_finite() {
+        let figures = EndFigures {
+            grad_norm: q.norm.item_cast::<f32>() as f64,
+            loss: q.loss.item_cast::<f32>() as f64,
+        };
+        if figures.finite() {
             self.t += 1;
         }
-        Ok(norm)
+        Ok(figures)
     }
 
     /// `params[name]` (`slot` ""), or its moment `slot + name`, zeros before the first step.
@@ -174,8 +262,8 @@ impl Optimizer {
         }
     }
 
-    /// The tail's trailing arrays for the next step ([`TRAILING`]).
-    fn trailing(&self, denom: f32, loss_finite: bool, max: Option<f64>, lr: f32) -> Vec<Array> {
+    /// The tail's trailing arrays for the next step ([`TRAILING`]) but the loss.
+    fn trailing(&self, denom: f32, max: Option<f64>, lr: f32) -> Vec<Array> {
         let t = (self.t + 1) as i32;
         let (b1, b2, wd) = (self.beta1, self.beta2, self.weight_decay);
         let adamw = self.kind == OptimizerKind::AdamW;
@@ -198,7 +286,6 @@ impl Optimizer {
         vec![
             Array::from_slice(&fixed, &[fixed.len() as i32]),
             scalar(max),
-            scalar(if loss_finite { 1.0 } else { 0.0 }),
         ]
     }
 }

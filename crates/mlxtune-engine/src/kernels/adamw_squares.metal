@@ -1,0 +1,20 @@
+// Metal twin of adamw_squares.cu: Σ (s / denom)^2 of one array per threadgroup, written
+// to sq[array], through simd sums. The lines before this one pick `s` and `n` for
+// threadgroup_position_in_grid.y (adamw_group.rs).
+const float d = h[10];
+float acc = 0.0f;
+for (ulong i = thread_position_in_threadgroup.x; i < n;
+     i += threads_per_threadgroup.x) {
+  const float x = s[i] / d;
+  acc += x * x;
+}
+acc = metal::simd_sum(acc);
+threadgroup float part[32];
+if (thread_index_in_simdgroup == 0) part[simdgroup_index_in_threadgroup] = acc;
+threadgroup_barrier(metal::mem_flags::mem_threadgroup);
+if (simdgroup_index_in_threadgroup == 0) {
+  const uint groups = (threads_per_threadgroup.x + 31) / 32;
+  acc = thread_index_in_simdgroup < groups ? part[thread_index_in_simdgroup] : 0.0f;
+  acc = metal::simd_sum(acc);
+  if (thread_index_in_simdgroup == 0) sq[threadgroup_position_in_grid.y] = acc;
+}
