@@ -35,9 +35,14 @@ fn group_size(gpu: Gpu) -> usize {
 }
 
 /// Whether an array (a parameter or one of its moments or gradient sum) goes through the
-/// grouped kernels on this GPU.
+/// grouped kernels on this GPU: f32, not a scalar (Metal passes those by value), not empty,
+/// at most [`SMALL`] numbers.
 pub fn takes(gpu: Option<Gpu>, a: &Array) -> bool {
-    gpu.is_some() && a.dtype() == Dtype::Float32 && a.size() <= SMALL && a.size() > 0
+    gpu.is_some()
+        && a.dtype() == Dtype::Float32
+        && a.ndim() > 0
+        && a.size() <= SMALL
+        && a.size() > 0
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
