@@ -331,16 +331,10 @@ impl Stepper {
         optimizer: &mut Optimizer,
         end: StepEnd,
     ) -> Result<f64> {
-        let StepEnd {
-            sums,
-            denom,
-            loss,
-            max_grad_norm,
-            lr,
-        } = end;
-        let loss_finite = loss.item_cast::<f32>().is_finite();
-        let denom = Array::from_f32(denom);
-        let grads: Vec<Array> = sums
+        let loss_finite = end.loss.item_cast::<f32>().is_finite();
+        let denom = Array::from_f32(end.denom);
+        let grads: Vec<Array> = end
+            .sums
             .iter()
             .map(|x| x.divide(&denom))
             .collect::<std::result::Result<_, _>>()?;
@@ -348,7 +342,9 @@ impl Stepper {
         if !loss_finite || !grad_norm.is_finite() {
             return Ok(grad_norm);
         }
-        let clip = max_grad_norm.map_or(1.0, |m| (m / (grad_norm + 1e-6)).min(1.0));
+        let clip = end
+            .max_grad_norm
+            .map_or(1.0, |m| (m / (grad_norm + 1e-6)).min(1.0));
         let grad_map: Weights = self
             .names
             .iter()
@@ -363,7 +359,7 @@ impl Stepper {
                 Ok((n, g))
             })
             .collect::<Result<_>>()?;
-        optimizer.step(trainable, &grad_map, lr)?;
+        optimizer.step(trainable, &grad_map, end.lr)?;
         if self.keep_gradients {
             self.last_gradients = Some(grad_map);
         }
