@@ -263,6 +263,18 @@ fn bench_train_on_packed_rows_reports_its_attention_blocks_and_refuses_a_bad_siz
     assert_eq!(json(&packed(None))["attention_block"], 256);
     let blocks = json(&packed(Some("16")));
     assert_eq!(blocks["attention_block"], 16);
+    // Examples of 14, 14 and 12 positions: blocks starting at 16 and 32 are 2 and 4 into
+    // theirs, so each block's keys start one block before it.
+    assert_eq!(blocks["attention_reach"], 16);
+    assert!(json(&packed(None)).get("attention_reach").is_none());
+    // The same step over the whole square: the same loss after a step that learned.
+    let whole = json(&packed(Some("0")));
+    assert!(whole.get("attention_reach").is_none());
+    let (a, b) = (
+        whole["loss"].as_f64().unwrap(),
+        blocks["loss"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() < 1e-4 * a.abs(), "{a} vs {b}");
     assert!(blocks["loss"].as_f64().unwrap().is_finite(), "{blocks}");
     let out = packed(Some("many"));
     assert_eq!(out.status.code(), Some(1));

@@ -190,9 +190,14 @@ fn short_conv_reference_equals_a_host_loop_and_stays_inside_examples() {
 
 const ATTN: (i32, i32, i32, i32, i32) = (2, 4, 2, 40, 16); // B, H, Hkv, T, D
 
-/// Packed rows for attention: row 0 holds examples of 7, 20 and 13 tokens, row 1 one of 40.
-fn attention_segments() -> (Array, Vec<Vec<(i32, i32)>>) {
-    let rows = vec![vec![(0, 7), (7, 27), (27, 40)], vec![(0, 40)]];
+/// Packed rows for attention: row 0 holds examples of 7, 20 and 13 tokens, row 1 one of
+/// 40 (`long`) or three of 12, 18 and 10.
+fn attention_segments(long: bool) -> (Array, Vec<Vec<(i32, i32)>>) {
+    let row1 = match long {
+        true => vec![(0, 40)],
+        false => vec![(0, 12), (12, 30), (30, 40)],
+    };
+    let rows = vec![vec![(0, 7), (7, 27), (27, 40)], row1];
     let mut ids = Vec::new();
     for row in &rows {
         for (k, (a, e)) in row.iter().enumerate() {
@@ -239,16 +244,23 @@ fn per_example_attention(x: &[Array], rows: &[Vec<(i32, i32)>], scale: f32) -> R
 
 #[test]
 fn packed_attention_in_query_blocks_equals_each_example_attended_alone() {
-    use mlxtune_engine::models::packed_attention::PackedMasks;
-    let (seg, rows) = attention_segments();
-    let scale = (ATTN.4 as f32).powf(-0.5);
-    let reference: Op = Box::new(move |x| per_example_attention(x, &rows, scale));
-    // 0: one call over the full square; 16: blocks of 16, 16 and 8; 7: uneven blocks
-    // that cut through examples.
-    for (i, block) in [0, 16, 7].into_iter().enumerate() {
-        let s = seg.clone();
+    use mlxtune_engine::data::segments::Segments;
+    use mlxtune_engine::models::packed_attention::{reach_for, PackedMasks};
+    // Block 0: one call over the full square; 16: blocks of 16, 16 and 8; 7 and 8: uneven
+    // blocks that cut through examples. With the shorter examples the keys of each block
+    // start `reach` before it (21 for blocks of 7, 24 for 8), else at 0.
+    let cases = [(true, 0), (true, 16), (true, 7), (false, 7), (false, 8)];
+    for (i, (long, block)) in cases.into_iter().enumerate() {
+        let (seg, rows) = attention_segments(long);
+        let ids: Vec<i32> = seg.as_slice::<i32>().to_vec();
+        let needed = Segments::new(&ids, ATTN.3 as usize).reach(block.max(1) as usize);
+        let reach = reach_for(ATTN.3, block, needed as i32);
+        let want_reach = [None, None, None, Some(21), Some(24)][i];
+        assert_eq!(reach, want_reach, "blocks of {block}");
+        let scale = (ATTN.4 as f32).powf(-0.5);
+        let reference: Op = Box::new(move |x| per_example_attention(x, &rows, scale));
         let op: Op = Box::new(move |x| {
-            let masks = PackedMasks::new(&s, block, x[0].dtype())?;
+            let masks = PackedMasks::new(&seg, block, reach, x[0].dtype())?;
             let want = if block == 0 {
                 1
             } else {
@@ -262,6 +274,18 @@ fn packed_attention_in_query_blocks_equals_each_example_attended_alone() {
             check(&op, &reference, &x, &d, dt);
         }
     }
+}
+
+/// A reach that is not a whole number of blocks would leave part of a key block's gradient
+/// out: it is refused, naming it.
+#[test]
+fn a_packed_attention_reach_off_the_blocks_is_an_error() {
+    use mlxtune_engine::models::packed_attention::PackedMasks;
+    let (seg, _) = attention_segments(false);
+    let e = PackedMasks::new(&seg, 8, Some(12), Dtype::Float32)
+        .err()
+        .unwrap();
+    assert!(e.to_string().starts_with("attention reach: 12"), "{e}");
 }
 
 /// The Adam(W) update kernel against the formula in f64 on the host, on an odd size (not a

@@ -80,7 +80,8 @@ fn packed_and_unpacked_batches_give_the_same_loss() {
                 &b.inputs,
                 ForwardCtx {
                     cache: None,
-                    segments: b.segments.as_ref(),
+                    segments: b.segments.as_ref().map(|s| &s.ids),
+                    attention_reach: None,
                     checkpoint_layers: 0,
                 },
             )

@@ -39,7 +39,7 @@ fn gradient_checkpointing_gives_the_same_gradients() {
             let f = move |args: &[Array]| -> Result<Vec<Array>, mlxtune_engine::mlx_rs::error::Exception> {
                 let over: mlxtune_engine::weights::Weights = names2.iter().cloned().zip(args.iter().cloned()).collect();
                 let p = Params { over: Some(&over), lora_scale: 2.0, ..Params::new(&base) };
-                let logits = forward::forward(&spec2, &p, &inputs, ForwardCtx { cache: None, segments: None, checkpoint_layers }).unwrap();
+                let logits = forward::forward(&spec2, &p, &inputs, ForwardCtx { cache: None, segments: None, attention_reach: None, checkpoint_layers }).unwrap();
                 Ok(vec![cross_entropy(&logits, &targets).unwrap().multiply(&mask)?.sum(None)?])
             };
             let argnums: Vec<i32> = (0..names.len() as i32).collect();
@@ -83,7 +83,7 @@ fn the_chunked_checkpointed_loss_equals_the_full_loss_with_the_same_gradients() 
             let f = move |args: &[Array]| -> Result<Vec<Array>, mlxtune_engine::mlx_rs::error::Exception> {
                 let over: mlxtune_engine::weights::Weights = names2.iter().cloned().zip(args.iter().cloned()).collect();
                 let p = Params { over: Some(&over), ..Params::new(&base) };
-                let ctx = ForwardCtx { cache: None, segments: None, checkpoint_layers: 0 };
+                let ctx = ForwardCtx { cache: None, segments: None, attention_reach: None, checkpoint_layers: 0 };
                 let loss = if chunked {
                     let h = forward::forward_hidden(&spec2, &p, &inputs, ctx).unwrap();
                     chunked_loss_sum(&spec2, &p, &h, &targets, &mask, 7).unwrap()
@@ -398,6 +398,7 @@ fn the_training_step_with_checkpointing_and_chunked_loss_gives_the_same_loss_and
                 compute: Dtype::Float32,
                 checkpoint_layers: if ck { usize::MAX } else { 0 },
                 chunked_loss: ck,
+                attention_reach: None,
             };
             let mut f = loss_and_grad(
                 &m.spec,

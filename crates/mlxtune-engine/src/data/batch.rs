@@ -9,6 +9,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
+use crate::data::segments::Segments;
 use crate::data::Example;
 
 /// One micro-batch as arrays.
@@ -16,8 +17,8 @@ pub struct TrainBatch {
     pub inputs: Array,
     pub targets: Array,
     pub mask: Array,
-    /// Packed rows only: example number of each position.
-    pub segments: Option<Array>,
+    /// Packed rows only: the example of each position.
+    pub segments: Option<Segments>,
     /// Positions that count in the loss.
     pub loss_tokens: u64,
     /// Non-padding positions.
@@ -192,7 +193,7 @@ impl HostBatch {
             inputs: Array::from_slice(&self.inputs, &shape),
             targets: Array::from_slice(&self.targets, &shape),
             mask: Array::from_slice(&self.mask, &shape),
-            segments: self.segments.map(|s| Array::from_slice(&s, &shape)),
+            segments: self.segments.map(|s| Segments::new(&s, self.width)),
             loss_tokens: self.loss_tokens,
             real_tokens: self.real_tokens,
             total_tokens: (self.rows * self.width) as u64,

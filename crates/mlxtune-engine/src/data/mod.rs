@@ -20,6 +20,7 @@ pub mod batch;
 pub mod chat;
 pub mod custom;
 pub mod prefetch;
+pub mod segments;
 
 pub use custom::CustomTemplate;
 

@@ -253,6 +253,9 @@ pub struct ForwardCtx<'a> {
     /// LFM2's convolution then stay within an example. Positions keep counting across
     /// examples, which RoPE (relative) does not see.
     pub segments: Option<&'a Array>,
+    /// Packed rows: how far before its first query a block of queries starts its keys
+    /// ([`packed_attention`](super::packed_attention)); None: at 0.
+    pub attention_reach: Option<i32>,
     /// Recompute the first this many layers in the backward pass instead of keeping their
     /// activations (0: none; the number of layers or more: all).
     pub checkpoint_layers: usize,
@@ -472,7 +475,12 @@ pub fn forward_hidden(
         // to the fused attention as a bias as they are (a boolean mask would be converted
         // in every attention call).
         Some(seg) => (
-            Some(PackedMasks::new(seg, block_for(seg.dim(1))?, x.dtype())?),
+            Some(PackedMasks::new(
+                seg,
+                block_for(seg.dim(1))?,
+                ctx.attention_reach,
+                x.dtype(),
+            )?),
             conv_masks(spec, seg)?,
         ),
         None => (None, vec![]),

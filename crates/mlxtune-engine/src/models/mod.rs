@@ -424,6 +424,7 @@ impl Model {
             ForwardCtx {
                 cache,
                 segments: None,
+                attention_reach: None,
                 checkpoint_layers: 0,
             },
         )

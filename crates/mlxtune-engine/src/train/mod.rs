@@ -18,6 +18,7 @@ pub mod order;
 pub mod prepare;
 pub mod spec;
 pub mod step;
+pub mod step_functions;
 pub mod stepper;
 pub mod strict;
 pub mod tensorboard;

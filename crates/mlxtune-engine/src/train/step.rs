@@ -28,6 +28,10 @@ pub struct StepOptions {
     /// Output layer + cross-entropy in chunks of [`LOSS_CHUNK_TOKENS`] whose gradients are
     /// computed in the forward pass (only one chunk's logits in memory).
     pub chunked_loss: bool,
+    /// Packed rows: how far before its first query each block of the attention's queries
+    /// starts its keys (None: at 0). The [`Stepper`](super::stepper::Stepper) sets it per
+    /// batch, with one function per value.
+    pub attention_reach: Option<i32>,
 }
 
 /// Whether a step chunks its loss unless told: on a GPU (an LFM2-1.2B LoRA step on an H200
@@ -137,6 +141,7 @@ pub fn loss_and_grad<'a>(
         let ctx = ForwardCtx {
             cache: None,
             segments: args.get(n + 4),
+            attention_reach: opts.attention_reach,
             checkpoint_layers: opts.checkpoint_layers,
         };
         let loss_sum = if opts.chunked_loss {

@@ -2,7 +2,6 @@
 //! `mlxtune bench train`: the step's arguments, loss and gradients summed over its
 //! micro-batches, the gradient norm and clipping, and the optimizer update.
 
-use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -10,7 +9,8 @@ use mlx_rs::Array;
 
 use super::distributed::Group;
 use super::optim::{EndFigures, Optimizer, StepEnd};
-use super::step::{compiled_loss_and_grad, loss_and_grad, StepOptions};
+use super::step::StepOptions;
+use super::step_functions::StepFunctions;
 use crate::data::batch::TrainBatch;
 use crate::error::{EngineError, Result};
 use crate::models::ModelSpec;
@@ -73,13 +73,10 @@ pub struct PhaseTimes {
     pub steps: u64,
 }
 
-type LossAndGrad = Box<dyn FnMut(&[Array]) -> mlx_rs::error::Result<(Vec<Array>, Vec<Array>)>>;
-
 /// The loss-and-gradient function of a model and a set of trainable arrays.
 pub struct Stepper {
     names: Vec<String>,
-    loss_and_grad: LossAndGrad,
-    dropout_seed: Rc<Cell<u64>>,
+    functions: StepFunctions,
     /// Keep the last step's (clipped) gradients, for whoever reports them.
     pub keep_gradients: bool,
     last_gradients: Option<Weights>,
@@ -107,25 +104,10 @@ impl Stepper {
         opts: StepOptions,
         compile: bool,
     ) -> Result<Stepper> {
-        let dropout_seed = Rc::new(Cell::new(0u64));
-        let loss_and_grad: LossAndGrad = if compile {
-            Box::new(compiled_loss_and_grad(model, base, names.clone(), opts)?)
-        } else {
-            // Leaked once per stepper: the gradient transform keeps a borrow of it.
-            let argnums: &'static [i32] = Vec::leak((0..names.len() as i32).collect());
-            Box::new(loss_and_grad(
-                model,
-                base,
-                names.clone(),
-                opts,
-                dropout_seed.clone(),
-                argnums,
-            ))
-        };
+        let functions = StepFunctions::new(model, base, names.clone(), opts, compile)?;
         Ok(Stepper {
             names,
-            loss_and_grad,
-            dropout_seed,
+            functions,
             keep_gradients: false,
             last_gradients: None,
             group: None,
@@ -165,10 +147,10 @@ impl Stepper {
             if self.interrupt.as_ref().is_some_and(|stop| stop()) {
                 return Err(EngineError::Interrupted);
             }
-            self.dropout_seed.set(m.dropout_seed);
+            self.functions.dropout_seed.set(m.dropout_seed);
             let args = self.arguments(trainable, &m.batch, loss_scale);
             let start = Instant::now();
-            let (vals, g) = (self.loss_and_grad)(&args)?;
+            let (vals, g) = (self.functions.for_batch(&m.batch)?)(&args)?;
             let built = Instant::now();
             mlx_rs::transforms::eval(vals.iter().chain(g.iter()))?;
             if let Some(t) = &mut self.phases {
@@ -210,7 +192,7 @@ impl Stepper {
             b.mask.clone(),
             Array::from_f32(loss_scale),
         ]);
-        args.extend(b.segments.clone());
+        args.extend(b.segments.as_ref().map(|s| s.ids.clone()));
         args
     }
 
@@ -225,6 +207,8 @@ impl Stepper {
         lr: f32,
         max_grad_norm: Option<f64>,
     ) -> Result<StepOutcome> {
+        // A step that does not keep its gradients leaves none from an earlier step.
+        self.last_gradients = None;
         let mut counted = micro.iter().filter(|m| m.batch.loss_tokens > 0);
         if let (Some(only), None) = (counted.next(), counted.next()) {
             if self.one_graph && self.group.is_none() && self.fused_end(optimizer) {
@@ -284,10 +268,10 @@ impl Stepper {
         if self.interrupt.as_ref().is_some_and(|stop| stop()) {
             return Err(EngineError::Interrupted);
         }
-        self.dropout_seed.set(m.dropout_seed);
+        self.functions.dropout_seed.set(m.dropout_seed);
         let args = self.arguments(trainable, &m.batch, loss_scale);
         let start = Instant::now();
-        let (mut vals, sums) = (self.loss_and_grad)(&args)?;
+        let (mut vals, sums) = (self.functions.for_batch(&m.batch)?)(&args)?;
         drop(args);
         let built = Instant::now();
         // The GPU starts on the loss and the gradients (in the order they are evaluated

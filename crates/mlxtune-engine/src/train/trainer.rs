@@ -152,7 +152,6 @@ impl<'a> Run<'a> {
             step_options(spec),
             spec.compile,
         )?;
-        stepper.keep_gradients = board.histograms;
         if let Some(g) = &group {
             stepper.set_group(g.clone());
         }
@@ -283,6 +282,10 @@ impl<'a> Run<'a> {
         let micro_before = self.state.micro;
         let micro = self.next_micro_batches();
         let lr = learning_rate(self.spec, self.state.step, self.total_steps);
+        // Gradients are kept (for the checkpoint's histograms) only for a step that a
+        // checkpoint may follow: keeping them takes the step off its fused end.
+        let (save, eval) = self.due(self.state.step + 1);
+        self.stepper.keep_gradients = self.board.histograms && (save || eval);
         let outcome = self.stepper.step(
             &mut self.trainable,
             &mut self.optimizer,
@@ -477,9 +480,7 @@ impl<'a> Run<'a> {
     /// asked for, then the caller's pause or cancel.
     fn evaluate_and_checkpoint(&mut self, mut control: Control) -> Result<Next> {
         let step = self.state.step;
-        let last = step == self.total_steps;
-        let mut save = self.spec.save_every.is_some_and(|n| step.is_multiple_of(n)) || last;
-        let eval_due = self.spec.eval_every.is_some_and(|n| step.is_multiple_of(n)) || last;
+        let (mut save, eval_due) = self.due(step);
         let mut stop_early = false;
         if eval_due && self.valid.is_some() {
             let (m, c) = self.validate()?;
@@ -515,6 +516,13 @@ impl<'a> Run<'a> {
             }
             Control::Continue => Next::Continue,
         })
+    }
+
+    /// Whether a checkpoint and a validation pass are due after `step`.
+    fn due(&self, step: u64) -> (bool, bool) {
+        let last = step == self.total_steps;
+        let every = |n: Option<u64>| n.is_some_and(|n| step.is_multiple_of(n)) || last;
+        (every(self.spec.save_every), every(self.spec.eval_every))
     }
 
     /// A pause or cancel that arrived between micro-batches: the unfinished step is
@@ -709,6 +717,7 @@ pub fn step_options(spec: &TrainSpec) -> StepOptions {
         compute: spec.dtype(),
         checkpoint_layers: spec.recomputed_layers(),
         chunked_loss: super::step::default_chunked_loss(spec.gradient_checkpointing),
+        attention_reach: None,
     }
 }
 

@@ -5,8 +5,9 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use mlxtune_engine::data::batch::TrainBatch;
+use mlxtune_engine::data::segments::Segments;
 use mlxtune_engine::mlx_rs::ops::indexing::IndexOp;
-use mlxtune_engine::mlx_rs::{self, Array, Dtype};
+use mlxtune_engine::mlx_rs::{self, Dtype};
 use mlxtune_engine::models::random::random_model;
 use mlxtune_engine::models::{quantize_weights, LayerKind, Model, QuantSpec};
 use mlxtune_engine::train::config::{BatchSize, DatasetConfig, FineTuneConfig, Parameters};
@@ -15,6 +16,7 @@ use mlxtune_engine::train::optim::Optimizer;
 use mlxtune_engine::train::prepare::initial_trainables;
 use mlxtune_engine::train::spec::FineTuneType;
 use mlxtune_engine::train::step::{default_chunked_loss, StepOptions};
+use mlxtune_engine::train::step_functions::attention_reach;
 use mlxtune_engine::train::stepper::{MicroBatch, StepOutcome, Stepper};
 use mlxtune_engine::train::TrainSpec;
 use mlxtune_engine::weights::{self, Weights};
@@ -196,7 +198,7 @@ fn synthetic_batch(a: &TrainArgs, vocab: i32, seed: u64) -> anyhow::Result<Micro
         let ids: Vec<i32> = (0..a.batch as usize * a.seq as usize)
             .map(|i| ((i % a.seq as usize) / per) as i32 + 1)
             .collect();
-        Array::from_slice(&ids, &[a.batch, a.seq])
+        Segments::new(&ids, a.seq as usize)
     });
     let n = (a.batch * a.seq) as u64;
     Ok(MicroBatch {
@@ -235,6 +237,7 @@ fn setup(a: &TrainArgs, fine_tune_type: FineTuneType, dtype: Dtype) -> anyhow::R
         chunked_loss: a
             .chunked_loss
             .unwrap_or(default_chunked_loss(a.grad_checkpoint)),
+        attention_reach: None,
     };
     let mut stepper = Stepper::new(&model.spec, base.clone(), names, opts, a.compile)?;
     let group = Group::from_env()?.map(Rc::new);
@@ -336,6 +339,7 @@ fn measure(
         compiled_optimizer: !a.no_compiled_optimizer,
         segments: a.segments,
         attention_block,
+        attention_reach: attention_reach(&s.batch.batch)?,
         parameters: s.model.spec.num_parameters(),
         trainable_parameters: s.trainable.values().map(|x| x.size() as u64).sum(),
         tokens_per_second: tok_s,

@@ -73,6 +73,10 @@ pub struct BenchResult {
     /// square; `models/packed_attention.rs`); absent for causal rows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attention_block: Option<i32>,
+    /// Packed rows' attention: how far before its first query each block's keys start
+    /// (`models/packed_attention.rs`); absent when they start at 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attention_reach: Option<i32>,
     pub parameters: u64,
     pub trainable_parameters: u64,
     pub tokens_per_second: f64,
