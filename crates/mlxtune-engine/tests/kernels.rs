@@ -400,3 +400,61 @@ fn the_grouped_adamw_kernels_match_one_array_at_a_time() {
 fn refs(xs: &[Array]) -> Vec<&Array> {
     xs.iter().collect()
 }
+
+/// q, k and v (outputs 6, 3 and 3 wide) with LoRA rank 4 on one input: `linears`' shared
+/// `x·A` product against each layer on its own, in value and in the gradients of `x`
+/// and of every `A` and `B` (the base weights are frozen, as in LoRA training).
+#[test]
+fn lora_layers_on_one_input_share_their_a_product_without_changing_anything() {
+    use mlxtune_engine::models::forward::{linear, Params};
+    use mlxtune_engine::models::shared_input::linears;
+    use mlxtune_engine::weights::Weights;
+    let outs = [6, 3, 3];
+    let names: Vec<String> = ["q", "k", "v"].map(|n| format!("l.{n}")).to_vec();
+    let base: Weights = names
+        .iter()
+        .zip(outs)
+        .enumerate()
+        .map(|(i, (n, o))| (format!("{n}.weight"), normal(&[o, 8], 0.5, 130 + i as u64)))
+        .collect();
+    let run = move |x: &[Array], shared: bool| -> Result<Array> {
+        let dt = x[0].dtype();
+        let base: Weights = base
+            .iter()
+            .map(|(k, w)| (k.clone(), w.as_dtype(dt).unwrap()))
+            .collect();
+        let mut over = Weights::new();
+        for (i, n) in names.iter().enumerate() {
+            over.insert(format!("{n}.lora_a"), x[1 + i].clone());
+            over.insert(format!("{n}.lora_b"), x[4 + i].clone());
+        }
+        let p = Params {
+            over: Some(&over),
+            lora_scale: 2.0,
+            compute_dtype: Some(dt),
+            ..Params::new(&base)
+        };
+        let ys = match shared {
+            true => linears(&p, &names, &x[0], true)?,
+            false => names
+                .iter()
+                .map(|n| linear(&p, n, &x[0]))
+                .collect::<Result<_>>()?,
+        };
+        Ok(mlxtune_engine::mlx_rs::ops::concatenate(&ys, -1)?)
+    };
+    let run2 = run.clone();
+    let op: Op = Box::new(move |x| run(x, true));
+    let reference: Op = Box::new(move |x| run2(x, false));
+    for (j, dt) in DTYPES.into_iter().enumerate() {
+        let s = 140 + 10 * j as u64;
+        let mut x = vec![normal(&[2, 5, 8], 1.0, s)];
+        x.extend((0..3).map(|i| normal(&[8, 4], 0.3, s + 1 + i)));
+        x.extend(
+            outs.iter()
+                .enumerate()
+                .map(|(i, &o)| normal(&[4, o], 0.3, s + 4 + i as u64)),
+        );
+        check(&op, &reference, &x, &normal(&[2, 5, 12], 1.0, s + 9), dt);
+    }
+}

@@ -52,7 +52,13 @@ fn gradient_checkpointing_gives_the_same_gradients() {
         // Every layer recomputed, then only the first one (the others keep their values).
         for layers in [usize::MAX, 1] {
             let (l2, g2) = grads(layers);
-            assert_eq!(l1, l2, "{model}, {layers} checkpointed layers: loss");
+            // Not bit for bit: without checkpointing, LoRA layers on one input share their
+            // x·A product (models/shared_input.rs), which sums in another order.
+            let rel = ((l1 - l2) / l1).abs();
+            assert!(
+                rel < 1e-6,
+                "{model}, {layers} checkpointed layers: loss {l1} vs {l2}"
+            );
             for (i, (a, c)) in g1.iter().zip(&g2).enumerate() {
                 let d = max_abs_diff(a, c);
                 assert!(

@@ -13,6 +13,7 @@ use mlx_rs::{Array, Dtype};
 
 use super::cache::{conv_tail, kv_update, Cache, LayerCache};
 use super::packed_attention::{block_for, PackedMasks};
+use super::shared_input::linears;
 use super::spec::{LayerKind, ModelSpec, RopeScaling};
 use crate::error::{EngineError, Result};
 use crate::weights::Weights;
@@ -117,16 +118,7 @@ pub(crate) fn quant_geometry(w: &Array, scales: &Array, in_dim: i32) -> (i32, i3
 /// `y = x·Wᵀ (+ b) (+ s·(x·A)·B)` for the linear layer at `prefix`; with DoRA
 /// (`.magnitude`), the adapted weight's rows are rescaled to the learned magnitudes.
 pub fn linear(p: &Params, prefix: &str, x: &Array) -> Result<Array> {
-    let w = p.req(&format!("{prefix}.weight"))?;
-    let scales = p.get(&format!("{prefix}.scales"))?;
-    let mut y = match &scales {
-        Some(scales) => {
-            let biases = p.get(&format!("{prefix}.biases"))?;
-            let (gs, bits) = quant_geometry(&w, scales, x.dim(-1));
-            quantized_matmul(x, &w, scales, biases.as_ref(), true, gs, bits)?
-        }
-        None => ops::matmul(x, w.t())?,
-    };
+    let mut y = base_product(p, prefix, x)?;
     if let Some(a) = p.get(&format!("{prefix}.lora_a"))? {
         let b = p.req(&format!("{prefix}.lora_b"))?;
         let xin = match p.dropout {
@@ -140,38 +132,61 @@ pub fn linear(p: &Params, prefix: &str, x: &Array) -> Result<Array> {
             _ => x.clone(),
         };
         let scale = Array::from_f32(p.lora_scale).as_dtype(y.dtype())?;
-        y = lora_add(&y, &xin, &a, &b.multiply(&scale)?)?;
+        let rows: i32 = x.shape()[..x.ndim() - 1].iter().product();
+        let xa = ops::matmul(xin.reshape(&[rows, x.dim(-1)])?, &a)?;
+        y = lora_add(&y, &xa, &b.multiply(&scale)?)?;
         if let Some(m) = p.get(&format!("{prefix}.magnitude"))? {
             // DoRA: ||W + s·(A·B)ᵀ|| per output row, without gradient through the norm
             // (as in the DoRA paper's memory-saving variant).
-            let dense = match &scales {
+            let dense = match &scale_of(p, prefix)? {
                 Some(sc) => {
                     let biases = p.get(&format!("{prefix}.biases"))?;
+                    let w = p.req(&format!("{prefix}.weight"))?;
                     let (gs, bits) = quant_geometry(&w, sc, x.dim(-1));
                     dequantize(&w, sc, biases.as_ref(), gs, bits)?
                 }
-                None => w.clone(),
+                None => p.req(&format!("{prefix}.weight"))?,
             };
             let adapted = dense.add(ops::matmul(&a, &b)?.t().multiply(&scale)?)?;
             let norm = mlx_rs::stop_gradient(adapted.square()?.sum_axis(1, false)?.sqrt()?)?;
             y = y.multiply(m.divide(&norm)?)?;
         }
     }
-    if let Some(b) = p.get(&format!("{prefix}.bias"))? {
-        y = y.add(&b)?;
-    }
-    Ok(y)
+    with_bias(p, prefix, y)
 }
 
-/// `y + (x·A)·B` as one matrix product whose epilogue adds `y` (MLX's `addmm`; cuBLASLt's
-/// C input on CUDA), over the rows flattened to 2-D. The LoRA scale is folded into the
+fn scale_of(p: &Params, prefix: &str) -> Result<Option<Array>> {
+    p.get(&format!("{prefix}.scales"))
+}
+
+/// `x·Wᵀ` for the frozen (dense or quantized) weight at `prefix`.
+pub(crate) fn base_product(p: &Params, prefix: &str, x: &Array) -> Result<Array> {
+    let w = p.req(&format!("{prefix}.weight"))?;
+    Ok(match &scale_of(p, prefix)? {
+        Some(scales) => {
+            let biases = p.get(&format!("{prefix}.biases"))?;
+            let (gs, bits) = quant_geometry(&w, scales, x.dim(-1));
+            quantized_matmul(x, &w, scales, biases.as_ref(), true, gs, bits)?
+        }
+        None => ops::matmul(x, w.t())?,
+    })
+}
+
+/// `y + b` where the layer at `prefix` has a bias.
+pub(crate) fn with_bias(p: &Params, prefix: &str, y: Array) -> Result<Array> {
+    Ok(match p.get(&format!("{prefix}.bias"))? {
+        Some(b) => y.add(&b)?,
+        None => y,
+    })
+}
+
+/// `y + xa·B` (`xa = x·A`, rows flattened to 2-D) as one matrix product whose epilogue
+/// adds `y` (MLX's `addmm`; cuBLASLt's C input on CUDA). The LoRA scale is folded into the
 /// `[r, out]` matrix `B` by the caller, so neither pass touches the `[rows, out]` output
 /// with an extra element-wise scale-and-add (issue 14: 17.7 ms of a 246 ms step).
-fn lora_add(y: &Array, x: &Array, a: &Array, b: &Array) -> Result<Array> {
+pub(crate) fn lora_add(y: &Array, xa: &Array, b: &Array) -> Result<Array> {
     let shape = y.shape().to_vec();
-    let rows: i32 = shape[..shape.len() - 1].iter().product();
-    let xa = ops::matmul(x.reshape(&[rows, x.dim(-1)])?, a)?;
-    let out = ops::addmm(y.reshape(&[rows, y.dim(-1)])?, &xa, b, 1.0, 1.0)?;
+    let out = ops::addmm(y.reshape(&[xa.dim(0), y.dim(-1)])?, xa, b, 1.0, 1.0)?;
     Ok(out.reshape(&shape)?)
 }
 
@@ -272,6 +287,8 @@ struct Layer {
     conv_masks: Vec<Array>,
     /// Packed rows' example ids `[B, T]` (for the fused short convolution).
     segments: Option<Array>,
+    /// LoRA layers on one input share their `x·A` product ([`linears`]).
+    share_lora_input: bool,
 }
 
 /// The short convolution's masks of packed rows.
@@ -303,8 +320,12 @@ impl Layer {
         let n = &s.names;
         let (b, t) = (x.dim(0), x.dim(1));
         let a = format!("{prefix}.{}", n.attn);
-        let heads = |proj: &str, h: i32, norm: Option<&str>| -> Result<Array> {
-            let y = linear(p, &format!("{a}.{proj}"), x)?.reshape(&[b, t, h, s.head_dim])?;
+        let projs = [n.q_proj, n.k_proj, n.v_proj].map(|proj| format!("{a}.{proj}"));
+        let [yq, yk, yv]: [Array; 3] = linears(p, &projs, x, self.share_lora_input)?
+            .try_into()
+            .map_err(|_| EngineError::Mlx("q, k and v: not three outputs".into()))?;
+        let heads = |y: Array, h: i32, norm: Option<&str>| -> Result<Array> {
+            let y = y.reshape(&[b, t, h, s.head_dim])?;
             let y = match norm {
                 Some(norm) => rms_norm(p, &format!("{a}.{norm}.weight"), &y, s.norm_eps)?,
                 None => y,
@@ -316,19 +337,14 @@ impl Layer {
         } else {
             (None, None)
         };
-        let q = rope(
-            s,
-            self.freqs.as_ref(),
-            &heads(n.q_proj, s.num_heads, qn)?,
-            offset,
-        )?;
+        let q = rope(s, self.freqs.as_ref(), &heads(yq, s.num_heads, qn)?, offset)?;
         let k = rope(
             s,
             self.freqs.as_ref(),
-            &heads(n.k_proj, s.num_kv_heads, kn)?,
+            &heads(yk, s.num_kv_heads, kn)?,
             offset,
         )?;
-        let v = heads(n.v_proj, s.num_kv_heads, None)?;
+        let v = heads(yv, s.num_kv_heads, None)?;
         let (k, v) = match cache {
             Some(LayerCache::Kv { keys, values }) => kv_update(keys, values, k, v)?,
             _ => (k, v),
@@ -420,9 +436,13 @@ impl Layer {
     fn mlp(&self, p: &Params, prefix: &str, x: &Array) -> Result<Array> {
         let n = &self.spec.names;
         let m = format!("{prefix}.{}", n.mlp);
-        let g = linear(p, &format!("{m}.{}", n.gate), x)?;
-        let u = linear(p, &format!("{m}.{}", n.up), x)?;
-        let act = crate::kernels::swiglu::swiglu(&g, &u)?;
+        let gate_up = linears(
+            p,
+            &[n.gate, n.up].map(|l| format!("{m}.{l}")),
+            x,
+            self.share_lora_input,
+        )?;
+        let act = crate::kernels::swiglu::swiglu(&gate_up[0], &gate_up[1])?;
         linear(p, &format!("{m}.{}", n.down), &act)
     }
 }
@@ -491,6 +511,10 @@ pub fn forward_hidden(
         packed,
         conv_masks,
         segments: ctx.segments.cloned(),
+        // Not under checkpointing: there the shared products raised the LFM2-1.2B step's
+        // peak by 0.38 GiB on the H200, whichever layers shared (docs/benchmarks.md, ninth
+        // round), where without checkpointing they lower it by as much.
+        share_lora_input: ctx.checkpoint_layers == 0,
     };
     let n = &spec.names;
     let mut cache = ctx.cache;

@@ -13,6 +13,7 @@ pub mod qwen2;
 pub mod qwen3;
 pub mod random;
 pub mod remat;
+pub mod shared_input;
 pub mod spec;
 
 use std::collections::{BTreeSet, HashMap};
