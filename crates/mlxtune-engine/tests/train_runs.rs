@@ -330,6 +330,7 @@ fn a_batch_that_does_not_fit_runs_as_smaller_micro_batches_with_the_same_losses(
 fn the_stepper_that_benchmarks_use_is_the_trainers_step() {
     use mlxtune_engine::train::optim::{learning_rate, Optimizer};
     use mlxtune_engine::train::prepare::prepare;
+    use mlxtune_engine::train::step_functions::StepFunctions;
     use mlxtune_engine::train::stepper::{MicroBatch, StepOutcome, Stepper};
     use mlxtune_engine::train::trainer::step_options;
     let tmp = tempfile::tempdir().unwrap();
@@ -343,7 +344,8 @@ fn the_stepper_that_benchmarks_use_is_the_trainers_step() {
     let mut p = prepare(&s).unwrap();
     let names = mlxtune_engine::train::order::layer_order(&p.trainable);
     let base = p.model.weights.clone();
-    let mut stepper = Stepper::new(&p.model.spec, base, names, step_options(&s), false).unwrap();
+    let f = StepFunctions::new(&p.model.spec, base, names, step_options(&s), false).unwrap();
+    let mut stepper = Stepper::new(f);
     let first = p.plan.epoch_order(s.seed, 0)[0];
     let micro = MicroBatch {
         batch: p.plan.make_part(&p.train.examples, first, 0, 1),
@@ -378,6 +380,7 @@ fn the_stepper_that_benchmarks_use_is_the_trainers_step() {
 fn a_step_in_one_graph_equals_its_gradients_and_update_run_apart() {
     use mlxtune_engine::train::optim::{learning_rate, Optimizer};
     use mlxtune_engine::train::prepare::prepare;
+    use mlxtune_engine::train::step_functions::StepFunctions;
     use mlxtune_engine::train::stepper::{MicroBatch, StepOutcome, Stepper};
     use mlxtune_engine::train::trainer::step_options;
     let tmp = tempfile::tempdir().unwrap();
@@ -388,7 +391,8 @@ fn a_step_in_one_graph_equals_its_gradients_and_update_run_apart() {
         let mut p = prepare(&s).unwrap();
         let names = mlxtune_engine::train::order::layer_order(&p.trainable);
         let base = p.model.weights.clone();
-        let mut stepper = Stepper::new(&p.model.spec, base, names, step_options(&s), true).unwrap();
+        let f = StepFunctions::new(&p.model.spec, base, names, step_options(&s), true).unwrap();
+        let mut stepper = Stepper::new(f);
         stepper.one_graph = one_graph;
         let mut opt = Optimizer::new(&s);
         let order = p.plan.epoch_order(s.seed, 0);

@@ -58,6 +58,11 @@ impl StepFunctions {
         Ok(f)
     }
 
+    /// The trainable arrays' names, in argument order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
     /// The function for `b`'s attention reach.
     pub fn for_batch(&mut self, b: &TrainBatch) -> Result<&mut LossAndGrad> {
         let reach = attention_reach(b)?;

@@ -9,11 +9,9 @@ use mlx_rs::Array;
 
 use super::distributed::Group;
 use super::optim::{EndFigures, Optimizer, StepEnd};
-use super::step::StepOptions;
 use super::step_functions::StepFunctions;
 use crate::data::batch::TrainBatch;
 use crate::error::{EngineError, Result};
-use crate::models::ModelSpec;
 use crate::weights::Weights;
 
 /// A micro-batch and the seed of its dropout masks.
@@ -96,16 +94,10 @@ pub struct Stepper {
 pub type Interrupt = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
 
 impl Stepper {
-    /// `base` holds the frozen weights; `names` the trainable arrays, in argument order.
-    pub fn new(
-        model: &ModelSpec,
-        base: Weights,
-        names: Vec<String>,
-        opts: StepOptions,
-        compile: bool,
-    ) -> Result<Stepper> {
-        let functions = StepFunctions::new(model, base, names.clone(), opts, compile)?;
-        Ok(Stepper {
+    /// A stepper over a model's step `functions` (their trainable arrays in argument order).
+    pub fn new(functions: StepFunctions) -> Stepper {
+        let names = functions.names().to_vec();
+        Stepper {
             names,
             functions,
             keep_gradients: false,
@@ -114,7 +106,7 @@ impl Stepper {
             interrupt: None,
             phases: None,
             one_graph: std::env::var("MLXTUNE_ONE_GRAPH_STEP").map_or(true, |v| v != "0"),
-        })
+        }
     }
 
     /// Sums each step's loss, token counts and gradients over `group` (data parallelism):

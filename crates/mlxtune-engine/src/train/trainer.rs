@@ -18,6 +18,7 @@ use super::optim::{learning_rate, Optimizer};
 use super::prepare::{initial_trainables, prepare, write_spec, Dataset, Prepared};
 use super::spec::{FineTuneType, TrainSpec};
 use super::step::StepOptions;
+use super::step_functions::StepFunctions;
 use super::stepper::{Interrupt, MicroBatch, StepOutcome, StepStats, Stepper};
 use crate::data::batch::Plan;
 use crate::data::prefetch::{Order, Prefetcher};
@@ -145,13 +146,13 @@ impl<'a> Run<'a> {
             true => Board::open(output, parameters),
             false => (Board::closed(), None),
         };
-        let mut stepper = Stepper::new(
+        let mut stepper = Stepper::new(StepFunctions::new(
             &p.model.spec,
             p.model.weights.clone(),
             names,
             step_options(spec),
             spec.compile,
-        )?;
+        )?);
         if let Some(g) = &group {
             stepper.set_group(g.clone());
         }

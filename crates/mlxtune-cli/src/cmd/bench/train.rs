@@ -16,7 +16,7 @@ use mlxtune_engine::train::optim::Optimizer;
 use mlxtune_engine::train::prepare::initial_trainables;
 use mlxtune_engine::train::spec::FineTuneType;
 use mlxtune_engine::train::step::{default_chunked_loss, StepOptions};
-use mlxtune_engine::train::step_functions::attention_reach;
+use mlxtune_engine::train::step_functions::{attention_reach, StepFunctions};
 use mlxtune_engine::train::stepper::{MicroBatch, StepOutcome, Stepper};
 use mlxtune_engine::train::TrainSpec;
 use mlxtune_engine::weights::{self, Weights};
@@ -239,7 +239,13 @@ fn setup(a: &TrainArgs, fine_tune_type: FineTuneType, dtype: Dtype) -> anyhow::R
             .unwrap_or(default_chunked_loss(a.grad_checkpoint)),
         attention_reach: None,
     };
-    let mut stepper = Stepper::new(&model.spec, base.clone(), names, opts, a.compile)?;
+    let mut stepper = Stepper::new(StepFunctions::new(
+        &model.spec,
+        base.clone(),
+        names,
+        opts,
+        a.compile,
+    )?);
     let group = Group::from_env()?.map(Rc::new);
     if let Some(g) = &group {
         stepper.set_group(g.clone());
