@@ -291,3 +291,35 @@ fn batches_built_ahead_are_the_batches_built_when_asked_whatever_the_jumps() {
         assert!(filled > 30, "packed {packed}: {filled} non-empty batches");
     }
 }
+
+/// A packed plan's reach is what its neediest batch needs, so a job gets one compiled step
+/// for its attention (`StepFunctions::reach_floor`) and every batch is covered by it.
+#[test]
+fn a_packed_plan_reach_covers_every_batch_and_is_met_by_one() {
+    // 60 examples of 3..90 tokens packed into rows of 128 positions, 4 rows a batch.
+    let ex: Vec<Example> = (0..60u32)
+        .map(|i| {
+            let n = 3 + (i * 37 % 88) as usize;
+            Example {
+                ids: (0..n as u32).map(|t| 1 + (i + t) % 50).collect(),
+                mask: vec![true; n],
+                truncated: false,
+            }
+        })
+        .collect();
+    let plan = Plan::new(&ex, 4, true, 128);
+    assert_eq!(plan.width(&ex), 128);
+    for block in [8, 16, 32] {
+        let reach = plan.packed_reach(&ex, block);
+        let needed: Vec<usize> = (0..plan.batches.len())
+            .map(|b| plan.make(&ex, b).segments.unwrap().reach(block))
+            .collect();
+        assert_eq!(needed.iter().max(), Some(&reach), "blocks of {block}");
+        assert!(
+            reach > 0 && reach.is_multiple_of(block),
+            "blocks of {block}: {reach}"
+        );
+    }
+    let causal = Plan::new(&ex, 4, false, 128);
+    assert_eq!(causal.packed_reach(&ex, 16), 0);
+}

@@ -453,3 +453,36 @@ fn a_step_in_one_graph_equals_its_gradients_and_update_run_apart() {
         assert!(d <= 1e-6, "{name}: the weights differ by {d}");
     }
 }
+
+/// A worker resuming a job starts from the checkpoint it reconciled the job's records with
+/// (`ResumeFrom::AtMost`), not from a newer one that a process which lost the job wrote
+/// meanwhile: here checkpoints at steps 2, 4, 6, 8 and 9 exist and the resume asks for at most 3.
+#[test]
+fn a_run_resumed_at_most_at_a_step_starts_from_the_newest_checkpoint_not_past_it() {
+    use mlxtune_engine::train::{train_interruptible, ResumeFrom};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text_data(tmp.path());
+    let extra = json!({
+        "parameters": { "batchSize": 2, "epochs": 3 },
+        "checkpoint": { "everySteps": 2, "keepLast": 5 }
+    });
+    let s = spec(config("lfm2", &data, extra));
+    let out = tmp.path().join("out");
+    assert_eq!(run(&s, &out).step, 9);
+    let mut resumed_at = Vec::new();
+    let never = std::sync::Arc::new(|| false);
+    let r = train_interruptible(&s, &out, Some(ResumeFrom::AtMost(3)), never, &mut |e| {
+        match e {
+            Event::Message { text, .. } if text.starts_with("resumed from") => {
+                resumed_at.push(text.clone())
+            }
+            Event::Step(_) => return Control::Pause,
+            _ => {}
+        }
+        Control::Continue
+    })
+    .unwrap();
+    assert_eq!((r.outcome, r.step), (Outcome::Paused, 3));
+    assert_eq!(resumed_at.len(), 1, "{resumed_at:?}");
+    assert!(resumed_at[0].ends_with("(step 2)"), "{resumed_at:?}");
+}

@@ -32,18 +32,19 @@ fn logged_steps(output: &Path, step: u64) -> Vec<StepMetrics> {
         .collect()
 }
 
-/// Brings the database in line with the checkpoint a job is about to resume from.
-pub async fn before_resume(state: &AppState, job: &db::JobRow) {
-    if let Err(e) = reconcile(state, job).await {
+/// Brings the database in line with the checkpoint a job is about to resume from, and
+/// returns that checkpoint's step: the trainer resumes from it (not from one a process
+/// that lost the job may write meanwhile).
+pub async fn before_resume(state: &AppState, job: &db::JobRow) -> Option<u64> {
+    let step = latest_step(Path::new(&job.output_dir))?;
+    if let Err(e) = reconcile(state, job, step).await {
         tracing::error!(job_id = %job.id, error = %e, "reconciling a job's metrics with its checkpoint");
     }
+    Some(step)
 }
 
-async fn reconcile(state: &AppState, job: &db::JobRow) -> sqlx::Result<()> {
+async fn reconcile(state: &AppState, job: &db::JobRow, step: u64) -> sqlx::Result<()> {
     let output = Path::new(&job.output_dir);
-    let Some(step) = latest_step(output) else {
-        return Ok(());
-    };
     let pool = &state.db;
     let dropped = db::metrics::drop_metrics_after(pool, &job.id, step).await?;
     db::events::drop_events_after(pool, &job.id, step).await?;

@@ -15,7 +15,7 @@ use mlxtune_engine::train::checkpoint;
 use mlxtune_engine::train::spec::FineTuneType;
 use mlxtune_engine::train::stepper::Interrupt;
 use mlxtune_engine::train::{
-    train_interruptible, Control, Event, Level, Outcome, TrainResult, TrainSpec,
+    train_interruptible, Control, Event, Level, Outcome, ResumeFrom, TrainResult, TrainSpec,
 };
 use mlxtune_engine::EngineError;
 
@@ -154,7 +154,7 @@ fn start_trainer(
     state: &AppState,
     job: &db::JobRow,
     spec: TrainSpec,
-    resume: bool,
+    resume: Option<ResumeFrom>,
     control: Arc<AtomicU8>,
 ) -> (Handle, tokio::sync::mpsc::UnboundedReceiver<Event>) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Event>();
@@ -167,7 +167,7 @@ fn start_trainer(
             spec,
             distributed,
             output,
-            resume,
+            resume: resume.is_some(),
         };
         tokio::spawn(async move {
             let r = launched::run(l, tx, control, shutting).await;
@@ -297,8 +297,14 @@ async fn run_job(state: &AppState, job: db::JobRow, worker: &str) {
         if swept > 0 {
             tracing::warn!(count = swept, "deleted half-written checkpoint directories");
         }
-        reconcile::before_resume(state, &job).await;
     }
+    let resume_from = match resume {
+        true => Some(match reconcile::before_resume(state, &job).await {
+            Some(step) => ResumeFrom::AtMost(step),
+            None => ResumeFrom::Latest,
+        }),
+        false => None,
+    };
     let _busy = crate::telemetry::GaugeGuard::hold(&state.telemetry.workers_busy);
     // The claim: one such event per run, naming the worker that took the job.
     let msg = if resume {
@@ -316,7 +322,7 @@ async fn run_job(state: &AppState, job: db::JobRow, worker: &str) {
         };
         return ending::fail(state, &id, &f).await;
     }
-    let (handle, rx) = start_trainer(state, &job, spec, resume, control.clone());
+    let (handle, rx) = start_trainer(state, &job, spec, resume_from, control.clone());
     let (sync, mut rx) = artifacts::CheckpointSync::tap(state, &id, control.clone(), rx);
     let ended = pump(state, (&id, worker), &mut rx, &control).await;
     // Its artifacts go up while the lease holds: no other node resumes from an older checkpoint.

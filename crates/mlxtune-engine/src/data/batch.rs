@@ -9,7 +9,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
-use crate::data::segments::Segments;
+use crate::data::segments::{row_reach, Segments};
 use crate::data::Example;
 
 /// One micro-batch as arrays.
@@ -112,10 +112,45 @@ impl Plan {
         HostBatch::build(examples, rows, self.packed, self.pad_to)
     }
 
+    /// Packed plans: the reach ([`Segments::reach`]) that covers every batch, for query
+    /// blocks of `block` positions; 0 for plans that are not packed.
+    pub fn packed_reach(&self, examples: &[Example], block: usize) -> usize {
+        if !self.packed {
+            return 0;
+        }
+        let most = self
+            .batches
+            .iter()
+            .flatten()
+            .map(|row| row_reach(positions(examples, row), block))
+            .max()
+            .unwrap_or(0);
+        most.next_multiple_of(block.max(1))
+    }
+
+    /// The widest batch's width in positions (rounded up to `pad_to`).
+    pub fn width(&self, examples: &[Example]) -> usize {
+        width(examples, self.batches.iter().flatten(), self.pad_to)
+    }
+
     /// Rows of the largest batch.
     pub fn max_rows(&self) -> usize {
         self.batches.iter().map(Vec::len).max().unwrap_or(0)
     }
+}
+
+/// The positions each example of `row` takes (its tokens but the last, only a target).
+fn positions<'a>(examples: &'a [Example], row: &'a Row) -> impl Iterator<Item = usize> + 'a {
+    row.iter().map(|i| examples[*i].ids.len() - 1)
+}
+
+/// The widest of `rows` in positions, at least 1, rounded up to `pad_to`.
+fn width<'a>(examples: &[Example], rows: impl Iterator<Item = &'a Row>, pad_to: usize) -> usize {
+    let most = rows.map(|r| positions(examples, r).sum::<usize>());
+    most.max()
+        .unwrap_or(1)
+        .max(1)
+        .next_multiple_of(pad_to.max(1))
 }
 
 /// Right-padded arrays for `rows`.
@@ -143,13 +178,7 @@ impl HostBatch {
     pub fn build(examples: &[Example], rows: &[Row], packed: bool, pad_to: usize) -> HostBatch {
         let width = match rows.is_empty() {
             true => 1,
-            false => rows
-                .iter()
-                .map(|r| r.iter().map(|i| examples[*i].ids.len() - 1).sum::<usize>())
-                .max()
-                .unwrap_or(1)
-                .max(1)
-                .next_multiple_of(pad_to.max(1)),
+            false => width(examples, rows.iter(), pad_to),
         };
         let n = rows.len();
         let mut inputs = vec![0i32; n * width];

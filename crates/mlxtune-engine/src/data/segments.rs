@@ -8,28 +8,26 @@ use mlx_rs::Array;
 pub struct Segments {
     /// Example number of each position `[B, T]` (int32; 1, 2, …; 0 is padding).
     pub ids: Array,
-    /// Row-major, each position's distance from its example's first position (0 for
-    /// padding).
-    offsets: Vec<u32>,
-    width: usize,
+    /// Each row's examples' lengths in positions, in order (padding left out).
+    lengths: Vec<Vec<usize>>,
 }
 
 impl Segments {
     /// From the example ids of `ids.len() / width` rows of `width` positions.
     pub fn new(ids: &[i32], width: usize) -> Segments {
-        let mut offsets = vec![0u32; ids.len()];
-        for (row, off) in ids.chunks(width).zip(offsets.chunks_mut(width)) {
-            for p in 1..row.len() {
-                if row[p] != 0 && row[p] == row[p - 1] {
-                    off[p] = off[p - 1] + 1;
-                }
-            }
-        }
+        let lengths = ids
+            .chunks(width.max(1))
+            .map(|row| {
+                row.chunk_by(|a, b| a == b)
+                    .filter(|run| run[0] != 0)
+                    .map(<[i32]>::len)
+                    .collect()
+            })
+            .collect();
         let rows = ids.len().checked_div(width).unwrap_or(0) as i32;
         Segments {
             ids: Array::from_slice(ids, &[rows, width as i32]),
-            offsets,
-            width,
+            lengths,
         }
     }
 
@@ -38,16 +36,29 @@ impl Segments {
     /// sees its whole example, rounded up to a multiple of `block`. Padding does not count
     /// (it is after every example of its row and out of the loss).
     pub fn reach(&self, block: usize) -> usize {
-        let block = block.max(1);
         let most = self
-            .offsets
-            .chunks(self.width.max(1))
-            .flat_map(|row| row.iter().step_by(block))
+            .lengths
+            .iter()
+            .map(|row| row_reach(row.iter().copied(), block))
             .max()
-            .copied()
-            .unwrap_or(0) as usize;
-        most.next_multiple_of(block)
+            .unwrap_or(0);
+        most.next_multiple_of(block.max(1))
     }
+}
+
+/// The most positions any block of `block` queries starts into its example, in a row of
+/// examples of `lengths` positions one after another (not rounded).
+pub fn row_reach(lengths: impl IntoIterator<Item = usize>, block: usize) -> usize {
+    let block = block.max(1);
+    let (mut most, mut start) = (0, 0);
+    for len in lengths {
+        let end = start + len;
+        if start.next_multiple_of(block) < end {
+            most = most.max((end - 1) / block * block - start);
+        }
+        start = end;
+    }
+    most
 }
 
 #[cfg(test)]
@@ -73,5 +84,10 @@ mod tests {
         // Padding right after a long example does not count.
         let padded = Segments::new(&[1, 2, 2, 0, 0, 0], 6);
         assert_eq!(padded.reach(3), 0);
+        // The same rows from their examples' lengths (what a plan holds).
+        assert_eq!(row_reach([3, 6, 2], 4), 5);
+        assert_eq!(row_reach([3, 6, 2], 3), 3);
+        assert_eq!(row_reach([12], 4), 8);
+        assert_eq!(row_reach([], 4), 0);
     }
 }

@@ -166,7 +166,19 @@ pub fn load_latest(output: &Path) -> Result<Option<Resume>> {
         return Ok(None);
     }
     let name = std::fs::read_to_string(&latest).map_err(|e| EngineError::io(&latest, e))?;
-    let dir = root.join(name.trim());
+    load_dir(root.join(name.trim())).map(Some)
+}
+
+/// Reads the newest checkpoint of at most `step` steps (a resuming worker's: one written
+/// later may come from a process that lost the job and must not count).
+pub fn load_at_most(output: &Path, step: u64) -> Result<Option<Resume>> {
+    match list(output).into_iter().find(|c| c.step <= step) {
+        Some(c) => load_dir(c.path).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn load_dir(dir: PathBuf) -> Result<Resume> {
     let state_path = dir.join("state.json");
     let text = std::fs::read_to_string(&state_path).map_err(|e| EngineError::io(&state_path, e))?;
     let state: TrainState = serde_json::from_str(&text).map_err(|e| {
@@ -183,12 +195,12 @@ pub fn load_latest(output: &Path) -> Result<Option<Resume>> {
     } else {
         Weights::new()
     };
-    Ok(Some(Resume {
+    Ok(Resume {
         state,
         trainable,
         optimizer,
         dir,
-    }))
+    })
 }
 
 /// Deletes all but the newest `keep` checkpoints (never the best one) and stale

@@ -27,4 +27,4 @@ pub mod trainer;
 pub use config::{read_config, ConfigError, FineTuneConfig};
 pub use events::{Control, EvalMetrics, Event, Level, Outcome, Started, StepMetrics, TrainResult};
 pub use spec::TrainSpec;
-pub use trainer::{train, train_in_group, train_interruptible};
+pub use trainer::{train, train_in_group, train_interruptible, ResumeFrom};

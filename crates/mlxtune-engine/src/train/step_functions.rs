@@ -31,6 +31,10 @@ pub struct StepFunctions {
     compile: bool,
     /// Read by each call of a function made without compile (dropout masks).
     pub dropout_seed: Rc<Cell<u64>>,
+    /// Packed rows: the least reach a batch's attention is given. The trainer sets it to
+    /// its plan's reach, which covers every batch: one compiled step per job (on the H200
+    /// about 8 s for LFM2-1.2B) instead of one per reach the batches happen to need.
+    pub reach_floor: usize,
     made: HashMap<Option<i32>, LossAndGrad>,
 }
 
@@ -51,6 +55,7 @@ impl StepFunctions {
             opts,
             compile,
             dropout_seed: Rc::new(Cell::new(0)),
+            reach_floor: 0,
             made: HashMap::new(),
         };
         let first = f.make(None)?;
@@ -65,7 +70,7 @@ impl StepFunctions {
 
     /// The function for `b`'s attention reach.
     pub fn for_batch(&mut self, b: &TrainBatch) -> Result<&mut LossAndGrad> {
-        let reach = attention_reach(b)?;
+        let reach = attention_reach(b, self.reach_floor)?;
         if !self.made.contains_key(&reach) {
             let f = self.make(reach)?;
             self.made.insert(reach, f);
@@ -90,13 +95,14 @@ impl StepFunctions {
     }
 }
 
-/// How far before its first query each block of `b`'s attention queries starts its keys
-/// (None: at 0, or `b` is not packed).
-pub fn attention_reach(b: &TrainBatch) -> Result<Option<i32>> {
+/// How far before its first query each block of `b`'s attention queries starts its keys:
+/// what `b` needs, at least `floor` (None: at 0, or `b` is not packed).
+pub fn attention_reach(b: &TrainBatch, floor: usize) -> Result<Option<i32>> {
     let Some(s) = &b.segments else {
         return Ok(None);
     };
     let t = b.inputs.dim(1);
-    let block = block_for(t)?;
-    Ok(reach_for(t, block, s.reach(block.max(1) as usize) as i32))
+    let block = block_for(t)?.max(1) as usize;
+    let needed = s.reach(block).max(floor.next_multiple_of(block));
+    Ok(reach_for(t, block as i32, needed as i32))
 }

@@ -26,9 +26,20 @@ use crate::data::DataStats;
 use crate::error::{EngineError, Result};
 use crate::eval;
 use crate::models::forward::Params;
+use crate::models::packed_attention::block_for;
 use crate::models::Model;
 use crate::runtime;
 use crate::weights::Weights;
+
+/// Which checkpoint a resumed run starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumeFrom {
+    /// The one `checkpoints/latest` points at.
+    Latest,
+    /// The newest of at most this many steps: the one a worker reconciled the job's records
+    /// with, whatever a process that lost the job wrote since.
+    AtMost(u64),
+}
 
 /// The caller's callback: sees every event, answers with a [`Control`].
 pub type OnEvent<'a> = &'a mut dyn FnMut(&Event) -> Control;
@@ -53,7 +64,8 @@ pub fn train_in_group(
     group: Option<Rc<Group>>,
     on_event: OnEvent,
 ) -> Result<TrainResult> {
-    train_with(spec, output, resume, (group, None), on_event)
+    let from = resume.then_some(ResumeFrom::Latest);
+    train_with(spec, output, from, (group, None), on_event)
 }
 
 /// [`train`] that also stops inside a long step: `interrupt` is asked before every
@@ -62,7 +74,7 @@ pub fn train_in_group(
 pub fn train_interruptible(
     spec: &TrainSpec,
     output: &Path,
-    resume: bool,
+    resume: Option<ResumeFrom>,
     interrupt: Interrupt,
     on_event: OnEvent,
 ) -> Result<TrainResult> {
@@ -72,7 +84,7 @@ pub fn train_interruptible(
 fn train_with(
     spec: &TrainSpec,
     output: &Path,
-    resume: bool,
+    resume: Option<ResumeFrom>,
     (group, interrupt): (Option<Rc<Group>>, Option<Interrupt>),
     on_event: OnEvent,
 ) -> Result<TrainResult> {
@@ -135,7 +147,7 @@ impl<'a> Run<'a> {
         spec: &'a TrainSpec,
         output: &'a Path,
         p: Prepared,
-        resume: bool,
+        resume: Option<ResumeFrom>,
         group: Option<Rc<Group>>,
         on_event: OnEvent<'a>,
     ) -> Result<Run<'a>> {
@@ -146,24 +158,32 @@ impl<'a> Run<'a> {
             true => Board::open(output, parameters),
             false => (Board::closed(), None),
         };
-        let mut stepper = Stepper::new(StepFunctions::new(
+        let mut functions = StepFunctions::new(
             &p.model.spec,
             p.model.weights.clone(),
             names,
             step_options(spec),
             spec.compile,
-        )?);
+        )?;
+        if p.plan.packed {
+            let block = block_for(p.plan.width(&p.train.examples) as i32)?;
+            functions.reach_floor = p
+                .plan
+                .packed_reach(&p.train.examples, block.max(1) as usize);
+        }
+        let mut stepper = Stepper::new(functions);
         if let Some(g) = &group {
             stepper.set_group(g.clone());
         }
         let state = fresh_state(spec, p.total_steps, p.batching.split);
-        let from = if resume {
-            Some(latest_matching(output, p.total_steps, stepper.names())?)
-        } else {
-            if root {
-                let _ = std::fs::remove_dir_all(checkpoint::checkpoints_dir(output));
+        let from = match resume {
+            Some(at) => Some(matching(output, at, p.total_steps, stepper.names())?),
+            None => {
+                if root {
+                    let _ = std::fs::remove_dir_all(checkpoint::checkpoints_dir(output));
+                }
+                None
             }
-            None
         };
         let metrics = match (&from, root) {
             (_, false) => None,
@@ -685,8 +705,12 @@ fn prefetch_depth(per_step: usize) -> usize {
 }
 
 /// The latest checkpoint of `output`, which must plan the same run.
-fn latest_matching(output: &Path, total_steps: u64, names: &[String]) -> Result<Resume> {
-    let r = checkpoint::load_latest(output)?.ok_or_else(|| {
+fn matching(output: &Path, at: ResumeFrom, total_steps: u64, names: &[String]) -> Result<Resume> {
+    let found = match at {
+        ResumeFrom::Latest => checkpoint::load_latest(output)?,
+        ResumeFrom::AtMost(step) => checkpoint::load_at_most(output, step)?,
+    };
+    let r = found.ok_or_else(|| {
         EngineError::invalid(
             "resume",
             format!("{} has no checkpoint to resume from", output.display()),

@@ -345,7 +345,7 @@ fn measure(
         compiled_optimizer: !a.no_compiled_optimizer,
         segments: a.segments,
         attention_block,
-        attention_reach: attention_reach(&s.batch.batch)?,
+        attention_reach: attention_reach(&s.batch.batch, 0)?,
         parameters: s.model.spec.num_parameters(),
         trainable_parameters: s.trainable.values().map(|x| x.size() as u64).sum(),
         tokens_per_second: tok_s,
