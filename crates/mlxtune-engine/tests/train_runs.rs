@@ -486,3 +486,37 @@ fn a_run_resumed_at_most_at_a_step_starts_from_the_newest_checkpoint_not_past_it
     assert_eq!(resumed_at.len(), 1, "{resumed_at:?}");
     assert!(resumed_at[0].ends_with("(step 2)"), "{resumed_at:?}");
 }
+
+/// A compiled job on packed rows gives every batch one width: a new width would trace the
+/// compiled step again (rounded up to 32 positions, these rows would take several).
+#[test]
+fn packed_batches_of_a_compiled_job_all_have_one_width() {
+    use mlxtune_engine::train::prepare::prepare;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text_data(tmp.path());
+    let extra = json!({
+        "packing": true,
+        "parameters": { "batchSize": 1, "sequenceLength": 150 },
+        "optimization": { "compile": true }
+    });
+    let s = spec(config("llama", &data, extra));
+    let p = prepare(&s).unwrap();
+    let ex = &p.train.examples;
+    let rows: Vec<usize> = p
+        .plan
+        .batches
+        .iter()
+        .flatten()
+        .map(|r| r.iter().map(|i| ex[*i].ids.len() - 1).sum())
+        .collect();
+    let by_32: std::collections::BTreeSet<usize> = rows.iter().map(|n| n.div_ceil(32)).collect();
+    assert!(by_32.len() > 1, "rows of {rows:?} positions");
+    let widths: std::collections::BTreeSet<i32> = (0..p.plan.batches.len())
+        .map(|b| p.plan.make(ex, b).inputs.dim(1))
+        .collect();
+    assert_eq!(
+        widths,
+        [*rows.iter().max().unwrap() as i32].into(),
+        "rows of {rows:?}"
+    );
+}
