@@ -102,7 +102,8 @@ pub fn attention_reach(b: &TrainBatch, floor: usize) -> Result<Option<i32>> {
         return Ok(None);
     };
     let t = b.inputs.dim(1);
-    let block = block_for(t)?.max(1) as usize;
-    let needed = s.reach(block).max(floor.next_multiple_of(block));
-    Ok(reach_for(t, block as i32, needed as i32))
+    let block = block_for(t)?;
+    let positions = block.max(1) as usize;
+    let needed = s.reach(positions).max(floor.next_multiple_of(positions));
+    Ok(reach_for(t, block, needed as i32))
 }
