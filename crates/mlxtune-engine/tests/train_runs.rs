@@ -329,10 +329,7 @@ fn a_batch_that_does_not_fit_runs_as_smaller_micro_batches_with_the_same_losses(
 #[test]
 fn the_stepper_that_benchmarks_use_is_the_trainers_step() {
     use mlxtune_engine::train::optim::{learning_rate, Optimizer};
-    use mlxtune_engine::train::prepare::prepare;
-    use mlxtune_engine::train::step_functions::StepFunctions;
-    use mlxtune_engine::train::stepper::{MicroBatch, StepOutcome, Stepper};
-    use mlxtune_engine::train::trainer::step_options;
+    use mlxtune_engine::train::stepper::{MicroBatch, StepOutcome};
     let tmp = tempfile::tempdir().unwrap();
     let data = write_text_data(tmp.path());
     let s = spec(config("llama", &data, json!({ "maxSteps": 1 })));
@@ -341,11 +338,7 @@ fn the_stepper_that_benchmarks_use_is_the_trainers_step() {
     let trained = losses(&out)[0];
 
     // The same first step, built by hand from the prepared pieces.
-    let mut p = prepare(&s).unwrap();
-    let names = mlxtune_engine::train::order::layer_order(&p.trainable);
-    let base = p.model.weights.clone();
-    let f = StepFunctions::new(&p.model.spec, base, names, step_options(&s), false).unwrap();
-    let mut stepper = Stepper::new(f);
+    let (mut p, mut stepper) = prepared_stepper(&s, false);
     let first = p.plan.epoch_order(s.seed, 0)[0];
     let micro = MicroBatch {
         batch: p.plan.make_part(&p.train.examples, first, 0, 1),
@@ -379,20 +372,13 @@ fn the_stepper_that_benchmarks_use_is_the_trainers_step() {
 #[test]
 fn a_step_in_one_graph_equals_its_gradients_and_update_run_apart() {
     use mlxtune_engine::train::optim::{learning_rate, Optimizer};
-    use mlxtune_engine::train::prepare::prepare;
-    use mlxtune_engine::train::step_functions::StepFunctions;
-    use mlxtune_engine::train::stepper::{MicroBatch, StepOutcome, Stepper};
-    use mlxtune_engine::train::trainer::step_options;
+    use mlxtune_engine::train::stepper::{MicroBatch, StepOutcome};
     let tmp = tempfile::tempdir().unwrap();
     let data = write_text_data(tmp.path());
     let s = spec(config("llama", &data, json!({ "maxGradNorm": 0.05 })));
     let mut runs = Vec::new();
     for one_graph in [true, false] {
-        let mut p = prepare(&s).unwrap();
-        let names = mlxtune_engine::train::order::layer_order(&p.trainable);
-        let base = p.model.weights.clone();
-        let f = StepFunctions::new(&p.model.spec, base, names, step_options(&s), true).unwrap();
-        let mut stepper = Stepper::new(f);
+        let (mut p, mut stepper) = prepared_stepper(&s, true);
         stepper.one_graph = one_graph;
         let mut opt = Optimizer::new(&s);
         let order = p.plan.epoch_order(s.seed, 0);
@@ -454,6 +440,82 @@ fn a_step_in_one_graph_equals_its_gradients_and_update_run_apart() {
     }
 }
 
+/// A run's prepared pieces and a stepper over its step functions (compiled or not), as the
+/// trainer builds them.
+fn prepared_stepper(
+    s: &train::TrainSpec,
+    compile: bool,
+) -> (
+    train::prepare::Prepared,
+    mlxtune_engine::train::stepper::Stepper,
+) {
+    use mlxtune_engine::train::step_functions::StepFunctions;
+    let p = train::prepare::prepare(s).unwrap();
+    let names = mlxtune_engine::train::order::layer_order(&p.trainable);
+    let opts = train::trainer::step_options(s);
+    let f = StepFunctions::new(&p.model.spec, p.model.weights.clone(), names, opts, compile);
+    let stepper = mlxtune_engine::train::stepper::Stepper::new(f.unwrap());
+    (p, stepper)
+}
+
+/// The gradients kept for the checkpoint's histograms are the clipped gradients the update
+/// applied, whether the step's end is the fused graph (one graph or two phases) or one array
+/// at a time; a step that did not update keeps none.
+#[test]
+fn kept_gradients_are_the_clipped_ones_on_every_step_end() {
+    use mlxtune_engine::train::optim::{learning_rate, Optimizer};
+    use mlxtune_engine::train::stepper::{MicroBatch, StepOutcome};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text_data(tmp.path());
+    let s = spec(config("llama", &data, json!({ "maxGradNorm": 0.05 })));
+    let mut kept = Vec::new();
+    // (one graph, fused end): the one-array end is the reference.
+    for (one_graph, fused) in [(true, true), (false, true), (false, false)] {
+        let (mut p, mut stepper) = prepared_stepper(&s, true);
+        stepper.one_graph = one_graph;
+        stepper.keep_gradients = true;
+        let mut opt = Optimizer::new(&s);
+        opt.compile_update = fused;
+        let first = p.plan.epoch_order(s.seed, 0)[0];
+        let lr = learning_rate(&s, 0, p.total_steps) as f32;
+        let mut step = |scale: f32| {
+            let micro = MicroBatch {
+                batch: p.plan.make_part(&p.train.examples, first, 0, 1),
+                dropout_seed: 0,
+            };
+            let out = stepper.step(
+                &mut p.trainable,
+                &mut opt,
+                &[micro],
+                scale,
+                lr,
+                s.max_grad_norm,
+            );
+            (out.unwrap(), stepper.last_gradients().cloned())
+        };
+        let (out, grads) = step(1.0);
+        let StepOutcome::Updated(stats) = out else {
+            panic!("{out:?}");
+        };
+        assert!(stats.grad_norm > 0.05, "the step clips: {stats:?}");
+        let (out, none) = step(f32::MAX);
+        assert!(matches!(out, StepOutcome::NonFinite { .. }), "{out:?}");
+        assert!(
+            none.is_none(),
+            "a step that did not update keeps no gradients"
+        );
+        kept.push(grads.expect("kept gradients"));
+    }
+    let reference = kept.pop().unwrap();
+    for grads in kept {
+        assert_eq!(grads.len(), reference.len());
+        for (name, g) in &reference {
+            let d = max_abs_diff(g, &grads[name]);
+            assert!(d <= 1e-6 * max_abs(g).max(1e-3), "{name}: differs by {d}");
+        }
+    }
+}
+
 /// A worker resuming a job starts from the checkpoint it reconciled the job's records with
 /// (`ResumeFrom::AtMost`), not from a newer one that a process which lost the job wrote
 /// meanwhile: here checkpoints at steps 2, 4, 6, 8 and 9 exist and the resume asks for at most 3.
@@ -491,7 +553,6 @@ fn a_run_resumed_at_most_at_a_step_starts_from_the_newest_checkpoint_not_past_it
 /// compiled step again (rounded up to 32 positions, these rows would take several).
 #[test]
 fn packed_batches_of_a_compiled_job_all_have_one_width() {
-    use mlxtune_engine::train::prepare::prepare;
     let tmp = tempfile::tempdir().unwrap();
     let data = write_text_data(tmp.path());
     let extra = json!({
@@ -500,7 +561,7 @@ fn packed_batches_of_a_compiled_job_all_have_one_width() {
         "optimization": { "compile": true }
     });
     let s = spec(config("llama", &data, extra));
-    let p = prepare(&s).unwrap();
+    let p = train::prepare::prepare(&s).unwrap();
     let ex = &p.train.examples;
     let rows: Vec<usize> = p
         .plan

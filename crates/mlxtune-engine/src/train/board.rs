@@ -1,7 +1,7 @@
 //! What a run writes for TensorBoard (`<output>/tensorboard/`): step and validation
 //! scalars, and at checkpoints histograms of the trainable arrays and of their last
 //! gradients. Gradients are kept only for steps that a scheduled checkpoint or validation
-//! follows (keeping them takes a step off its fused end), so a checkpoint written for a
+//! follows (keeping them costs a pass over them and a wait), so a checkpoint written for a
 //! pause has the arrays' histograms without the gradients'. A failed write never stops
 //! training: the board closes and says why once.
 

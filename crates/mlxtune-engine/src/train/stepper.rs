@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use mlx_rs::Array;
 
 use super::distributed::Group;
-use super::optim::{EndFigures, Optimizer, StepEnd};
+use super::optim::{EndFigures, Optimizer, QueuedStep, StepEnd};
 use super::step_functions::StepFunctions;
 use crate::data::batch::TrainBatch;
 use crate::error::{EngineError, Result};
@@ -225,9 +225,10 @@ impl Stepper {
             lr,
         };
         let grad_norm = if self.fused_end(optimizer) {
-            optimizer
-                .clip_and_step(trainable, &self.names, end)?
-                .grad_norm
+            let queued = self.queue_end(trainable, optimizer, end)?;
+            let figures = optimizer.run_step(trainable, queued.step)?;
+            self.keep(queued.kept, figures)?;
+            figures.grad_norm
         } else {
             self.clip_then_step(trainable, optimizer, end)?
         };
@@ -242,9 +243,39 @@ impl Stepper {
         Ok(tokens.outcome(figures))
     }
 
-    /// Whether the step's end is [`Optimizer::clip_and_step`] (else one array at a time).
+    /// Whether the step's end is [`Optimizer::clip_and_step`]'s graph (else one array at a
+    /// time).
     fn fused_end(&self, optimizer: &Optimizer) -> bool {
-        optimizer.fuses_clipping() && !self.keep_gradients
+        optimizer.fuses_clipping()
+    }
+
+    /// Queues the fused end ([`Optimizer::queue_step`]) and, with
+    /// [`Stepper::keep_gradients`], the gradients it applies.
+    fn queue_end(
+        &self,
+        trainable: &mut Weights,
+        optimizer: &mut Optimizer,
+        end: StepEnd,
+    ) -> Result<QueuedEnd> {
+        let kept = self
+            .keep_gradients
+            .then(|| (end.sums.clone(), end.denom, end.max_grad_norm));
+        let step = optimizer.queue_step(trainable, &self.names, end)?;
+        let kept = match kept {
+            Some((sums, denom, max)) => Some(step.applied_gradients(&sums, denom, max)?),
+            None => None,
+        };
+        Ok(QueuedEnd { step, kept })
+    }
+
+    /// Evaluates and keeps the gradients a fused end applied, when it updated.
+    fn keep(&mut self, kept: Option<Vec<Array>>, figures: EndFigures) -> Result<()> {
+        let Some(grads) = kept.filter(|_| figures.finite()) else {
+            return Ok(());
+        };
+        mlx_rs::transforms::eval(&grads)?;
+        self.last_gradients = Some(self.names.iter().cloned().zip(grads).collect());
+        Ok(())
     }
 
     /// A step of one micro-batch as one graph: its loss and gradients are queued on the
@@ -280,8 +311,8 @@ impl Stepper {
         // The arrays before the step, put back if it fails (an out-of-memory error is
         // retried with smaller micro-batches from the same weights).
         let held = (trainable.clone(), optimizer.state.clone());
-        let queued = optimizer.queue_step(trainable, &self.names, end)?;
-        let mut figures = match optimizer.run_step(trainable, queued) {
+        let queued = self.queue_end(trainable, optimizer, end)?;
+        let mut figures = match optimizer.run_step(trainable, queued.step) {
             Ok(f) => f,
             Err(e) => {
                 (*trainable, optimizer.state) = held;
@@ -289,6 +320,7 @@ impl Stepper {
             }
         };
         drop(held);
+        self.keep(queued.kept, figures)?;
         if let Some(t) = &mut self.phases {
             t.build += built - start;
             t.gradients += built.elapsed();
@@ -341,6 +373,12 @@ impl Stepper {
         }
         Ok(grad_norm)
     }
+}
+
+/// A fused end queued, and the gradients it applies when they are kept.
+struct QueuedEnd {
+    step: QueuedStep,
+    kept: Option<Vec<Array>>,
 }
 
 /// A step's token counts, and its outcome from them and its end's figures.

@@ -304,7 +304,7 @@ impl<'a> Run<'a> {
         let micro = self.next_micro_batches();
         let lr = learning_rate(self.spec, self.state.step, self.total_steps);
         // Gradients are kept (for the checkpoint's histograms) only for a step that a
-        // checkpoint may follow: keeping them takes the step off its fused end.
+        // checkpoint may follow: keeping them costs a pass over them and a wait.
         let (save, eval) = self.due(self.state.step + 1);
         self.stepper.keep_gradients = self.board.histograms && (save || eval);
         let outcome = self.stepper.step(

@@ -156,6 +156,26 @@ pub struct EndFigures {
     pub loss: f64,
 }
 
+impl QueuedStep {
+    /// The gradients the queued update applies: `sums / denom` times the clipping factor
+    /// the graph computes from its norm (`max_grad_norm` as given to the step), lazy. For
+    /// whoever keeps them (the checkpoint's gradient histograms), without leaving the fused end.
+    pub fn applied_gradients(
+        &self,
+        sums: &[Array],
+        denom: f32,
+        max_grad_norm: Option<f64>,
+    ) -> Result<Vec<Array>> {
+        let max = scalar(max_grad_norm.map_or(f32::INFINITY, |m| m as f32));
+        let clip = minimum(scalar(1.0), max.divide(self.norm.add(scalar(1e-6))?)?)?;
+        let factor = clip.divide(scalar(denom))?;
+        Ok(sums
+            .iter()
+            .map(|s| s.multiply(&factor))
+            .collect::<std::result::Result<_, _>>()?)
+    }
+}
+
 impl EndFigures {
     /// Whether the weights were updated: the loss and the norm are finite.
     pub fn finite(&self) -> bool {
