@@ -247,19 +247,21 @@ fn bench_train_runs_the_trainers_step_and_profiles_memory() {
 }
 
 #[test]
-fn bench_train_on_packed_rows_reports_its_attention_blocks_and_refuses_a_bad_size() {
+fn bench_train_on_packed_rows_reports_its_attention_blocks_and_reach_and_refuses_a_bad_size() {
     let model = fixture("llama");
-    let packed = |block: Option<&str>| {
+    let packed_with = |block: Option<&str>, extra: &[&str]| {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_mlxtune"));
         c.args(["bench", "train", "--model", model.to_str().unwrap()])
             .args(["--batch", "2", "--seq", "40", "--segments", "3"])
-            .args(["--steps", "1", "--warmup", "1", "--json"]);
+            .args(["--steps", "1", "--warmup", "1", "--json"])
+            .args(extra);
         match block {
             Some(b) => c.env("MLXTUNE_PACKED_ATTENTION_BLOCK", b),
             None => c.env_remove("MLXTUNE_PACKED_ATTENTION_BLOCK"),
         };
         c.output().unwrap()
     };
+    let packed = |block: Option<&str>| packed_with(block, &[]);
     assert_eq!(json(&packed(None))["attention_block"], 256);
     let blocks = json(&packed(Some("16")));
     assert_eq!(blocks["attention_block"], 16);
@@ -276,11 +278,19 @@ fn bench_train_on_packed_rows_reports_its_attention_blocks_and_refuses_a_bad_siz
     );
     assert!((a - b).abs() < 1e-4 * a.abs(), "{a} vs {b}");
     assert!(blocks["loss"].as_f64().unwrap().is_finite(), "{blocks}");
+    // A reach asked for (a real job's) is rounded up to whole blocks; the loss stays.
+    let asked = json(&packed_with(Some("8"), &["--attention-reach", "20"]));
+    assert_eq!(asked["attention_reach"], 24, "{asked}");
+    let c = asked["loss"].as_f64().unwrap();
+    assert!((a - c).abs() < 1e-4 * a.abs(), "{a} vs {c}");
     let out = packed(Some("many"));
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     let named = "error: MLXTUNE_PACKED_ATTENTION_BLOCK: \"many\" is not a block size";
     assert!(err.starts_with(named), "{err}");
+    let out = mlxtune(&["bench", "train", "--attention-reach", "8"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--attention-reach needs --segments"), "{err}");
 }
 
 #[test]

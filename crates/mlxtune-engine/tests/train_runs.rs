@@ -516,6 +516,71 @@ fn kept_gradients_are_the_clipped_ones_on_every_step_end() {
     }
 }
 
+/// A step whose graph was built during the step before (told its micro-batch) equals the
+/// same step built in its turn, bit for bit; a graph built ahead for another micro-batch,
+/// another loss scale or before the weights were replaced is not used.
+#[test]
+fn a_step_built_ahead_equals_one_built_in_its_turn() {
+    use mlxtune_engine::train::optim::Optimizer;
+    use mlxtune_engine::train::stepper::{MicroBatch, StepOutcome};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = write_text_data(tmp.path());
+    let s = spec(config("llama", &data, json!({ "maxGradNorm": 0.5 })));
+    // Each call: (batch, scale, the batch told as next, weights replaced before it).
+    let calls = [
+        (0, 1.0, Some(1), false),
+        (1, 1.0, Some(2), false),
+        (3, 1.0, Some(2), false),
+        (2, 0.5, Some(4), false),
+        (4, 0.5, Some(5), true),
+        (5, 0.5, None, false),
+    ];
+    let mut runs = Vec::new();
+    for ahead in [true, false] {
+        let (mut p, mut stepper) = prepared_stepper(&s, true);
+        let mut opt = Optimizer::new(&s);
+        let order = p.plan.epoch_order(s.seed, 0);
+        let micro: Vec<MicroBatch> = (0..6)
+            .map(|i| MicroBatch {
+                batch: p
+                    .plan
+                    .make_part(&p.train.examples, order[i % order.len()], 0, 1),
+                dropout_seed: i as u64,
+            })
+            .collect();
+        let mut losses = Vec::new();
+        for (i, scale, next, replaced) in calls {
+            if replaced {
+                stepper.discard_ahead();
+                p.trainable = p
+                    .trainable
+                    .iter()
+                    .map(|(n, a)| (n.clone(), a.multiply(Array::from_f32(0.5)).unwrap()))
+                    .collect();
+            }
+            let next = next.filter(|_| ahead).map(|n| &micro[n]);
+            let end = (scale, 1e-3, s.max_grad_norm);
+            let out = stepper.step_ahead(
+                &mut p.trainable,
+                &mut opt,
+                std::slice::from_ref(&micro[i]),
+                end,
+                next,
+            );
+            let StepOutcome::Updated(stats) = out.unwrap() else {
+                panic!("call {i} did not update");
+            };
+            losses.push(stats.loss);
+        }
+        runs.push((losses, p.trainable));
+    }
+    let ((a, wa), (b, wb)) = (&runs[0], &runs[1]);
+    assert_eq!(a, b, "the same losses");
+    for (name, x) in wa {
+        assert_eq!(max_abs_diff(x, &wb[name]), 0.0, "{name}");
+    }
+}
+
 /// A worker resuming a job starts from the checkpoint it reconciled the job's records with
 /// (`ResumeFrom::AtMost`), not from a newer one that a process which lost the job wrote
 /// meanwhile: here checkpoints at steps 2, 4, 6, 8 and 9 exist and the resume asks for at most 3.
@@ -560,7 +625,7 @@ fn packed_batches_of_a_compiled_job_all_have_one_width() {
         "parameters": { "batchSize": 1, "sequenceLength": 150 },
         "optimization": { "compile": true }
     });
-    let s = spec(config("llama", &data, extra));
+    let s = spec(config("llama", &data, extra.clone()));
     let p = train::prepare::prepare(&s).unwrap();
     let ex = &p.train.examples;
     let rows: Vec<usize> = p
@@ -580,4 +645,26 @@ fn packed_batches_of_a_compiled_job_all_have_one_width() {
         [*rows.iter().max().unwrap() as i32].into(),
         "rows of {rows:?}"
     );
+    // The job says once what its attention does at that width.
+    let mut notes = Vec::new();
+    let s = spec(config(
+        "llama",
+        &data,
+        merged(extra, json!({ "maxSteps": 1 })),
+    ));
+    let on_event = &mut |e: &Event| {
+        if let Event::Message { text, .. } = e {
+            notes.push(text.clone());
+        }
+        Control::Continue
+    };
+    train::train(&s, &tmp.path().join("run"), false, on_event).unwrap();
+    let said = format!("packed rows of {} positions: ", rows.iter().max().unwrap());
+    let packed: Vec<_> = notes.iter().filter(|t| t.starts_with(&said)).collect();
+    assert_eq!(packed.len(), 1, "{notes:?}");
+}
+
+fn merged(mut a: Value, b: Value) -> Value {
+    merge(&mut a, &b);
+    a
 }

@@ -60,7 +60,9 @@ pub enum StepOutcome {
 /// the GPU waits on between steps shows up here (`mlxtune bench train` reports it).
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct PhaseTimes {
-    /// Building the loss-and-gradient graph (the compiled function's call), nothing run yet.
+    /// Building the loss-and-gradient graph (the compiled function's call), nothing run yet;
+    /// near zero for a step whose graph was built during the step before
+    /// ([`Stepper::step_ahead`]).
     pub build: Duration,
     /// Running it: evaluating the loss and the gradients; with a step in one graph,
     /// everything after the build (the end's, done while the GPU runs, included).
@@ -88,6 +90,20 @@ pub struct Stepper {
     /// Run a step of one micro-batch as one graph when its end is fused (the default;
     /// `MLXTUNE_ONE_GRAPH_STEP=0` turns it off, for comparisons).
     pub one_graph: bool,
+    /// Build the next step's graph while this step runs, when told its micro-batch
+    /// (the default; `MLXTUNE_BUILD_AHEAD=0` turns it off, for comparisons).
+    pub build_ahead: bool,
+    ahead: Option<Ahead>,
+}
+
+/// The next step's loss and gradients, built (not run) while the step before ran on the
+/// device, from the trainable arrays that step left (still lazy).
+struct Ahead {
+    dropout_seed: u64,
+    loss_scale: f32,
+    shape: Vec<i32>,
+    vals: Vec<Array>,
+    sums: Vec<Array>,
 }
 
 /// Asks whether a step should stop between micro-batches (a pause or cancel arrived).
@@ -106,7 +122,15 @@ impl Stepper {
             interrupt: None,
             phases: None,
             one_graph: std::env::var("MLXTUNE_ONE_GRAPH_STEP").map_or(true, |v| v != "0"),
+            build_ahead: std::env::var("MLXTUNE_BUILD_AHEAD").map_or(true, |v| v != "0"),
+            ahead: None,
         }
+    }
+
+    /// Drops a graph built ahead: for a caller that changes the trainable arrays between
+    /// steps (a restored checkpoint).
+    pub fn discard_ahead(&mut self) {
+        self.ahead = None;
     }
 
     /// Sums each step's loss, token counts and gradients over `group` (data parallelism):
@@ -123,6 +147,12 @@ impl Stepper {
     /// The trainable arrays' names, in argument order.
     pub fn names(&self) -> &[String] {
         &self.names
+    }
+
+    /// Packed rows: the least attention reach a batch is given
+    /// ([`StepFunctions::reach_floor`]).
+    pub fn set_reach_floor(&mut self, floor: usize) {
+        self.functions.reach_floor = floor;
     }
 
     /// Loss and gradient sums over `micro` (None when no position counts in the loss).
@@ -199,15 +229,33 @@ impl Stepper {
         lr: f32,
         max_grad_norm: Option<f64>,
     ) -> Result<StepOutcome> {
+        let end = (loss_scale, lr, max_grad_norm);
+        self.step_ahead(trainable, optimizer, micro, end, None)
+    }
+
+    /// [`Stepper::step`], told the next step's micro-batch (`next`, taken at the same loss
+    /// scale): a step in one graph builds the next one's graph while the device runs, so
+    /// the device does not wait on the host between them. The next call must be that step,
+    /// on the trainable arrays this one leaves, or [`Stepper::discard_ahead`] come first.
+    pub fn step_ahead(
+        &mut self,
+        trainable: &mut Weights,
+        optimizer: &mut Optimizer,
+        micro: &[MicroBatch],
+        (loss_scale, lr, max_grad_norm): (f32, f32, Option<f64>),
+        next: Option<&MicroBatch>,
+    ) -> Result<StepOutcome> {
         // A step that does not keep its gradients leaves none from an earlier step.
         self.last_gradients = None;
         let mut counted = micro.iter().filter(|m| m.batch.loss_tokens > 0);
         if let (Some(only), None) = (counted.next(), counted.next()) {
             if self.one_graph && self.group.is_none() && self.fused_end(optimizer) {
                 let end = (loss_scale, lr, max_grad_norm);
-                return self.step_in_one_graph(trainable, optimizer, only, end);
+                let next = next.filter(|n| self.build_ahead && n.batch.loss_tokens > 0);
+                return self.step_in_one_graph(trainable, optimizer, (only, next), end);
             }
         }
+        self.ahead = None;
         let mut g = self.gradients(trainable, micro, loss_scale)?;
         let update_start = Instant::now();
         if let Some(group) = &self.group {
@@ -285,17 +333,18 @@ impl Stepper {
         &mut self,
         trainable: &mut Weights,
         optimizer: &mut Optimizer,
-        m: &MicroBatch,
+        (m, next): (&MicroBatch, Option<&MicroBatch>),
         (loss_scale, lr, max_grad_norm): (f32, f32, Option<f64>),
     ) -> Result<StepOutcome> {
         if self.interrupt.as_ref().is_some_and(|stop| stop()) {
+            self.ahead = None;
             return Err(EngineError::Interrupted);
         }
-        self.functions.dropout_seed.set(m.dropout_seed);
-        let args = self.arguments(trainable, &m.batch, loss_scale);
         let start = Instant::now();
-        let (mut vals, sums) = (self.functions.for_batch(&m.batch)?)(&args)?;
-        drop(args);
+        let (mut vals, sums) = match self.ahead.take() {
+            Some(a) if a.fits(m, loss_scale) => (a.vals, a.sums),
+            _ => self.build(trainable, m, loss_scale)?,
+        };
         let built = Instant::now();
         // The GPU starts on the loss and the gradients (in the order they are evaluated
         // apart, which sets the peak) while the host builds the step's end.
@@ -312,9 +361,24 @@ impl Stepper {
         // retried with smaller micro-batches from the same weights).
         let held = (trainable.clone(), optimizer.state.clone());
         let queued = self.queue_end(trainable, optimizer, end)?;
+        // The next step's graph, from the arrays this one's end will leave; one that cannot
+        // be built now is built (and fails) in its own step.
+        if let Some(n) = next {
+            self.ahead = self
+                .build(trainable, n, loss_scale)
+                .ok()
+                .map(|(vals, sums)| Ahead {
+                    dropout_seed: n.dropout_seed,
+                    loss_scale,
+                    shape: n.batch.inputs.shape().to_vec(),
+                    vals,
+                    sums,
+                });
+        }
         let mut figures = match optimizer.run_step(trainable, queued.step) {
             Ok(f) => f,
             Err(e) => {
+                self.ahead = None;
                 (*trainable, optimizer.state) = held;
                 return Err(e);
             }
@@ -328,6 +392,18 @@ impl Stepper {
         }
         figures.loss /= loss_scale as f64 * tokens.loss.max(1) as f64;
         Ok(tokens.outcome(figures))
+    }
+
+    /// The loss-and-gradient graph of `m` on `trainable` (built, not run).
+    fn build(
+        &mut self,
+        trainable: &Weights,
+        m: &MicroBatch,
+        loss_scale: f32,
+    ) -> Result<(Vec<Array>, Vec<Array>)> {
+        self.functions.dropout_seed.set(m.dropout_seed);
+        let args = self.arguments(trainable, &m.batch, loss_scale);
+        Ok((self.functions.for_batch(&m.batch)?)(&args)?)
     }
 
     /// The step's end one array at a time (optimizers other than a compiled Adam(W), or
@@ -372,6 +448,15 @@ impl Stepper {
             self.last_gradients = Some(grad_map);
         }
         Ok(grad_norm)
+    }
+}
+
+impl Ahead {
+    /// Whether this graph is `m`'s at `loss_scale` (else it is dropped and `m`'s built).
+    fn fits(&self, m: &MicroBatch, loss_scale: f32) -> bool {
+        self.dropout_seed == m.dropout_seed
+            && self.loss_scale == loss_scale
+            && self.shape == m.batch.inputs.shape()
     }
 }
 

@@ -26,7 +26,7 @@ use crate::data::DataStats;
 use crate::error::{EngineError, Result};
 use crate::eval;
 use crate::models::forward::Params;
-use crate::models::packed_attention::block_for;
+use crate::models::packed_attention::{block_for, reach_for};
 use crate::models::Model;
 use crate::runtime;
 use crate::weights::Weights;
@@ -121,6 +121,9 @@ struct Run<'a> {
     plan: Arc<Plan>,
     /// The training micro-batches, built ahead of the step that takes them.
     batches: Prefetcher,
+    /// The next step's micro-batches and the run position they start at, taken before
+    /// this step runs so that its graph is built while this one's runs.
+    upcoming: Option<(u64, Vec<MicroBatch>)>,
     micro_batch_size: u32,
     total_steps: u64,
     stepper: Stepper,
@@ -165,11 +168,14 @@ impl<'a> Run<'a> {
             step_options(spec),
             spec.compile,
         )?;
+        let mut packed_note = None;
         if p.plan.packed {
-            let block = block_for(p.plan.width(&p.train.examples) as i32)?;
+            let width = p.plan.width(&p.train.examples) as i32;
+            let block = block_for(width)?;
             functions.reach_floor = p
                 .plan
                 .packed_reach(&p.train.examples, block.max(1) as usize);
+            packed_note = Some(packed_attention_note(width, block, functions.reach_floor));
         }
         let mut stepper = Stepper::new(functions);
         if let Some(g) = &group {
@@ -202,6 +208,7 @@ impl<'a> Run<'a> {
             modules: p.modules,
             plan,
             batches,
+            upcoming: None,
             micro_batch_size: p.batching.micro,
             total_steps: p.total_steps,
             stepper,
@@ -217,6 +224,9 @@ impl<'a> Run<'a> {
         };
         if let Some(w) = board_warning {
             run.on_event(Event::warn(w));
+        }
+        if let Some(text) = packed_note.filter(|_| root) {
+            run.on_event(Event::info(text));
         }
         if let Some(r) = from {
             let dir = r.dir.clone();
@@ -276,6 +286,8 @@ impl<'a> Run<'a> {
 
     /// Takes over a checkpoint's arrays and position; metric lines past it are dropped.
     fn restore(&mut self, r: Resume) -> Result<()> {
+        self.stepper.discard_ahead();
+        self.upcoming = None;
         self.trainable = r.trainable;
         self.optimizer.state = r.optimizer;
         self.optimizer.t = r.state.optimizer_t;
@@ -302,18 +314,24 @@ impl<'a> Run<'a> {
         runtime::reset_peak_memory();
         let micro_before = self.state.micro;
         let micro = self.next_micro_batches();
+        if self.state.step + 1 < self.total_steps {
+            self.upcoming = Some((self.state.micro, self.micro_batches_at(self.state.micro)));
+        }
+        let next = match self.upcoming.as_ref().map(|(_, m)| &m[..]) {
+            Some([one]) => Some(one),
+            _ => None,
+        };
         let lr = learning_rate(self.spec, self.state.step, self.total_steps);
         // Gradients are kept (for the checkpoint's histograms) only for a step that a
         // checkpoint may follow: keeping them costs a pass over them and a wait.
         let (save, eval) = self.due(self.state.step + 1);
         self.stepper.keep_gradients = self.board.histograms && (save || eval);
-        let outcome = self.stepper.step(
+        let outcome = self.stepper.step_ahead(
             &mut self.trainable,
             &mut self.optimizer,
             &micro,
-            self.state.loss_scale,
-            lr as f32,
-            self.spec.max_grad_norm,
+            (self.state.loss_scale, lr as f32, self.spec.max_grad_norm),
+            next,
         );
         let stats = match outcome {
             Ok(StepOutcome::Updated(s)) => s,
@@ -359,10 +377,22 @@ impl<'a> Run<'a> {
         self.agree(control)
     }
 
-    /// The micro-batches of the next optimizer step, in the run's data order; with a group,
-    /// this rank's share of each (its part when every micro-batch is cut in group-size
-    /// parts).
+    /// The micro-batches of the next optimizer step (taken ahead by the step before, or
+    /// now), and the run's position past them.
     fn next_micro_batches(&mut self) -> Vec<MicroBatch> {
+        let start = self.state.micro;
+        let micro = match self.upcoming.take() {
+            Some((at, m)) if at == start => m,
+            _ => self.micro_batches_at(start),
+        };
+        self.state.micro += micro.len() as u64;
+        micro
+    }
+
+    /// The micro-batches of the optimizer step that starts at run position `start`, in the
+    /// run's data order; with a group, this rank's share of each (its part when every
+    /// micro-batch is cut in group-size parts).
+    fn micro_batches_at(&mut self, start: u64) -> Vec<MicroBatch> {
         let (rank, ranks) = self.group.as_ref().map_or((0, 1), |g| (g.rank(), g.size()));
         let seed = self.spec.seed;
         let order = Order {
@@ -372,16 +402,10 @@ impl<'a> Run<'a> {
             ranks,
         };
         let count = self.spec.grad_accum as u64 * order.split as u64;
-        (0..count)
-            .map(|_| {
-                let batch = self.batches.get(order, self.state.micro).into_batch();
-                self.state.micro += 1;
-                let dropout_seed =
-                    seed.wrapping_add(self.state.micro.wrapping_mul(0x2545_F491_4F6C_DD1D));
-                MicroBatch {
-                    batch,
-                    dropout_seed,
-                }
+        (start..start + count)
+            .map(|at| MicroBatch {
+                batch: self.batches.get(order, at).into_batch(),
+                dropout_seed: seed.wrapping_add((at + 1).wrapping_mul(0x2545_F491_4F6C_DD1D)),
             })
             .collect()
     }
@@ -697,6 +721,22 @@ impl<'a> Run<'a> {
 
 /// How many micro-batches are built ahead: a step's worth and one more, unless
 /// `MLXTUNE_PREFETCH=0` (each built when its step asks for it).
+/// What a packed job's attention does, said once at its start: its cost follows the reach,
+/// which the longest example sets.
+fn packed_attention_note(width: i32, block: i32, reach_floor: usize) -> String {
+    match reach_for(width, block, reach_floor as i32) {
+        Some(reach) => format!(
+            "packed rows of {width} positions: attention in query blocks of {block}, each \
+             block's keys from {reach} positions before its first query (the plan's longest \
+             reach into an example)"
+        ),
+        None => format!(
+            "packed rows of {width} positions: every query's keys from its row's start, \
+             masked to its example (the longest examples reach past the last block's start)"
+        ),
+    }
+}
+
 fn prefetch_depth(per_step: usize) -> usize {
     match std::env::var("MLXTUNE_PREFETCH").as_deref() {
         Ok("0") => 0,

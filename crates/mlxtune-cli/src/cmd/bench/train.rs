@@ -73,6 +73,10 @@ pub struct TrainArgs {
     /// Packed rows of this many equal examples each (block-diagonal masks); 0: causal rows.
     #[arg(long, default_value_t = 0)]
     pub segments: u32,
+    /// With --segments: each query block's keys start at least this many positions before
+    /// its first query (rounded up to whole blocks), as a real job's longest example sets it.
+    #[arg(long)]
+    pub attention_reach: Option<u32>,
     /// LoRA / DoRA rank.
     #[arg(long, default_value_t = 16)]
     pub rank: u32,
@@ -109,6 +113,10 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         a.checkpoint_layers.is_none() || a.grad_checkpoint,
         "--checkpoint-layers needs --grad-checkpoint"
+    );
+    anyhow::ensure!(
+        a.attention_reach.is_none() || a.segments > 0,
+        "--attention-reach needs --segments"
     );
     anyhow::ensure!(
         a.memory_limit_gib.is_none_or(|g| g > 0.0 && g.is_finite()),
@@ -246,6 +254,7 @@ fn setup(a: &TrainArgs, fine_tune_type: FineTuneType, dtype: Dtype) -> anyhow::R
         opts,
         a.compile,
     )?);
+    stepper.set_reach_floor(a.attention_reach.unwrap_or(0) as usize);
     let group = Group::from_env()?.map(Rc::new);
     if let Some(g) = &group {
         stepper.set_group(g.clone());
@@ -268,16 +277,16 @@ fn setup(a: &TrainArgs, fine_tune_type: FineTuneType, dtype: Dtype) -> anyhow::R
     })
 }
 
-/// One step of the trainer's own kind; the step's mean loss.
-fn step(s: &mut Setup) -> anyhow::Result<f64> {
+/// One step of the trainer's own kind (building the next one's graph as it runs, when
+/// `more` follow); the step's mean loss.
+fn step(s: &mut Setup, more: bool) -> anyhow::Result<f64> {
     let lr = s.spec.learning_rate as f32;
-    let out = s.stepper.step(
+    let out = s.stepper.step_ahead(
         &mut s.trainable,
         &mut s.optimizer,
         std::slice::from_ref(&s.batch),
-        1.0,
-        lr,
-        s.spec.max_grad_norm,
+        (1.0, lr, s.spec.max_grad_norm),
+        more.then_some(&s.batch),
     )?;
     match out {
         StepOutcome::Updated(st) => Ok(st.loss),
@@ -301,15 +310,15 @@ fn measure(
     }
     let mut s = setup(a, fine_tune_type, dtype)?;
     for _ in 0..a.warmup {
-        step(&mut s)?;
+        step(&mut s, true)?;
     }
     runtime::reset_peak_memory();
     s.stepper.phases = Some(Default::default());
     super::cuda_profiler::start();
     let t = Instant::now();
     let mut loss = 0.0;
-    for _ in 0..a.steps.max(1) {
-        loss = step(&mut s)?;
+    for i in 1..=a.steps.max(1) {
+        loss = step(&mut s, i < a.steps)?;
     }
     let dt = t.elapsed().as_secs_f64() / a.steps.max(1) as f64;
     super::cuda_profiler::stop();
@@ -345,7 +354,7 @@ fn measure(
         compiled_optimizer: !a.no_compiled_optimizer,
         segments: a.segments,
         attention_block,
-        attention_reach: attention_reach(&s.batch.batch, 0)?,
+        attention_reach: attention_reach(&s.batch.batch, a.attention_reach.unwrap_or(0) as usize)?,
         parameters: s.model.spec.num_parameters(),
         trainable_parameters: s.trainable.values().map(|x| x.size() as u64).sum(),
         tokens_per_second: tok_s,
