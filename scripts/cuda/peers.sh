@@ -2,7 +2,8 @@
 # Runs on the GPU machine, call 2 instead of `on-device.sh bench` (docs/cuda.md): mlxtune
 # and its peers in ONE call on one card — `mlxtune bench train` (LFM2-1.2B shape, bf16,
 # compiled step; OURS: ';'-separated configurations, leading VAR=value words are their
-# environment, BIN=name runs $rt/bin/name instead of mlxtune), mlx-lm on the same libmlx (default MLX settings, and ours for 8 x 2048), and
+# environment, BIN=name runs $rt/bin/name instead of mlxtune), mlx-lm on the same libmlx (default MLX settings, and ours
+# for 8 x 2048: MLXLM_TUNED_ENV, default width 1 at MLX's 20 per graph, as our un-checkpointed step), and
 # PyTorch + PEFT eager and torch.compile, at 4 x 1024, 8 x 2048 and 16 x 4096 (the last with
 # gradient checkpointing for everyone: un-checkpointed it does not fit the card for the peers).
 # Needs in .device/b: bench/{torch_baseline,mlxlm_bench}.py, whl/ (mlx + mlx-lm cp312).
@@ -72,8 +73,10 @@ if [ -n "$MLXLM" ]; then
     "$MLXLM" 2>&1 | grep "^{" | tee "$out/mlxlm.jsonl"
 fi
 if [ -n "$MLXLM_TUNED" ]; then
-  echo "== mlx-lm with mlxtune's MLX settings"
-  MLX_MAX_OPS_PER_BUFFER=2 MLX_BFS_MAX_WIDTH=1 PYTHONPATH="$site" timeout ${MLXLM_TUNED_TIMEOUT:-60} python3 \
+  # Ours for an un-checkpointed `train` (runtime::Scheduling): width 1, MLX's 20 per graph.
+  tuned=${MLXLM_TUNED_ENV:-MLX_BFS_MAX_WIDTH=1}
+  echo "== mlx-lm with mlxtune's MLX settings ($tuned)"
+  env $tuned PYTHONPATH="$site" timeout ${MLXLM_TUNED_TIMEOUT:-60} python3 \
     "$root/scripts/bench/peers.py" mlxlm "$bench" "$MLXLM_TUNED" 2>&1 | grep "^{" | tee "$out/mlxlm-tuned.jsonl"
 fi
 if [ -n "$TORCH" ]; then
