@@ -39,8 +39,9 @@ for args in "${runs[@]}"; do
   for w in "${words[@]}"; do
     if [ ${#rest[@]} -eq 0 ] && [[ "$w" == *=* ]]; then envs+=("$w"); else rest+=("$w"); fi
   done
+  [[ " ${rest[*]} " == *" --steps "* ]] || rest+=(--steps 5)
   line=$(timeout 150 env "${envs[@]}" "$rt/bin/mlxtune" bench train --shape lfm2-1.2b \
-    --precision bf16 --steps 5 --warmup 2 --json "${rest[@]}" 2>&1 | tail -1)
+    --precision bf16 --warmup 2 --json "${rest[@]}" 2>&1 | tail -1)
   echo "{\"env\":\"${envs[*]}\",\"args\":\"${rest[*]}\",\"result\":${line:-null}}" >> "$out/bench.jsonl"
 done
 kill "$smi" 2>/dev/null
