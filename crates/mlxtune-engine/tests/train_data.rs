@@ -258,7 +258,7 @@ fn batches_built_ahead_are_the_batches_built_when_asked_whatever_the_jumps() {
     let examples = Arc::new(ex.clone());
     for packed in [false, true] {
         let mut plan = Plan::new(&ex, 3, packed, 64);
-        plan.pad_to = 8;
+        plan.padding = mlxtune_engine::data::batch::Padding::Multiple(8);
         let plan = Arc::new(plan);
         let per_epoch = plan.batches.len() as u64;
         let order = |split, rank, ranks| Order {

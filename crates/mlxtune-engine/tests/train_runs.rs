@@ -664,6 +664,68 @@ fn packed_batches_of_a_compiled_job_all_have_one_width() {
     assert_eq!(packed.len(), 1, "{notes:?}");
 }
 
+/// A compiled job's bucketed batches take few widths: a short run the widest batch's
+/// alone (one trace), a long one more, each batch the least that holds it.
+#[test]
+fn bucketed_batches_of_a_compiled_job_take_a_ladder_of_widths_by_run_length() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("varied.jsonl");
+    let words = [
+        "fox", "jumps", "over", "the", "lazy", "dog", "quartz", "sphinx",
+    ];
+    let lines: Vec<String> = (0..30)
+        .map(|i| {
+            let text: Vec<&str> = (0..3 + i * 4)
+                .map(|k| words[(i + k) % words.len()])
+                .collect();
+            json!({ "text": text.join(" ") }).to_string()
+        })
+        .collect();
+    std::fs::write(&data, lines.join("\n") + "\n").unwrap();
+    let widths = |epochs: u32| {
+        let extra = json!({
+            "parameters": { "batchSize": 2, "sequenceLength": 256, "epochs": epochs },
+            "optimization": { "compile": true }
+        });
+        let p = train::prepare::prepare(&spec(config("llama", &data, extra))).unwrap();
+        let ex = &p.train.examples;
+        let mut built = std::collections::BTreeSet::new();
+        for (b, (natural, _)) in p.plan.natural_widths(ex).into_iter().enumerate() {
+            let w = p.plan.make(ex, b).inputs.dim(1) as usize;
+            assert!(
+                w >= natural && w.is_multiple_of(8),
+                "batch {b}: {natural} -> {w}"
+            );
+            built.insert(w);
+        }
+        (built, p.plan.natural_widths(ex).len())
+    };
+    let (short, batches) = widths(1);
+    assert_eq!(short.len(), 1, "{short:?}");
+    // The job says its widths.
+    let mut notes = Vec::new();
+    let extra = json!({
+        "parameters": { "batchSize": 2, "sequenceLength": 256 },
+        "optimization": { "compile": true }, "maxSteps": 1
+    });
+    let on_event = &mut |e: &Event| {
+        if let Event::Message { text, .. } = e {
+            notes.push(text.clone());
+        }
+        Control::Continue
+    };
+    let s = spec(config("llama", &data, extra));
+    train::train(&s, &tmp.path().join("run"), false, on_event).unwrap();
+    let said = format!(
+        "compiled step: batches padded to 1 width(s), {} positions",
+        short.last().unwrap()
+    );
+    assert!(notes.iter().any(|t| t.starts_with(&said)), "{notes:?}");
+    let (long, _) = widths(5000);
+    assert!(long.len() > 1 && long.len() <= batches, "{long:?}");
+    assert_eq!(long.last(), short.last(), "the widest width stays");
+}
+
 fn merged(mut a: Value, b: Value) -> Value {
     merge(&mut a, &b);
     a

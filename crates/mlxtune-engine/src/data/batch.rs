@@ -10,6 +10,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use crate::data::segments::{row_reach, Segments};
+pub use crate::data::widths::Padding;
 use crate::data::Example;
 
 /// One micro-batch as arrays.
@@ -35,9 +36,9 @@ pub struct Plan {
     /// Batches of rows, in length order (shuffled per epoch by [`Plan::epoch_order`]).
     pub batches: Vec<Vec<Row>>,
     pub packed: bool,
-    /// Round batch widths up to a multiple of this (fewer distinct shapes for a compiled
-    /// step); padded positions are masked.
-    pub pad_to: usize,
+    /// The width each batch is built at (few distinct shapes for a compiled step); padded
+    /// positions are masked.
+    pub padding: Padding,
 }
 
 impl Plan {
@@ -67,7 +68,7 @@ impl Plan {
         Plan {
             batches,
             packed: packing,
-            pad_to: 1,
+            padding: Padding::Multiple(1),
         }
     }
 
@@ -109,7 +110,8 @@ impl Plan {
         let lo = (part * per).min(rows.len());
         let hi = ((part + 1) * per).min(rows.len());
         let rows = if parts <= 1 { &rows[..] } else { &rows[lo..hi] };
-        HostBatch::build(examples, rows, self.packed, self.pad_to)
+        let width = self.padding.width(natural_width(examples, rows.iter()));
+        HostBatch::build_at(examples, rows, self.packed, width)
     }
 
     /// Packed plans: the reach ([`Segments::reach`]) that covers every batch, for query
@@ -128,9 +130,18 @@ impl Plan {
         most.next_multiple_of(block.max(1))
     }
 
-    /// The widest batch's width in positions (rounded up to `pad_to`).
+    /// The widest batch's width in positions (as padded).
     pub fn width(&self, examples: &[Example]) -> usize {
-        width(examples, self.batches.iter().flatten(), self.pad_to)
+        self.padding
+            .width(natural_width(examples, self.batches.iter().flatten()))
+    }
+
+    /// Each batch's natural width (its longest row) and rows.
+    pub fn natural_widths(&self, examples: &[Example]) -> Vec<(usize, usize)> {
+        self.batches
+            .iter()
+            .map(|b| (natural_width(examples, b.iter()), b.len()))
+            .collect()
     }
 
     /// Rows of the largest batch.
@@ -144,13 +155,10 @@ fn positions<'a>(examples: &'a [Example], row: &'a Row) -> impl Iterator<Item = 
     row.iter().map(|i| examples[*i].ids.len() - 1)
 }
 
-/// The widest of `rows` in positions, at least 1, rounded up to `pad_to`.
-fn width<'a>(examples: &[Example], rows: impl Iterator<Item = &'a Row>, pad_to: usize) -> usize {
+/// The widest of `rows` in positions, at least 1.
+fn natural_width<'a>(examples: &[Example], rows: impl Iterator<Item = &'a Row>) -> usize {
     let most = rows.map(|r| positions(examples, r).sum::<usize>());
-    most.max()
-        .unwrap_or(1)
-        .max(1)
-        .next_multiple_of(pad_to.max(1))
+    most.max().unwrap_or(1).max(1)
 }
 
 /// Right-padded arrays for `rows`.
@@ -178,8 +186,13 @@ impl HostBatch {
     pub fn build(examples: &[Example], rows: &[Row], packed: bool, pad_to: usize) -> HostBatch {
         let width = match rows.is_empty() {
             true => 1,
-            false => width(examples, rows.iter(), pad_to),
+            false => Padding::Multiple(pad_to).width(natural_width(examples, rows.iter())),
         };
+        HostBatch::build_at(examples, rows, packed, width)
+    }
+
+    /// Rows of `examples` right-padded to `width` positions (at least the longest row's).
+    pub fn build_at(examples: &[Example], rows: &[Row], packed: bool, width: usize) -> HostBatch {
         let n = rows.len();
         let mut inputs = vec![0i32; n * width];
         let mut targets = vec![0i32; n * width];

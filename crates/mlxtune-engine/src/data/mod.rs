@@ -21,6 +21,7 @@ pub mod chat;
 pub mod custom;
 pub mod prefetch;
 pub mod segments;
+pub mod widths;
 
 pub use custom::CustomTemplate;
 

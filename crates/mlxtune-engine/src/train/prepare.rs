@@ -9,7 +9,8 @@ use mlx_rs::Dtype;
 use super::lora;
 use super::memory::{estimate_peak_memory, total_memory_limit, Batching};
 use super::spec::{FineTuneType, TrainSpec};
-use crate::data::batch::Plan;
+use crate::data::batch::{Padding, Plan};
+use crate::data::widths::ladder;
 use crate::data::{self, DataStats, Example, TokenizeOptions};
 use crate::error::{EngineError, Result};
 use crate::models::{spec_from_config, HfConfig, LoadOptions, Model, ModelSpec};
@@ -190,12 +191,17 @@ fn plan(spec: &TrainSpec, examples: &[Example], batch_size: u32) -> Plan {
         spec.sequence_length,
     );
     if spec.compile {
-        // A compiled step is traced again for each new batch width (about 8 s for
-        // LFM2-1.2B on an H200). Packed rows are nearly full anyway: they all take the
-        // widest row's width, one shape per job. Bucketed batches round up to 32.
-        plan.pad_to = match spec.packing {
-            true => plan.width(examples),
-            false => 32,
+        // A compiled step is traced again for each new batch width (`data/widths.rs`).
+        // Packed rows are nearly full anyway: they all take the widest row's width, one
+        // shape per job. Bucketed batches take the ladder of widths that costs the run least.
+        plan.padding = match spec.packing {
+            true => Padding::Ladder(vec![plan.width(examples)]),
+            false => {
+                let batches = plan.batches.len() as u64;
+                let steps = total_steps(spec, batches) * spec.grad_accum as u64;
+                let epochs = steps as f64 / batches.max(1) as f64;
+                Padding::Ladder(ladder(&plan.natural_widths(examples), epochs))
+            }
         };
     }
     plan

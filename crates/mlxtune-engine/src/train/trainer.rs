@@ -20,7 +20,7 @@ use super::spec::{FineTuneType, TrainSpec};
 use super::step::StepOptions;
 use super::step_functions::StepFunctions;
 use super::stepper::{Interrupt, MicroBatch, StepOutcome, StepStats, Stepper};
-use crate::data::batch::Plan;
+use crate::data::batch::{Padding, Plan};
 use crate::data::prefetch::{Order, Prefetcher};
 use crate::data::DataStats;
 use crate::error::{EngineError, Result};
@@ -168,14 +168,14 @@ impl<'a> Run<'a> {
             step_options(spec),
             spec.compile,
         )?;
-        let mut packed_note = None;
+        let mut plan_note = ladder_note(&p.plan.padding).filter(|_| !p.plan.packed);
         if p.plan.packed {
             let width = p.plan.width(&p.train.examples) as i32;
             let block = block_for(width)?;
             functions.reach_floor = p
                 .plan
                 .packed_reach(&p.train.examples, block.max(1) as usize);
-            packed_note = Some(packed_attention_note(width, block, functions.reach_floor));
+            plan_note = Some(packed_attention_note(width, block, functions.reach_floor));
         }
         let mut stepper = Stepper::new(functions);
         if let Some(g) = &group {
@@ -225,7 +225,7 @@ impl<'a> Run<'a> {
         if let Some(w) = board_warning {
             run.on_event(Event::warn(w));
         }
-        if let Some(text) = packed_note.filter(|_| root) {
+        if let Some(text) = plan_note.filter(|_| root) {
             run.on_event(Event::info(text));
         }
         if let Some(r) = from {
@@ -735,6 +735,20 @@ fn packed_attention_note(width: i32, block: i32, reach_floor: usize) -> String {
              masked to its example (the longest examples reach past the last block's start)"
         ),
     }
+}
+
+/// A compiled job's batch widths, said once at its start (`data/widths.rs`).
+fn ladder_note(padding: &Padding) -> Option<String> {
+    let Padding::Ladder(widths) = padding else {
+        return None;
+    };
+    let list: Vec<String> = widths.iter().map(usize::to_string).collect();
+    Some(format!(
+        "compiled step: batches padded to {} width(s), {} positions (each traced once; more \
+         widths pad less, so a longer run gets more)",
+        widths.len(),
+        list.join(", ")
+    ))
 }
 
 fn prefetch_depth(per_step: usize) -> usize {
