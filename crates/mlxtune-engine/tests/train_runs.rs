@@ -682,10 +682,10 @@ fn bucketed_batches_of_a_compiled_job_take_a_ladder_of_widths_by_run_length() {
         })
         .collect();
     std::fs::write(&data, lines.join("\n") + "\n").unwrap();
-    let widths = |epochs: u32| {
+    let widths = |steps: u32| {
         let extra = json!({
-            "parameters": { "batchSize": 2, "sequenceLength": 256, "epochs": epochs },
-            "optimization": { "compile": true }
+            "parameters": { "batchSize": 2, "sequenceLength": 256, "epochs": 5000 },
+            "optimization": { "compile": true }, "maxSteps": steps
         });
         let p = train::prepare::prepare(&spec(config("llama", &data, extra))).unwrap();
         let ex = &p.train.examples;
@@ -721,7 +721,7 @@ fn bucketed_batches_of_a_compiled_job_take_a_ladder_of_widths_by_run_length() {
         short.last().unwrap()
     );
     assert!(notes.iter().any(|t| t.starts_with(&said)), "{notes:?}");
-    let (long, _) = widths(5000);
+    let (long, _) = widths(50_000);
     assert!(long.len() > 1 && long.len() <= batches, "{long:?}");
     assert_eq!(long.last(), short.last(), "the widest width stays");
 }
