@@ -329,7 +329,7 @@ fn a_batch_that_does_not_fit_runs_as_smaller_micro_batches_with_the_same_losses(
 #[test]
 fn the_stepper_that_benchmarks_use_is_the_trainers_step() {
     use mlxtune_engine::train::optim::{learning_rate, Optimizer};
-    use mlxtune_engine::train::stepper::{MicroBatch, StepOutcome};
+    use mlxtune_engine::train::stepper::StepOutcome;
     let tmp = tempfile::tempdir().unwrap();
     let data = write_text_data(tmp.path());
     let s = spec(config("llama", &data, json!({ "maxSteps": 1 })));
@@ -340,10 +340,7 @@ fn the_stepper_that_benchmarks_use_is_the_trainers_step() {
     // The same first step, built by hand from the prepared pieces.
     let (mut p, mut stepper) = prepared_stepper(&s, false);
     let first = p.plan.epoch_order(s.seed, 0)[0];
-    let micro = MicroBatch {
-        batch: p.plan.make_part(&p.train.examples, first, 0, 1),
-        dropout_seed: 0,
-    };
+    let micro = micro_batch(&p, first, 0);
     let mut opt = Optimizer::new(&s);
     let lr = learning_rate(&s, 0, p.total_steps) as f32;
     let outcome = stepper
@@ -372,10 +369,9 @@ fn the_stepper_that_benchmarks_use_is_the_trainers_step() {
 #[test]
 fn a_step_in_one_graph_equals_its_gradients_and_update_run_apart() {
     use mlxtune_engine::train::optim::{learning_rate, Optimizer};
-    use mlxtune_engine::train::stepper::{MicroBatch, StepOutcome};
+    use mlxtune_engine::train::stepper::StepOutcome;
     let tmp = tempfile::tempdir().unwrap();
-    let data = write_text_data(tmp.path());
-    let s = spec(config("llama", &data, json!({ "maxGradNorm": 0.05 })));
+    let s = clipping_spec(tmp.path());
     let mut runs = Vec::new();
     for one_graph in [true, false] {
         let (mut p, mut stepper) = prepared_stepper(&s, true);
@@ -385,12 +381,7 @@ fn a_step_in_one_graph_equals_its_gradients_and_update_run_apart() {
         let mut outcomes = Vec::new();
         // Two steps, one whose loss scale overflows the loss, then a third.
         for (i, scale) in [1.0f32, 1.0, f32::MAX, 1.0].into_iter().enumerate() {
-            let micro = MicroBatch {
-                batch: p
-                    .plan
-                    .make_part(&p.train.examples, order[i % order.len()], 0, 1),
-                dropout_seed: i as u64,
-            };
+            let micro = micro_batch(&p, order[i % order.len()], i as u64);
             let lr = learning_rate(&s, i as u64, p.total_steps) as f32;
             let before = p.trainable.clone();
             let out = stepper
@@ -440,6 +431,24 @@ fn a_step_in_one_graph_equals_its_gradients_and_update_run_apart() {
     }
 }
 
+/// Batch `b` of a run's plan, whole, with dropout seed `seed`.
+fn micro_batch(
+    p: &train::prepare::Prepared,
+    b: usize,
+    seed: u64,
+) -> mlxtune_engine::train::stepper::MicroBatch {
+    mlxtune_engine::train::stepper::MicroBatch {
+        batch: p.plan.make_part(&p.train.examples, b, 0, 1),
+        dropout_seed: seed,
+    }
+}
+
+/// The llama fixture on the text data, its gradients clipped to a norm of 0.05.
+fn clipping_spec(dir: &Path) -> train::TrainSpec {
+    let data = write_text_data(dir);
+    spec(config("llama", &data, json!({ "maxGradNorm": 0.05 })))
+}
+
 /// A run's prepared pieces and a stepper over its step functions (compiled or not), as the
 /// trainer builds them.
 fn prepared_stepper(
@@ -464,10 +473,9 @@ fn prepared_stepper(
 #[test]
 fn kept_gradients_are_the_clipped_ones_on_every_step_end() {
     use mlxtune_engine::train::optim::{learning_rate, Optimizer};
-    use mlxtune_engine::train::stepper::{MicroBatch, StepOutcome};
+    use mlxtune_engine::train::stepper::StepOutcome;
     let tmp = tempfile::tempdir().unwrap();
-    let data = write_text_data(tmp.path());
-    let s = spec(config("llama", &data, json!({ "maxGradNorm": 0.05 })));
+    let s = clipping_spec(tmp.path());
     let mut kept = Vec::new();
     // (one graph, fused end): the one-array end is the reference.
     for (one_graph, fused) in [(true, true), (false, true), (false, false)] {
@@ -479,10 +487,7 @@ fn kept_gradients_are_the_clipped_ones_on_every_step_end() {
         let first = p.plan.epoch_order(s.seed, 0)[0];
         let lr = learning_rate(&s, 0, p.total_steps) as f32;
         let mut step = |scale: f32| {
-            let micro = MicroBatch {
-                batch: p.plan.make_part(&p.train.examples, first, 0, 1),
-                dropout_seed: 0,
-            };
+            let micro = micro_batch(&p, first, 0);
             let out = stepper.step(
                 &mut p.trainable,
                 &mut opt,
@@ -522,7 +527,7 @@ fn kept_gradients_are_the_clipped_ones_on_every_step_end() {
 #[test]
 fn a_step_built_ahead_equals_one_built_in_its_turn() {
     use mlxtune_engine::train::optim::Optimizer;
-    use mlxtune_engine::train::stepper::{MicroBatch, StepOutcome};
+    use mlxtune_engine::train::stepper::StepOutcome;
     let tmp = tempfile::tempdir().unwrap();
     let data = write_text_data(tmp.path());
     let s = spec(config("llama", &data, json!({ "maxGradNorm": 0.5 })));
@@ -540,13 +545,8 @@ fn a_step_built_ahead_equals_one_built_in_its_turn() {
         let (mut p, mut stepper) = prepared_stepper(&s, true);
         let mut opt = Optimizer::new(&s);
         let order = p.plan.epoch_order(s.seed, 0);
-        let micro: Vec<MicroBatch> = (0..6)
-            .map(|i| MicroBatch {
-                batch: p
-                    .plan
-                    .make_part(&p.train.examples, order[i % order.len()], 0, 1),
-                dropout_seed: i as u64,
-            })
+        let micro: Vec<_> = (0..6)
+            .map(|i| micro_batch(&p, order[i % order.len()], i as u64))
             .collect();
         let mut losses = Vec::new();
         for (i, scale, next, replaced) in calls {

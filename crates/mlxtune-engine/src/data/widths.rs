@@ -122,12 +122,7 @@ mod tests {
     /// Every ladder of `k` widths out of `widths` (the last always on it), by brute force:
     /// the least positions one epoch computes.
     fn brute(batches: &[(usize, usize)], k: usize) -> f64 {
-        let mut widths: Vec<usize> = batches
-            .iter()
-            .map(|b| b.0.next_multiple_of(ALIGN))
-            .collect();
-        widths.sort();
-        widths.dedup();
+        let widths = distinct(batches);
         let (top, rest) = widths.split_last().unwrap();
         (0u32..1 << rest.len())
             .filter(|m| m.count_ones() as usize == k - 1)
@@ -146,22 +141,26 @@ mod tests {
             .fold(f64::INFINITY, f64::min)
     }
 
+    /// The batches' distinct aligned widths, ascending.
+    fn distinct(batches: &[(usize, usize)]) -> Vec<usize> {
+        let mut w: Vec<usize> = batches
+            .iter()
+            .map(|b| b.0.next_multiple_of(ALIGN))
+            .collect();
+        w.sort();
+        w.dedup();
+        w
+    }
+
     #[test]
     fn each_ladder_size_pads_least_and_the_run_length_picks_the_size() {
         let batches: Vec<(usize, usize)> = (0..40)
             .map(|i| (17 + (i * i * 37) % 900, 1 + i % 3))
             .collect();
-        let mut widths: Vec<usize> = batches
-            .iter()
-            .map(|b| b.0.next_multiple_of(ALIGN))
-            .collect();
-        widths.sort();
-        widths.dedup();
+        let widths = distinct(&batches);
         let few: Vec<(usize, usize)> = batches.iter().copied().filter(|b| b.0 < 400).collect();
         let cuts = {
-            let mut w: Vec<usize> = few.iter().map(|b| b.0.next_multiple_of(ALIGN)).collect();
-            w.sort();
-            w.dedup();
+            let w = distinct(&few);
             let rows: Vec<usize> = w
                 .iter()
                 .map(|x| {
