@@ -432,6 +432,25 @@ fn train_runs_the_product_documents_config_and_resumes() {
     ] {
         assert!(out.join(f).exists(), "{f}");
     }
+    // From the newest checkpoint of at most 3 steps (the one a job service reconciled its
+    // records with), not the latest; the flag means nothing without --resume.
+    let o = mlxtune(&["train", "--resume", out.to_str().unwrap(), "--json"]);
+    let at_most = |step: &str| {
+        let dir = out.to_str().unwrap();
+        mlxtune(&["train", "--resume", dir, "--resume-at-most", step, "--json"])
+    };
+    let start_step = |o: &std::process::Output| {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let text = String::from_utf8_lossy(&o.stdout);
+        let started = text.lines().find(|l| l.contains("\"started\"")).unwrap();
+        let started: serde_json::Value = serde_json::from_str(started).unwrap();
+        started["start_step"].as_u64().unwrap()
+    };
+    assert!(start_step(&o) > 3);
+    assert_eq!(start_step(&at_most("3")), 3);
+    let o = mlxtune(&["train", "--resume-at-most", "3"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--resume"));
+    assert!(!o.status.success());
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! A distributed job (`"distributed": {"processes": N, "backend": …}`) runs as
 //! `mlxtune launch -n N --backend B -- train … --json`: rank 0's JSON lines are the job's
 //! events, its last line the result. Cancel stops the group (the last checkpoint stays);
-//! pause and shutdown stop it too, and the job continues later from its last checkpoint.
+//! pause and shutdown stop it too, and the job continues later from the checkpoint the
+//! resuming worker reconciled its records with.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -9,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use mlxtune_engine::train::config::DistributedConfig;
-use mlxtune_engine::train::{Event, FineTuneConfig, Outcome, TrainResult, TrainSpec};
+use mlxtune_engine::train::{Event, FineTuneConfig, Outcome, ResumeFrom, TrainResult, TrainSpec};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -24,7 +25,9 @@ pub struct Launch {
     pub spec: TrainSpec,
     pub distributed: DistributedConfig,
     pub output: PathBuf,
-    pub resume: bool,
+    /// Which checkpoint a resumed group starts from (`train --resume-at-most`); None: a
+    /// fresh run.
+    pub resume: Option<ResumeFrom>,
 }
 
 /// The `mlxtune` binary serving now.
@@ -70,8 +73,11 @@ fn command(l: &Launch, config: &Path) -> Result<tokio::process::Command, LaunchF
         "--json",
     ]);
     let out = l.output.display().to_string();
-    if l.resume {
+    if let Some(from) = l.resume {
         cmd.args(["--resume", &out]);
+        if let ResumeFrom::AtMost(step) = from {
+            cmd.args(["--resume-at-most", &step.to_string()]);
+        }
     } else {
         cmd.args([
             "--config",

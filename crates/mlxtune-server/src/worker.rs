@@ -167,7 +167,7 @@ fn start_trainer(
             spec,
             distributed,
             output,
-            resume: resume.is_some(),
+            resume,
         };
         tokio::spawn(async move {
             let r = launched::run(l, tx, control, shutting).await;

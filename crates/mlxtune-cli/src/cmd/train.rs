@@ -6,7 +6,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::plot;
 use super::train_setup::{setup, Stdout};
 use mlxtune_engine::train::distributed::Group;
-use mlxtune_engine::train::{self, Control, Event, Outcome};
+use mlxtune_engine::train::{self, Control, Event, Outcome, ResumeFrom};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -27,6 +27,10 @@ pub struct Args {
     /// Resume the run in this output directory from its latest checkpoint.
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// With --resume: start from the newest checkpoint of at most this many steps instead of
+    /// the latest (a job service resumes from the one it reconciled its records with).
+    #[arg(long, value_name = "STEP", requires = "resume")]
+    pub resume_at_most: Option<u64>,
     /// Print events as JSON lines instead of a progress bar.
     #[arg(long)]
     pub json: bool,
@@ -121,12 +125,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         Control::Continue
     };
-    let r = train::train_in_group(&spec, &output, resume, group.clone(), &mut on_event).map_err(
-        |e| match &group {
-            Some(g) => anyhow::anyhow!("rank {} of {}: {e}", g.rank(), g.size()),
-            None => super::train_setup::in_config(e, &a),
-        },
-    )?;
+    let from = resume.then_some(match a.resume_at_most {
+        Some(step) => ResumeFrom::AtMost(step),
+        None => ResumeFrom::Latest,
+    });
+    let r =
+        train::train_in_group(&spec, &output, from, group.clone(), &mut on_event).map_err(|e| {
+            match &group {
+                Some(g) => anyhow::anyhow!("rank {} of {}: {e}", g.rank(), g.size()),
+                None => super::train_setup::in_config(e, &a),
+            }
+        })?;
     bar.finish_and_clear();
     if rank != 0 {
         return Ok(());

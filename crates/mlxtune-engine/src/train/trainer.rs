@@ -51,7 +51,8 @@ pub fn train(
     resume: bool,
     on_event: OnEvent,
 ) -> Result<TrainResult> {
-    train_in_group(spec, output, resume, None, on_event)
+    let from = resume.then_some(ResumeFrom::Latest);
+    train_in_group(spec, output, from, None, on_event)
 }
 
 /// [`train`] as one rank of a data-parallel `group` (`super::distributed`): every rank
@@ -60,12 +61,11 @@ pub fn train(
 pub fn train_in_group(
     spec: &TrainSpec,
     output: &Path,
-    resume: bool,
+    resume: Option<ResumeFrom>,
     group: Option<Rc<Group>>,
     on_event: OnEvent,
 ) -> Result<TrainResult> {
-    let from = resume.then_some(ResumeFrom::Latest);
-    train_with(spec, output, from, (group, None), on_event)
+    train_with(spec, output, resume, (group, None), on_event)
 }
 
 /// [`train`] that also stops inside a long step: `interrupt` is asked before every
