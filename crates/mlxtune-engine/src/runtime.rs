@@ -73,6 +73,12 @@ pub fn init() -> Result<()> {
 /// |---|---|---|---|
 /// | `Speed` (20 operations per graph, MLX's default) | 85,742 tok/s, 30.9 GiB | 64,048, 15.6 GiB | 74,229, 10.5 GiB |
 /// | `Memory` (2 operations per graph) | 80,820 tok/s, 25.2 GiB | 62,804, 6.5 GiB | 61,762, 8.7 GiB |
+///
+/// Both turn off MLX's cache-thrashing check (`MLX_ENABLE_CACHE_THRASHING_CHECK=0`). It counts
+/// a process's CUDA-graph cache misses over its whole life and, past twice the cache's size,
+/// fails every later evaluation: a compiled job whose batches took a few dozen widths died
+/// of it on an H200 (docs/benchmarks.md, tenth round), and a server running many jobs would
+/// too. Without it a miss costs a graph's instantiation, nothing more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scheduling {
@@ -90,12 +96,16 @@ impl Scheduling {
     }
 
     /// The MLX variables of this choice.
-    pub fn variables(self) -> [(&'static str, &'static str); 2] {
+    pub fn variables(self) -> [(&'static str, &'static str); 3] {
         let ops = match self {
             Scheduling::Speed => "20",
             Scheduling::Memory => "2",
         };
-        [("MLX_MAX_OPS_PER_BUFFER", ops), ("MLX_BFS_MAX_WIDTH", "1")]
+        [
+            ("MLX_MAX_OPS_PER_BUFFER", ops),
+            ("MLX_BFS_MAX_WIDTH", "1"),
+            ("MLX_ENABLE_CACHE_THRASHING_CHECK", "0"),
+        ]
     }
 }
 
