@@ -14,9 +14,9 @@ pub enum Padding {
 }
 
 /// A new width costs about as much time as this many steps of the widest batch. Measured
-/// on an H200 (LFM2-1.2B, LoRA, 8 rows, docs/benchmarks.md): a width new to the machine
-/// 1–2.6 s, one whose kernels MLX had compiled before 0.1–0.2 s, against 0.16 s per step
-/// of 8 × 1,416.
+/// on an H200 (LFM2-1.2B, LoRA, 8 rows, docs/benchmarks.md, tenth round): a width new to
+/// the machine 1–4 s, one whose kernels MLX had compiled before 0.1–0.4 s, against 0.16 s
+/// per step of 8 × 1,416.
 pub const TRACE_STEPS: f64 = 10.0;
 
 /// Ladder widths are multiples of this (matrix tiles like whole multiples of 8).
