@@ -487,15 +487,8 @@ fn kept_gradients_are_the_clipped_ones_on_every_step_end() {
         let first = p.plan.epoch_order(s.seed, 0)[0];
         let lr = learning_rate(&s, 0, p.total_steps) as f32;
         let mut step = |scale: f32| {
-            let micro = micro_batch(&p, first, 0);
-            let out = stepper.step(
-                &mut p.trainable,
-                &mut opt,
-                &[micro],
-                scale,
-                lr,
-                s.max_grad_norm,
-            );
+            let (micro, end) = (micro_batch(&p, first, 0), (scale, lr, s.max_grad_norm));
+            let out = stepper.step_ahead(&mut p.trainable, &mut opt, &[micro], end, None);
             (out.unwrap(), stepper.last_gradients().cloned())
         };
         let (out, grads) = step(1.0);
