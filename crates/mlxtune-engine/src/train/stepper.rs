@@ -406,9 +406,9 @@ impl Stepper {
         Ok((self.functions.for_batch(&m.batch)?)(&args)?)
     }
 
-    /// The step's end one array at a time (optimizers other than a compiled Adam(W), or
-    /// when the gradients are kept): the norm of `sums / denom`, evaluated, then unless it
-    /// or the loss is not finite, clipping and the update. Returns the norm.
+    /// The step's end one array at a time (optimizers other than a compiled Adam(W)): the
+    /// norm of `sums / denom`, evaluated, then unless it or the loss is not finite, clipping
+    /// and the update. Returns the norm.
     fn clip_then_step(
         &mut self,
         trainable: &mut Weights,

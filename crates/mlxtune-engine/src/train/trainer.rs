@@ -730,6 +730,10 @@ fn packed_attention_note(width: i32, block: i32, reach_floor: usize) -> String {
              block's keys from {reach} positions before its first query (the plan's longest \
              reach into an example)"
         ),
+        None if block <= 0 || block >= width => format!(
+            "packed rows of {width} positions: one attention over each whole row, masked to \
+             each example"
+        ),
         None => format!(
             "packed rows of {width} positions: every query's keys from its row's start, \
              masked to its example (the longest examples reach past the last block's start)"
