@@ -51,16 +51,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     // Started by `mlxtune launch`: join the group; rank 0 alone prints and writes.
     let group = Group::from_env()?.map(Rc::new);
     let rank = group.as_ref().map_or(0, |g| g.rank());
-    let bar = ProgressBar::hidden();
-    if !a.json && rank == 0 {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-    }
+    let bar = progress_bar(!a.json && rank == 0);
     let stop_after = a.stop_after;
     let json = a.json;
     // A closed stdout (`train --json | head -3`) stops the printing, never the run.
@@ -125,10 +116,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         Control::Continue
     };
-    let from = resume.then_some(match a.resume_at_most {
-        Some(step) => ResumeFrom::AtMost(step),
-        None => ResumeFrom::Latest,
-    });
+    let from = resume.then_some(resume_from(a.resume_at_most));
     let r =
         train::train_in_group(&spec, &output, from, group.clone(), &mut on_event).map_err(|e| {
             match &group {
@@ -147,23 +135,52 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let done = serde_json::json!({ "type": "finished", "result": r });
         out.borrow_mut().line(&done.to_string());
     } else {
-        let how = match r.outcome {
-            Outcome::Completed => "finished",
-            Outcome::EarlyStopped => "stopped early",
-            Outcome::Paused => "paused (resume with --resume)",
-            Outcome::Cancelled => "cancelled",
-        };
-        let skipped = match r.skipped_steps {
-            0 => String::new(),
-            n => format!("; {n} fp16 updates skipped for overflow (retried)"),
-        };
-        eprintln!(
-            "{how} at step {}/{}; final loss {}{skipped}; output in {}",
-            r.step,
-            r.total_steps,
-            r.final_loss.map_or("-".into(), |l| format!("{l:.4}")),
-            r.output_dir.display()
-        );
+        eprintln!("{}", summary(&r));
     }
     Ok(())
+}
+
+/// The progress bar on stderr when `shown`, else a hidden one (its lines printed as they are).
+fn progress_bar(shown: bool) -> ProgressBar {
+    let bar = ProgressBar::hidden();
+    if shown {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+    }
+    bar
+}
+
+/// Which checkpoint `--resume` starts from: the newest of at most `at_most` steps, or the
+/// latest.
+fn resume_from(at_most: Option<u64>) -> ResumeFrom {
+    match at_most {
+        Some(step) => ResumeFrom::AtMost(step),
+        None => ResumeFrom::Latest,
+    }
+}
+
+/// The run's last line without --json: how it ended, where, and its output.
+fn summary(r: &train::TrainResult) -> String {
+    let how = match r.outcome {
+        Outcome::Completed => "finished",
+        Outcome::EarlyStopped => "stopped early",
+        Outcome::Paused => "paused (resume with --resume)",
+        Outcome::Cancelled => "cancelled",
+    };
+    let skipped = match r.skipped_steps {
+        0 => String::new(),
+        n => format!("; {n} fp16 updates skipped for overflow (retried)"),
+    };
+    format!(
+        "{how} at step {}/{}; final loss {}{skipped}; output in {}",
+        r.step,
+        r.total_steps,
+        r.final_loss.map_or("-".into(), |l| format!("{l:.4}")),
+        r.output_dir.display()
+    )
 }
