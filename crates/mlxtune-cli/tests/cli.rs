@@ -244,6 +244,26 @@ fn bench_train_runs_the_trainers_step_and_profiles_memory() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("'lorax'") && err.contains("qlora"), "{err}");
+    // Recomputing the MLPs (and the element-wise values): the report says so, the loss stays.
+    let mlps = json(&mlxtune(
+        &[&args[..], &["--grad-checkpoint", "--checkpoint-mlps", "1"]].concat(),
+    ));
+    assert_eq!(
+        (
+            mlps["checkpoint_layers"].as_u64(),
+            mlps["checkpoint_mlps"].as_u64()
+        ),
+        (Some(0), Some(1))
+    );
+    assert_eq!(mlps["lean"], true, "{mlps}");
+    let l = mlps["loss"].as_f64().unwrap();
+    assert!((l - loss).abs() < 1e-4 * loss, "{l} vs {loss}");
+    let out = mlxtune(&["bench", "train", "--checkpoint-mlps", "2"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--checkpoint-mlps need --grad-checkpoint"),
+        "{err}"
+    );
 }
 
 #[test]

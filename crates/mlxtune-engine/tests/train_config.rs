@@ -74,8 +74,12 @@ fn bad_configs_name_the_field() {
             "optimization.gradientCheckpointingLayers needs optimization.gradientCheckpointing",
         ),
         (
-            json!({ "optimization": { "gradientCheckpointing": true, "gradientCheckpointingLayers": 0 } }),
-            "optimization.gradientCheckpointingLayers must be >= 1",
+            json!({ "optimization": { "gradientCheckpointingMlps": 2 } }),
+            "optimization.gradientCheckpointingMlps needs optimization.gradientCheckpointing",
+        ),
+        (
+            json!({ "optimization": { "gradientCheckpointing": true, "gradientCheckpointingMlps": 0 } }),
+            "optimization.gradientCheckpointingMlps must be >= 1",
         ),
     ];
     for (patch, want) in cases {
@@ -122,6 +126,27 @@ fn bad_configs_name_the_field() {
     let e = s.check_against_model(&m.spec).unwrap_err();
     assert_eq!(e.param, "optimization.gradientCheckpointingLayers");
     assert!(e.message.contains("exceeds the model's"), "{}", e.message);
+    // Only MLPs asked for: no layer is recomputed whole, and 0 whole layers is accepted.
+    let mlps = |o: serde_json::Value| {
+        spec(config(
+            "llama",
+            Path::new("d.jsonl"),
+            json!({ "optimization": o }),
+        ))
+    };
+    let s = mlps(json!({ "gradientCheckpointing": true, "gradientCheckpointingMlps": 2 }));
+    assert_eq!((s.recomputed_layers(), s.recomputed_mlps()), (0, 2));
+    let s = mlps(
+        json!({ "gradientCheckpointing": true, "gradientCheckpointingLayers": 1, "gradientCheckpointingMlps": 3 }),
+    );
+    assert_eq!((s.recomputed_layers(), s.recomputed_mlps()), (1, 3));
+    // No layer whole and no MLP: only the element-wise values are recomputed.
+    let s = mlps(json!({ "gradientCheckpointing": true, "gradientCheckpointingLayers": 0 }));
+    assert_eq!((s.recomputed_layers(), s.recomputed_mlps()), (0, 0));
+    assert!(s.gradient_checkpointing);
+    let s = mlps(json!({ "gradientCheckpointing": true, "gradientCheckpointingMlps": 99 }));
+    let e = s.check_against_model(&m.spec).unwrap_err();
+    assert_eq!(e.param, "optimization.gradientCheckpointingMlps");
 }
 
 #[test]

@@ -83,6 +83,8 @@ fn packed_and_unpacked_batches_give_the_same_loss() {
                     segments: b.segments.as_ref().map(|s| &s.ids),
                     attention_reach: None,
                     checkpoint_layers: 0,
+                    checkpoint_mlps: 0,
+                    lean: false,
                 },
             )
             .unwrap();

@@ -183,25 +183,32 @@ fn a_paused_and_resumed_run_gives_the_same_losses_as_an_uninterrupted_one() {
 fn checkpointing_every_layer_some_or_none_gives_the_same_losses() {
     let tmp = tempfile::tempdir().unwrap();
     let data = write_text_data(tmp.path());
-    let mut runs = Vec::new();
-    for (name, opt) in [
-        ("none", json!({ "gradientCheckpointing": false })),
-        ("all", json!({ "gradientCheckpointing": true })),
-        (
-            "first",
-            json!({ "gradientCheckpointing": true, "gradientCheckpointingLayers": 1 }),
-        ),
-    ] {
-        let extra = json!({ "parameters": { "batchSize": 2, "epochs": 1 }, "optimization": opt });
-        let out = tmp.path().join(name);
-        run(&spec(config("lfm2", &data, extra)), &out);
-        runs.push(losses(&out));
-    }
-    assert!(runs[0].len() >= 2, "{runs:?}");
-    for r in &runs[1..] {
-        assert_eq!(r.len(), runs[0].len());
-        for (a, b) in r.iter().zip(&runs[0]) {
-            assert!((a - b).abs() < 1e-4, "{runs:?}");
+    let ck = |layers: Option<u32>, mlps: Option<u32>| {
+        json!({ "gradientCheckpointing": true, "gradientCheckpointingLayers": layers,
+                "gradientCheckpointingMlps": mlps })
+    };
+    // LoRA, then full fine-tuning (whose MLP norms are trained through the recomputation).
+    for kind in ["lora", "full"] {
+        let mut runs = Vec::new();
+        for (name, opt) in [
+            ("none", json!({ "gradientCheckpointing": false })),
+            ("all", ck(None, None)),
+            ("first", ck(Some(1), None)),
+            ("mlps", ck(None, Some(2))),
+            ("first-and-mlps", ck(Some(1), Some(2))),
+        ] {
+            let extra = json!({ "fineTuneType": kind, "optimization": opt,
+                                "parameters": { "batchSize": 2, "epochs": 1 } });
+            let out = tmp.path().join(format!("{kind}-{name}"));
+            run(&spec(config("lfm2", &data, extra)), &out);
+            runs.push(losses(&out));
+        }
+        assert!(runs[0].len() >= 2, "{runs:?}");
+        for r in &runs[1..] {
+            assert_eq!(r.len(), runs[0].len());
+            for (a, b) in r.iter().zip(&runs[0]) {
+                assert!((a - b).abs() < 1e-4, "{kind}: {runs:?}");
+            }
         }
     }
 }

@@ -33,13 +33,13 @@ fn gradient_checkpointing_gives_the_same_gradients() {
         let mut names: Vec<String> = ad.keys().cloned().collect();
         names.sort();
         let b = unpacked_batch(&ex);
-        let grads = |checkpoint_layers: usize| -> (f32, Vec<Array>) {
+        let grads = |(checkpoint_layers, checkpoint_mlps, lean): (usize, usize, bool)| -> (f32, Vec<Array>) {
             let (names2, base, spec2) = (names.clone(), m.weights.clone(), m.spec.clone());
             let (inputs, targets, mask) = (b.inputs.clone(), b.targets.clone(), b.mask.clone());
             let f = move |args: &[Array]| -> Result<Vec<Array>, mlxtune_engine::mlx_rs::error::Exception> {
                 let over: mlxtune_engine::weights::Weights = names2.iter().cloned().zip(args.iter().cloned()).collect();
                 let p = Params { over: Some(&over), lora_scale: 2.0, ..Params::new(&base) };
-                let logits = forward::forward(&spec2, &p, &inputs, ForwardCtx { cache: None, segments: None, attention_reach: None, checkpoint_layers }).unwrap();
+                let logits = forward::forward(&spec2, &p, &inputs, ForwardCtx { cache: None, segments: None, attention_reach: None, checkpoint_layers, checkpoint_mlps, lean }).unwrap();
                 Ok(vec![cross_entropy(&logits, &targets).unwrap().multiply(&mask)?.sum(None)?])
             };
             let argnums: Vec<i32> = (0..names.len() as i32).collect();
@@ -48,22 +48,32 @@ fn gradient_checkpointing_gives_the_same_gradients() {
             v[0].eval().unwrap();
             (v[0].item_cast::<f32>(), g)
         };
-        let (l1, g1) = grads(0);
-        // Every layer recomputed, then only the first one (the others keep their values).
-        for layers in [usize::MAX, 1] {
+        let (l1, g1) = grads((0, 0, false));
+        // Every layer recomputed, then only the first one (the others keep their values),
+        // then every MLP, then the first layer whole and the second one's MLP; then the
+        // element-wise values of every layer, alone and beside the others.
+        let all = usize::MAX;
+        for layers in [
+            (all, 0, false),
+            (1, 0, false),
+            (0, all, false),
+            (1, 2, false),
+            (0, 0, true),
+            (1, 2, true),
+        ] {
             let (l2, g2) = grads(layers);
             // Not bit for bit: without checkpointing, LoRA layers on one input share their
             // x·A product (models/shared_input.rs), which sums in another order.
             let rel = ((l1 - l2) / l1).abs();
             assert!(
                 rel < 1e-6,
-                "{model}, {layers} checkpointed layers: loss {l1} vs {l2}"
+                "{model}, (layers, MLPs, lean) {layers:?}: loss {l1} vs {l2}"
             );
             for (i, (a, c)) in g1.iter().zip(&g2).enumerate() {
                 let d = max_abs_diff(a, c);
                 assert!(
                     d <= 1e-5 * max_abs(a).max(1.0),
-                    "{model}, {layers} checkpointed layers, {}: gradient differs by {d}",
+                    "{model}, (layers, MLPs, lean) {layers:?}, {}: gradient differs by {d}",
                     names[i]
                 );
                 assert!(max_abs(a) > 0.0, "{model} {}: zero gradient", names[i]);
@@ -89,7 +99,7 @@ fn the_chunked_checkpointed_loss_equals_the_full_loss_with_the_same_gradients() 
             let f = move |args: &[Array]| -> Result<Vec<Array>, mlxtune_engine::mlx_rs::error::Exception> {
                 let over: mlxtune_engine::weights::Weights = names2.iter().cloned().zip(args.iter().cloned()).collect();
                 let p = Params { over: Some(&over), ..Params::new(&base) };
-                let ctx = ForwardCtx { cache: None, segments: None, attention_reach: None, checkpoint_layers: 0 };
+                let ctx = ForwardCtx { cache: None, segments: None, attention_reach: None, checkpoint_layers: 0, checkpoint_mlps: 0, lean: false };
                 let loss = if chunked {
                     let h = forward::forward_hidden(&spec2, &p, &inputs, ctx).unwrap();
                     chunked_loss_sum(&spec2, &p, &h, &targets, &mask, 7).unwrap()
@@ -403,6 +413,8 @@ fn the_training_step_with_checkpointing_and_chunked_loss_gives_the_same_loss_and
                 dropout: 0.0,
                 compute: Dtype::Float32,
                 checkpoint_layers: if ck { usize::MAX } else { 0 },
+                checkpoint_mlps: 0,
+                lean: false,
                 chunked_loss: ck,
                 attention_reach: None,
             };

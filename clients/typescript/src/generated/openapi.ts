@@ -2453,10 +2453,19 @@ export interface components {
             gradientCheckpointing?: boolean;
             /**
              * Format: int32
-             * @description With `gradientCheckpointing`: recompute only the first this many decoder layers (default:
-             *     all). The rest keep their activations: faster, more memory (docs/training.md).
+             * @description With `gradientCheckpointing`: recompute only the first this many decoder layers whole
+             *     (default: all; 0: none). The rest keep their activations except the values that cost
+             *     no matrix product (norms', the convolution's and the MLP's activation): faster, more
+             *     memory (docs/training.md).
              */
             gradientCheckpointingLayers?: number | null;
+            /**
+             * Format: int32
+             * @description With `gradientCheckpointing`: recompute the MLPs of the first this many decoder layers
+             *     (with it, `gradientCheckpointingLayers` defaults to 0). Only the MLP's input is kept,
+             *     not its `[tokens, ff]` values (docs/training.md).
+             */
+            gradientCheckpointingMlps?: number | null;
             mixedPrecision?: string | null;
         };
         OptimizerConfig: {

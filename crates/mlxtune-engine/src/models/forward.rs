@@ -13,6 +13,7 @@ use mlx_rs::{Array, Dtype};
 
 use super::cache::{conv_tail, kv_update, Cache, LayerCache};
 use super::packed_attention::{block_for, PackedMasks};
+use super::remat::{recomputed, Remat};
 use super::shared_input::linears;
 use super::spec::{LayerKind, ModelSpec, RopeScaling};
 use crate::error::{EngineError, Result};
@@ -77,10 +78,15 @@ pub(crate) struct PrefixParams {
 
 impl Params<'_> {
     pub(crate) fn split_prefix(&self, prefix: &str) -> PrefixParams {
+        self.split_prefixes(&[prefix])
+    }
+
+    /// [`split_prefix`](Self::split_prefix) for names under any of `prefixes`.
+    pub(crate) fn split_prefixes(&self, prefixes: &[&str]) -> PrefixParams {
         let pick = |w: &Weights| -> Vec<(String, Array)> {
             let mut v: Vec<(String, Array)> = w
                 .iter()
-                .filter(|(k, _)| k.starts_with(prefix))
+                .filter(|(k, _)| prefixes.iter().any(|p| k.starts_with(p)))
                 .map(|(k, a)| (k.clone(), a.clone()))
                 .collect();
             v.sort_by(|a, b| a.0.cmp(&b.0));
@@ -274,6 +280,11 @@ pub struct ForwardCtx<'a> {
     /// Recompute the first this many layers in the backward pass instead of keeping their
     /// activations (0: none; the number of layers or more: all).
     pub checkpoint_layers: usize,
+    /// Of the layers not recomputed whole, recompute the MLP (with its norm) of those before
+    /// this index: only the MLP's input is kept, not its `[tokens, ff]` values (0: none).
+    pub checkpoint_mlps: usize,
+    /// Recompute every layer's values that cost no matrix product ([`Remat::Lean`]).
+    pub lean: bool,
 }
 
 #[derive(Clone)]
@@ -308,22 +319,22 @@ fn conv_masks(spec: &ModelSpec, seg: &Array) -> Result<Vec<Array>> {
 }
 
 impl Layer {
+    /// Attention on the q, k and v projections of the normed input.
     fn attention(
         &self,
         p: &Params,
         prefix: &str,
-        x: &Array,
+        qkv: Vec<Array>,
         cache: Option<&mut LayerCache>,
         offset: i32,
     ) -> Result<Array> {
         let s = &self.spec;
         let n = &s.names;
-        let (b, t) = (x.dim(0), x.dim(1));
         let a = format!("{prefix}.{}", n.attn);
-        let projs = [n.q_proj, n.k_proj, n.v_proj].map(|proj| format!("{a}.{proj}"));
-        let [yq, yk, yv]: [Array; 3] = linears(p, &projs, x, self.share_lora_input)?
+        let [yq, yk, yv]: [Array; 3] = qkv
             .try_into()
             .map_err(|_| EngineError::Mlx("q, k and v: not three outputs".into()))?;
+        let (b, t) = (yq.dim(0), yq.dim(1));
         let heads = |y: Array, h: i32, norm: Option<&str>| -> Result<Array> {
             let y = y.reshape(&[b, t, h, s.head_dim])?;
             let y = match norm {
@@ -362,22 +373,23 @@ impl Layer {
         linear(p, &format!("{a}.{}", n.o_proj), &o)
     }
 
+    /// The gated short convolution and its output projection, on the input projection's
+    /// `B`, `C` and `x` side by side (`bcx`).
     fn short_conv(
         &self,
         p: &Params,
         prefix: &str,
-        x: &Array,
+        bcx: &Array,
         cache: Option<&mut LayerCache>,
     ) -> Result<Array> {
         let s = &self.spec;
         let c = format!("{prefix}.{}", s.names.conv);
-        let (b, t, h) = (x.dim(0), x.dim(1), s.hidden_size);
+        let (b, t, h) = (bcx.dim(0), bcx.dim(1), s.hidden_size);
         let l = s.conv_l_cache;
-        let bcx = linear(p, &format!("{c}.in_proj"), x)?;
         if cache.is_none() && !p.has(&format!("{c}.conv.bias")) {
             // Training and whole-sequence passes: one fused op (kernels/short_conv.rs).
             let w = p.req(&format!("{c}.conv.weight"))?;
-            let y = crate::kernels::short_conv::gated_short_conv(&bcx, &w, self.segments.as_ref())?;
+            let y = crate::kernels::short_conv::gated_short_conv(bcx, &w, self.segments.as_ref())?;
             return linear(p, &format!("{c}.out_proj"), &y);
         }
         let parts = bcx.split_equal(3, -1)?;
@@ -410,7 +422,9 @@ impl Layer {
         linear(p, &format!("{c}.out_proj"), &y)
     }
 
-    /// One decoder layer: `h = x + op(norm(x)); out = h + mlp(norm(h))`.
+    /// One decoder layer: `h = x + op(norm(x)); out = h + mlp(norm(h))`, with `remat`'s
+    /// values recomputed in the backward pass.
+    #[allow(clippy::too_many_arguments)]
     fn block(
         &self,
         p: &Params,
@@ -419,36 +433,129 @@ impl Layer {
         x: &Array,
         lc: Option<&mut LayerCache>,
         offset: i32,
+        remat: Remat,
     ) -> Result<Array> {
-        let n = &self.spec.names;
-        let eps = self.spec.norm_eps;
         let prefix = format!("model.layers.{i}");
-        let h = rms_norm(p, &format!("{prefix}.{}.weight", n.attn_norm), x, eps)?;
-        let h = match kind {
-            LayerKind::Attention => self.attention(p, &prefix, &h, lc, offset)?,
-            LayerKind::Conv => self.short_conv(p, &prefix, &h, lc)?,
-        };
+        let lean = remat != Remat::Keep;
+        let h = self.mixer(p, &prefix, kind, x, (lc, offset), lean)?;
         let x = x.add(h)?;
-        let h = rms_norm(p, &format!("{prefix}.{}.weight", n.mlp_norm), &x, eps)?;
-        Ok(x.add(self.mlp(p, &prefix, &h)?)?)
+        let m = match remat {
+            Remat::Mlp => {
+                let n = &self.spec.names;
+                let under = [n.mlp_norm, n.mlp].map(|m| format!("{prefix}.{m}."));
+                let layer = self.clone();
+                let mlp = move |p: &Params, x: &[Array]| {
+                    Ok(vec![layer.normed_mlp(p, &prefix, &x[0], false)?])
+                };
+                one(recomputed(
+                    p,
+                    &under.each_ref().map(String::as_str),
+                    std::slice::from_ref(&x),
+                    mlp,
+                )?)?
+            }
+            _ => self.normed_mlp(p, &prefix, &x, lean)?,
+        };
+        Ok(x.add(m)?)
     }
 
-    fn mlp(&self, p: &Params, prefix: &str, x: &Array) -> Result<Array> {
+    /// `op(norm(x))`: attention or the short convolution; with `lean`, the norm's and the
+    /// convolution's outputs are recomputed in the backward pass.
+    fn mixer(
+        &self,
+        p: &Params,
+        prefix: &str,
+        kind: LayerKind,
+        x: &Array,
+        (lc, offset): (Option<&mut LayerCache>, i32),
+        lean: bool,
+    ) -> Result<Array> {
+        let n = &self.spec.names;
+        let norm = format!("{prefix}.{}", n.attn_norm);
+        match kind {
+            LayerKind::Attention => {
+                let a = format!("{prefix}.{}", n.attn);
+                let projs = [n.q_proj, n.k_proj, n.v_proj].map(|q| format!("{a}.{q}"));
+                let qkv = self.normed_linears(p, &norm, &projs, x, lean)?;
+                self.attention(p, prefix, qkv, lc, offset)
+            }
+            LayerKind::Conv => {
+                let c = format!("{prefix}.{}", n.conv);
+                let bcx =
+                    one(self.normed_linears(p, &norm, &[format!("{c}.in_proj")], x, lean)?)?;
+                if !lean {
+                    return self.short_conv(p, prefix, &bcx, lc);
+                }
+                let (layer, prefix) = (self.clone(), prefix.to_string());
+                let conv = move |p: &Params, x: &[Array]| {
+                    Ok(vec![layer.short_conv(p, &prefix, &x[0], None)?])
+                };
+                let under = [format!("{c}.conv."), format!("{c}.out_proj.")];
+                one(recomputed(
+                    p,
+                    &under.each_ref().map(String::as_str),
+                    &[bcx],
+                    conv,
+                )?)
+            }
+        }
+    }
+
+    /// The linear layers at `projs` on `norm(x)` (the RMS norm module at `norm`); with
+    /// `lean`, the norm's output is recomputed in the backward pass instead of kept.
+    fn normed_linears(
+        &self,
+        p: &Params,
+        norm: &str,
+        projs: &[String],
+        x: &Array,
+        lean: bool,
+    ) -> Result<Vec<Array>> {
+        let eps = self.spec.norm_eps;
+        let share = self.share_lora_input;
+        let f = move |p: &Params, norm: &str, projs: &[String], x: &Array| {
+            linears(
+                p,
+                projs,
+                &rms_norm(p, &format!("{norm}.weight"), x, eps)?,
+                share,
+            )
+        };
+        if !lean {
+            return f(p, norm, projs, x);
+        }
+        let mut under: Vec<String> = projs.iter().map(|q| format!("{q}.")).collect();
+        under.push(format!("{norm}."));
+        let (norm, projs) = (norm.to_string(), projs.to_vec());
+        let g = move |p: &Params, x: &[Array]| f(p, &norm, &projs, &x[0]);
+        let under: Vec<&str> = under.iter().map(String::as_str).collect();
+        recomputed(p, &under, std::slice::from_ref(x), g)
+    }
+
+    /// `mlp(norm(x))` of the layer at `prefix`; with `lean`, the norm's output and the
+    /// activation `silu(gate)·up` are recomputed in the backward pass instead of kept.
+    fn normed_mlp(&self, p: &Params, prefix: &str, x: &Array, lean: bool) -> Result<Array> {
         let n = &self.spec.names;
         let m = format!("{prefix}.{}", n.mlp);
-        let gate_up = linears(
-            p,
-            &[n.gate, n.up].map(|l| format!("{m}.{l}")),
-            x,
-            self.share_lora_input,
-        )?;
-        let act = crate::kernels::swiglu::swiglu(&gate_up[0], &gate_up[1])?;
-        linear(p, &format!("{m}.{}", n.down), &act)
+        let norm = format!("{prefix}.{}", n.mlp_norm);
+        let projs = [n.gate, n.up].map(|l| format!("{m}.{l}"));
+        let gate_up = self.normed_linears(p, &norm, &projs, x, lean)?;
+        let down = format!("{m}.{}", n.down);
+        let mlp = move |p: &Params, gu: &[Array]| -> Result<Vec<Array>> {
+            let act = crate::kernels::swiglu::swiglu(&gu[0], &gu[1])?;
+            Ok(vec![linear(p, &down, &act)?])
+        };
+        match lean {
+            true => {
+                let under = format!("{m}.{}.", n.down);
+                one(recomputed(p, &[&under], &gate_up, mlp)?)
+            }
+            false => one(mlp(p, &gate_up)?),
+        }
     }
 }
 
-/// Layer `i` under gradient checkpointing: its trainable arrays are inputs of the
-/// checkpointed function (so they receive gradients); frozen ones are captured.
+/// Layer `i` under gradient checkpointing, recomputed whole in the backward pass.
 fn checkpointed_block(
     layer: &Layer,
     p: &Params,
@@ -456,28 +563,28 @@ fn checkpointed_block(
     kind: LayerKind,
     x: &Array,
 ) -> Result<Array> {
-    let PrefixParams {
-        base,
-        names,
-        trainable,
-    } = p.split_prefix(&format!("model.layers.{i}."));
-    let mut inputs = vec![x.clone()];
-    inputs.extend(trainable);
-    let (lora_scale, compute_dtype, dropout) = (p.lora_scale, p.compute_dtype, p.dropout);
     let layer = layer.clone();
-    let f = move |args: &[Array]| -> Result<Vec<Array>> {
-        let over = named(&names, &args[1..]);
-        let p = Params {
-            base: &base,
-            over: Some(&over),
-            lora_scale,
-            compute_dtype,
-            dropout,
-        };
-        Ok(vec![layer.block(&p, i, kind, &args[0], None, 0)?])
+    let block = move |p: &Params, x: &[Array]| {
+        Ok(vec![layer.block(
+            p,
+            i,
+            kind,
+            &x[0],
+            None,
+            0,
+            Remat::Keep,
+        )?])
     };
-    let mut out = super::remat::checkpoint(Box::new(f), &inputs)?;
-    out.pop()
+    one(recomputed(
+        p,
+        &[&format!("model.layers.{i}.")],
+        std::slice::from_ref(x),
+        block,
+    )?)
+}
+
+fn one(mut v: Vec<Array>) -> Result<Array> {
+    v.pop()
         .ok_or_else(|| EngineError::Mlx("gradient checkpointing returned nothing".into()))
 }
 
@@ -523,8 +630,14 @@ pub fn forward_hidden(
         if i < ctx.checkpoint_layers && cache.is_none() {
             x = checkpointed_block(&layer, p, i, *kind, &x)?;
         } else {
+            let remat = match cache {
+                Some(_) => Remat::Keep,
+                None if i < ctx.checkpoint_mlps => Remat::Mlp,
+                None if ctx.lean => Remat::Lean,
+                None => Remat::Keep,
+            };
             let lc = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            x = layer.block(p, i, *kind, &x, lc, offset)?;
+            x = layer.block(p, i, *kind, &x, lc, offset, remat)?;
         }
     }
     if let Some(c) = cache {

@@ -427,6 +427,8 @@ impl Model {
                 segments: None,
                 attention_reach: None,
                 checkpoint_layers: 0,
+                checkpoint_mlps: 0,
+                lean: false,
             },
         )
     }

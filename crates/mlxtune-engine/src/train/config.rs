@@ -82,10 +82,17 @@ pub struct Parameters {
 pub struct Optimization {
     #[serde(default)]
     pub gradient_checkpointing: bool,
-    /// With `gradientCheckpointing`: recompute only the first this many decoder layers (default:
-    /// all). The rest keep their activations: faster, more memory (docs/training.md).
+    /// With `gradientCheckpointing`: recompute only the first this many decoder layers whole
+    /// (default: all; 0: none). The rest keep their activations except the values that cost
+    /// no matrix product (norms', the convolution's and the MLP's activation): faster, more
+    /// memory (docs/training.md).
     #[serde(default)]
     pub gradient_checkpointing_layers: Option<u32>,
+    /// With `gradientCheckpointing`: recompute the MLPs of the first this many decoder layers
+    /// (with it, `gradientCheckpointingLayers` defaults to 0). Only the MLP's input is kept,
+    /// not its `[tokens, ff]` values (docs/training.md).
+    #[serde(default)]
+    pub gradient_checkpointing_mlps: Option<u32>,
     #[serde(default)]
     pub mixed_precision: Option<String>,
     /// Accepted for compatibility (also under the product document's spelling

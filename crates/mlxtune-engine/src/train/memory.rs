@@ -31,17 +31,27 @@ pub fn estimate_peak_memory(
     let attn_width = (s.num_heads * s.head_dim) as u64;
     let per_token_layer =
         (18 * s.hidden_size as u64 + 3 * s.intermediate_size as u64 + 4 * attn_width) * bytes;
-    // Layers past the recomputed ones hold their activations; with checkpointing, the
-    // layers being recomputed hold theirs too (about two at a time).
+    // Layers past the recomputed ones hold their activations; with checkpointing, less
+    // those recomputed: one ff-sized and two hidden-sized values (the element-wise ones), or
+    // three and three where the MLP is recomputed. The layers being recomputed hold theirs
+    // too (about two at a time).
     let recomputed = spec.recomputed_layers().min(s.num_layers());
     let kept = &s.layers[recomputed..];
+    let mlps = (spec.recomputed_mlps().clamp(recomputed, s.num_layers()) - recomputed) as u64;
+    let lean = match spec.gradient_checkpointing {
+        true => kept.len() as u64 - mlps,
+        false => 0,
+    };
+    let (ff, hidden) = (s.intermediate_size as u64, s.hidden_size as u64);
+    let dropped = (lean * (ff + 2 * hidden) + mlps * 3 * (ff + hidden)) * bytes;
     let attention_of = |l: &[LayerKind]| l.iter().filter(|k| **k == LayerKind::Attention).count();
-    let working = if recomputed > 0 { 2 } else { 0 };
+    let working = if spec.gradient_checkpointing { 2 } else { 0 };
     let layers = (kept.len() + working) as u64;
     let attention =
         (attention_of(kept) + attention_of(&s.layers[..recomputed]).min(working)) as u64;
     let scores = attention * s.num_heads as u64 * seq * seq * 4 * 2;
-    let acts = batch * (seq * (per_token_layer * layers + 2 * 4 * s.vocab_size as u64) + scores);
+    let per_token = per_token_layer * layers - dropped;
+    let acts = batch * (seq * (per_token + 2 * 4 * s.vocab_size as u64) + scores);
     weights + train_state + acts
 }
 

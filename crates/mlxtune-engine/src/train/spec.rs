@@ -81,8 +81,12 @@ pub struct TrainSpec {
     pub grad_accum: u32,
     pub max_grad_norm: Option<f64>,
     pub gradient_checkpointing: bool,
-    /// With checkpointing, only the first this many decoder layers are recomputed (None: all).
+    /// With checkpointing, only the first this many decoder layers are recomputed whole
+    /// (None: all, or none when `checkpoint_mlps` is given); the others recompute their
+    /// element-wise values ([`Remat::Lean`](crate::models::remat::Remat::Lean)).
     pub checkpoint_layers: Option<u32>,
+    /// With checkpointing, the MLPs of the first this many decoder layers are recomputed.
+    pub checkpoint_mlps: Option<u32>,
     /// Compile the loss-and-gradient function (MLX `compile`; not with LoRA dropout).
     pub compile: bool,
     /// Compute precision: f32, bf16 or f16.
@@ -221,10 +225,17 @@ fn num_layers(c: &FineTuneConfig) -> Result<Option<u32>, ConfigError> {
 fn checkpoint_layers(o: &Optimization) -> Result<Option<u32>, ConfigError> {
     const FIELD: &str = "optimization.gradientCheckpointingLayers";
     match o.gradient_checkpointing_layers {
-        Some(0) => Err(bad(
-            FIELD,
-            "must be >= 1 (to recompute no layer, set gradientCheckpointing to false)",
-        )),
+        Some(_) if !o.gradient_checkpointing => {
+            Err(bad(FIELD, "needs optimization.gradientCheckpointing: true"))
+        }
+        n => Ok(n),
+    }
+}
+
+fn checkpoint_mlps(o: &Optimization) -> Result<Option<u32>, ConfigError> {
+    const FIELD: &str = "optimization.gradientCheckpointingMlps";
+    match o.gradient_checkpointing_mlps {
+        Some(0) => Err(bad(FIELD, "must be >= 1")),
         Some(_) if !o.gradient_checkpointing => {
             Err(bad(FIELD, "needs optimization.gradientCheckpointing: true"))
         }
@@ -415,6 +426,7 @@ impl TrainSpec {
             max_grad_norm,
             gradient_checkpointing: c.optimization.gradient_checkpointing,
             checkpoint_layers: checkpoint_layers(&c.optimization)?,
+            checkpoint_mlps: checkpoint_mlps(&c.optimization)?,
             compile: c.optimization.compile,
             precision: precision(c)?,
             optimizer,
@@ -485,10 +497,19 @@ impl TrainSpec {
                 ));
             }
         }
-        if let Some(n) = self.checkpoint_layers {
-            if n as usize > m.num_layers() {
+        for (n, field) in [
+            (
+                self.checkpoint_layers,
+                "optimization.gradientCheckpointingLayers",
+            ),
+            (
+                self.checkpoint_mlps,
+                "optimization.gradientCheckpointingMlps",
+            ),
+        ] {
+            if let Some(n) = n.filter(|n| *n as usize > m.num_layers()) {
                 return Err(bad(
-                    "optimization.gradientCheckpointingLayers",
+                    field,
                     format!("{n} exceeds the model's {} layers", m.num_layers()),
                 ));
             }
@@ -521,10 +542,21 @@ impl TrainSpec {
         }
     }
 
-    /// How many of the first decoder layers the step recomputes (0: none; `usize::MAX`: all).
+    /// How many of the first decoder layers the step recomputes whole (0: none; `usize::MAX`:
+    /// all, checkpointing's default unless only MLPs are asked for).
     pub fn recomputed_layers(&self) -> usize {
+        match (self.gradient_checkpointing, self.checkpoint_layers) {
+            (false, _) => 0,
+            (true, Some(n)) => n as usize,
+            (true, None) if self.checkpoint_mlps.is_some() => 0,
+            (true, None) => usize::MAX,
+        }
+    }
+
+    /// How many of the first decoder layers the step recomputes the MLP of (0: none).
+    pub fn recomputed_mlps(&self) -> usize {
         match self.gradient_checkpointing {
-            true => self.checkpoint_layers.map_or(usize::MAX, |n| n as usize),
+            true => self.checkpoint_mlps.unwrap_or(0) as usize,
             false => 0,
         }
     }

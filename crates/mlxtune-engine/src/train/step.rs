@@ -25,6 +25,11 @@ pub struct StepOptions {
     pub compute: Dtype,
     /// Gradient checkpointing of the first this many decoder layers (0: none).
     pub checkpoint_layers: usize,
+    /// Of the other layers, recompute the MLP of those before this index (0: none).
+    pub checkpoint_mlps: usize,
+    /// Recompute the values of every layer that cost no matrix product (norms' outputs, the
+    /// convolution's, the MLP's activation) instead of keeping them.
+    pub lean: bool,
     /// Output layer + cross-entropy in chunks of [`LOSS_CHUNK_TOKENS`] whose gradients are
     /// computed in the forward pass (only one chunk's logits in memory).
     pub chunked_loss: bool,
@@ -143,6 +148,8 @@ pub fn loss_and_grad<'a>(
             segments: args.get(n + 4),
             attention_reach: opts.attention_reach,
             checkpoint_layers: opts.checkpoint_layers,
+            checkpoint_mlps: opts.checkpoint_mlps,
+            lean: opts.lean,
         };
         let loss_sum = if opts.chunked_loss {
             let hidden = forward::forward_hidden(&spec, &p, inputs, ctx).map_err(to_exc)?;

@@ -799,6 +799,8 @@ pub fn step_options(spec: &TrainSpec) -> StepOptions {
         dropout: spec.lora_dropout as f32,
         compute: spec.dtype(),
         checkpoint_layers: spec.recomputed_layers(),
+        checkpoint_mlps: spec.recomputed_mlps(),
+        lean: spec.gradient_checkpointing,
         chunked_loss: super::step::default_chunked_loss(spec.gradient_checkpointing),
         attention_reach: None,
     }

@@ -48,9 +48,18 @@ pub struct TrainArgs {
     /// Gradient checkpointing: recompute each decoder layer in the backward pass.
     #[arg(long)]
     pub grad_checkpoint: bool,
-    /// With --grad-checkpoint: recompute only the first N decoder layers (default: all).
+    /// With --grad-checkpoint: recompute only the first N decoder layers whole (default: all,
+    /// or none with --checkpoint-mlps).
     #[arg(long)]
     pub checkpoint_layers: Option<usize>,
+    /// With --grad-checkpoint: recompute the MLPs of the first N decoder layers (those not
+    /// recomputed whole keep only their MLP's input).
+    #[arg(long)]
+    pub checkpoint_mlps: Option<usize>,
+    /// Recompute every layer's values that cost no matrix product (norms' outputs, the
+    /// convolution's, the MLP's activation) instead of keeping them.
+    #[arg(long)]
+    pub lean: Option<bool>,
     /// MLX's memory limit in GiB: evaluation waits for running work to finish rather than
     /// allocate past it (default: MLX's, 95% of the device's memory on CUDA).
     #[arg(long)]
@@ -111,8 +120,8 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         "--batch-size must be >= 1 and --seq-len >= 2"
     );
     anyhow::ensure!(
-        a.checkpoint_layers.is_none() || a.grad_checkpoint,
-        "--checkpoint-layers needs --grad-checkpoint"
+        (a.checkpoint_layers.is_none() && a.checkpoint_mlps.is_none()) || a.grad_checkpoint,
+        "--checkpoint-layers and --checkpoint-mlps need --grad-checkpoint"
     );
     anyhow::ensure!(
         a.attention_reach.is_none() || a.segments > 0,
@@ -239,9 +248,14 @@ fn setup(a: &TrainArgs, fine_tune_type: FineTuneType, dtype: Dtype) -> anyhow::R
         dropout: 0.0,
         compute: dtype,
         checkpoint_layers: match a.grad_checkpoint {
-            true => a.checkpoint_layers.unwrap_or(usize::MAX),
+            true => a.checkpoint_layers.unwrap_or(match a.checkpoint_mlps {
+                Some(_) => 0,
+                None => usize::MAX,
+            }),
             false => 0,
         },
+        checkpoint_mlps: a.checkpoint_mlps.unwrap_or(0),
+        lean: a.lean.unwrap_or(a.grad_checkpoint),
         chunked_loss: a
             .chunked_loss
             .unwrap_or(default_chunked_loss(a.grad_checkpoint)),
@@ -346,6 +360,8 @@ fn measure(
         precision: weights::dtype_name(dtype).into(),
         grad_checkpoint: a.grad_checkpoint,
         checkpoint_layers: s.opts.checkpoint_layers.min(s.model.spec.num_layers()),
+        checkpoint_mlps: s.opts.checkpoint_mlps.min(s.model.spec.num_layers()),
+        lean: s.opts.lean,
         layers: s.model.spec.num_layers(),
         memory_limit_bytes: runtime::memory_limit(),
         chunked_loss: s.opts.chunked_loss,

@@ -61,6 +61,10 @@ pub struct BenchResult {
     pub grad_checkpoint: bool,
     /// Decoder layers recomputed in the backward pass, of `layers`.
     pub checkpoint_layers: usize,
+    /// Decoder layers whose MLP is recomputed (those recomputed whole included).
+    pub checkpoint_mlps: usize,
+    /// Every layer's values that cost no matrix product were recomputed.
+    pub lean: bool,
     pub layers: usize,
     /// MLX's memory limit during the run.
     pub memory_limit_bytes: Option<u64>,
