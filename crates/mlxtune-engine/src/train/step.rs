@@ -50,6 +50,18 @@ pub fn default_chunked_loss(checkpointing: bool) -> bool {
 /// Tokens per chunk of the chunked output layer + cross-entropy.
 pub const LOSS_CHUNK_TOKENS: i32 = 2048;
 
+/// [`LOSS_CHUNK_TOKENS`], or `MLXTUNE_LOSS_CHUNK_TOKENS` (for comparisons), read once.
+pub fn loss_chunk_tokens() -> i32 {
+    static N: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("MLXTUNE_LOSS_CHUNK_TOKENS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(LOSS_CHUNK_TOKENS)
+    })
+}
+
 /// Σ mask · CE(lm_head(hidden), targets), computed `chunk` tokens at a time with its
 /// gradients ([`chunked_sum`](crate::models::chunked_sum::chunked_sum)): only one chunk's
 /// `[chunk, vocab]` logits exist at a time, and none is kept or recomputed.
@@ -153,7 +165,7 @@ pub fn loss_and_grad<'a>(
         };
         let loss_sum = if opts.chunked_loss {
             let hidden = forward::forward_hidden(&spec, &p, inputs, ctx).map_err(to_exc)?;
-            chunked_loss_sum(&spec, &p, &hidden, targets, mask, LOSS_CHUNK_TOKENS)
+            chunked_loss_sum(&spec, &p, &hidden, targets, mask, loss_chunk_tokens())
                 .map_err(to_exc)?
         } else {
             let logits = forward::forward(&spec, &p, inputs, ctx).map_err(to_exc)?;
