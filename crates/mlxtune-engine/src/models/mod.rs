@@ -6,6 +6,7 @@ pub mod cache;
 pub mod chunked_sum;
 pub mod config;
 pub mod forward;
+pub mod layer;
 pub mod lfm2;
 pub mod llama;
 pub mod packed_attention;
