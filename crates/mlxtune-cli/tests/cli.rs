@@ -411,7 +411,23 @@ fn train_runs_the_product_documents_config_and_resumes() {
         "train",
         "--resume",
         out.to_str().unwrap(),
+        "--memory-limit-gib",
+        "0",
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--memory-limit-gib: must be a positive number"),
+        "{err}"
+    );
+    // The rest of the run under a memory limit (MLX waits rather than allocate past it).
+    let o = mlxtune(&[
+        "train",
+        "--resume",
+        out.to_str().unwrap(),
         "--json",
+        "--memory-limit-gib",
+        "4",
         "--plot",
         svg.to_str().unwrap(),
     ]);

@@ -199,6 +199,18 @@ pub fn set_memory_limit(bytes: u64) -> Result<u64> {
     Ok(mlx_rs::memory::set_memory_limit(bytes as usize)? as u64)
 }
 
+/// [`set_memory_limit`] in GiB, as the command line gives it (`flag` names it in the error).
+pub fn set_memory_limit_gib(gib: f64, flag: &str) -> Result<u64> {
+    if !(gib > 0.0 && gib.is_finite()) {
+        return Err(EngineError::invalid(
+            flag,
+            "must be a positive number of GiB",
+        ));
+    }
+    init()?;
+    set_memory_limit((gib * (1u64 << 30) as f64) as u64)
+}
+
 /// Returns MLX's cached buffers to the system.
 pub fn clear_cache() -> Result<()> {
     mlx_rs::memory::clear_cache()?;

@@ -41,9 +41,18 @@ pub struct Args {
     /// picture into this file.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+    /// MLX's memory limit for this process, in GiB: evaluation waits for running work to
+    /// finish rather than allocate past it (default: MLX's; on CUDA 95% of the device's).
+    /// With gradient checkpointing it holds the peak near the limit at little cost
+    /// (docs/benchmarks.md, eleventh round).
+    #[arg(long, value_name = "GIB")]
+    pub memory_limit_gib: Option<f64>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    if let Some(gib) = a.memory_limit_gib {
+        mlxtune_engine::runtime::set_memory_limit_gib(gib, "--memory-limit-gib")?;
+    }
     let (spec, output, resume) = setup(&a)?;
     if let Some(file) = &a.plot {
         plot::check_target(file)?;

@@ -15,7 +15,7 @@ use mlxtune_engine::train::distributed::Group;
 use mlxtune_engine::train::optim::Optimizer;
 use mlxtune_engine::train::prepare::initial_trainables;
 use mlxtune_engine::train::spec::FineTuneType;
-use mlxtune_engine::train::step::{default_chunked_loss, StepOptions};
+use mlxtune_engine::train::step::{default_chunked_loss, loss_chunk_tokens, StepOptions};
 use mlxtune_engine::train::step_functions::{attention_reach, StepFunctions};
 use mlxtune_engine::train::stepper::{MicroBatch, StepOutcome, Stepper};
 use mlxtune_engine::train::TrainSpec;
@@ -126,10 +126,6 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         a.attention_reach.is_none() || a.segments > 0,
         "--attention-reach needs --segments"
-    );
-    anyhow::ensure!(
-        a.memory_limit_gib.is_none_or(|g| g > 0.0 && g.is_finite()),
-        "--memory-limit-gib must be a positive number"
     );
     let r = measure(&a, fine_tune_type, precision)?;
     if r.rank != 0 {
@@ -320,7 +316,7 @@ fn measure(
         _ => Some(mlxtune_engine::models::packed_attention::block_for(a.seq)?),
     };
     if let Some(gib) = a.memory_limit_gib {
-        runtime::set_memory_limit((gib * (1u64 << 30) as f64) as u64)?;
+        runtime::set_memory_limit_gib(gib, "--memory-limit-gib")?;
     }
     let mut s = setup(a, fine_tune_type, dtype)?;
     for _ in 0..a.warmup {
@@ -365,6 +361,10 @@ fn measure(
         layers: s.model.spec.num_layers(),
         memory_limit_bytes: runtime::memory_limit(),
         chunked_loss: s.opts.chunked_loss,
+        loss_chunk_tokens: s
+            .opts
+            .chunked_loss
+            .then(|| loss_chunk_tokens(&s.opts, s.model.spec.num_layers())),
         compiled: a.compile,
         fused_cross_entropy: mlxtune_engine::eval::fused_cross_entropy_available(),
         compiled_optimizer: !a.no_compiled_optimizer,

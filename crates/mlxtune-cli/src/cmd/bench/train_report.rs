@@ -69,6 +69,9 @@ pub struct BenchResult {
     /// MLX's memory limit during the run.
     pub memory_limit_bytes: Option<u64>,
     pub chunked_loss: bool,
+    /// Tokens per chunk of the chunked loss.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss_chunk_tokens: Option<i32>,
     pub compiled: bool,
     pub fused_cross_entropy: bool,
     pub compiled_optimizer: bool,
