@@ -407,13 +407,8 @@ fn train_runs_the_product_documents_config_and_resumes() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("name it *.svg"));
     let svg = out.join("loss.svg");
-    let o = mlxtune(&[
-        "train",
-        "--resume",
-        out.to_str().unwrap(),
-        "--memory-limit-gib",
-        "0",
-    ]);
+    let run_dir = out.to_str().unwrap();
+    let o = mlxtune(&["train", "--resume", run_dir, "--memory-limit-gib", "0"]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -468,8 +463,12 @@ fn train_runs_the_product_documents_config_and_resumes() {
     ] {
         assert!(out.join(f).exists(), "{f}");
     }
-    // From the newest checkpoint of at most 3 steps (the one a job service reconciled its
-    // records with), not the latest; the flag means nothing without --resume.
+    resumes_from_the_newest_checkpoint_of_at_most(&out);
+}
+
+/// From the newest checkpoint of at most 3 steps (the one a job service reconciled its
+/// records with), not the latest; the flag means nothing without --resume.
+fn resumes_from_the_newest_checkpoint_of_at_most(out: &std::path::Path) {
     let o = mlxtune(&["train", "--resume", out.to_str().unwrap(), "--json"]);
     let at_most = |step: &str| {
         let dir = out.to_str().unwrap();

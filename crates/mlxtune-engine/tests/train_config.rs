@@ -98,7 +98,10 @@ fn bad_configs_name_the_field() {
         .remove("learningRate");
     let e = from_value(c).unwrap_err();
     assert_eq!(e.param, "parameters.learningRate");
-    // Model-dependent checks.
+}
+
+#[test]
+fn checks_against_the_model_name_the_field() {
     let s = spec(config(
         "llama",
         Path::new("d.jsonl"),
