@@ -397,6 +397,47 @@ fn the_grouped_adamw_kernels_match_one_array_at_a_time() {
     }
 }
 
+/// The grouped sums of squares over arrays of full fine-tuning's sizes (more numbers than
+/// one block reads, up to several blocks' worth per thread), mixed with small ones in one
+/// group, against an f64 sum; twice, to the same bits.
+#[test]
+fn grouped_sums_of_squares_take_large_arrays() {
+    use kernels::adamw_group;
+    let gpu = kernels::gpu();
+    let sizes = [3, 2_097_152, 5, 4_194_311, 1_048_577, 65_536];
+    let s: Vec<Array> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| normal(&[n], 3.0, 7000 + i as u64))
+        .collect();
+    assert!(s.iter().all(|a| gpu.is_none() || adamw_group::sums(gpu, a)));
+    let mut fixed = [0.0f32; 11];
+    fixed[10] = 4.0;
+    let fixed = Array::from_slice(&fixed, &[11]);
+    let run = || -> Vec<f32> {
+        let groups = adamw_group::squares(gpu, &refs(&s), &fixed).unwrap();
+        groups
+            .iter()
+            .flat_map(|g| g.as_slice::<f32>().to_vec())
+            .collect()
+    };
+    let got = run();
+    assert_eq!(got.len(), sizes.len(), "one sum per array");
+    // The kernel's blocks keep each f32 sum short; MLX's CPU reduction adds millions of
+    // numbers in order in f32 (about 0.15% off at 2²¹).
+    let tol = if gpu.is_some() { 1e-5 } else { 1e-2 };
+    for (i, x) in s.iter().enumerate() {
+        let want: f64 = x
+            .as_slice::<f32>()
+            .iter()
+            .map(|v| (f64::from(*v) / 4.0).powi(2))
+            .sum();
+        let g = f64::from(got[i]);
+        assert!((g - want).abs() <= tol * want, "array {i}: {g} vs {want}");
+    }
+    assert_eq!(run(), got, "the same sums from run to run");
+}
+
 fn refs(xs: &[Array]) -> Vec<&Array> {
     xs.iter().collect()
 }

@@ -1,8 +1,9 @@
 //! The end of a step over many small arrays (LoRA's adapters: 184 arrays of at most 131,072
 //! numbers for LFM2-1.2B) in a few launches instead of three or four per array: each
 //! launch takes a group of arrays and picks its array from the block's `y` position. One
-//! kernel sums each array's squared gradient (one block per array, so the sum is the same
-//! from run to run), another updates the arrays ([`super::adamw`]'s formula, the same
+//! kernel sums each array's squared gradient (a fixed split into blocks, so the sum is the
+//! same from run to run; it also takes arrays of any size, full fine-tuning's included),
+//! another updates the arrays ([`super::adamw`]'s formula, the same
 //! `adamw_step` body). On an H200 the per-array end of a LoRA step was ~740 kernels, ~8 ms
 //! of a 190 ms step, nearly all of it launches (docs/benchmarks.md, issue 14).
 //!
@@ -35,15 +36,29 @@ fn group_size(gpu: Gpu) -> usize {
 }
 
 /// Whether an array (a parameter or one of its moments or gradient sum) goes through the
-/// grouped kernels on this GPU: f32, not a scalar (Metal passes those by value), not empty,
-/// at most [`SMALL`] numbers.
+/// grouped update kernel on this GPU: [`sums`] it, at most [`SMALL`] numbers.
 pub fn takes(gpu: Option<Gpu>, a: &Array) -> bool {
+    sums(gpu, a) && a.size() <= SMALL
+}
+
+/// Whether [`squares`] sums an array's squares on this GPU: f32, not a scalar (Metal passes
+/// those by value), not empty, fewer than 2³¹ numbers. Size is no limit otherwise: a large
+/// array gets many blocks.
+pub fn sums(gpu: Option<Gpu>, a: &Array) -> bool {
     gpu.is_some()
         && a.dtype() == Dtype::Float32
         && a.ndim() > 0
-        && a.size() <= SMALL
         && a.size() > 0
+        && a.size() <= i32::MAX as usize
 }
+
+/// Numbers each thread of [`squares`] sums at least, before an array gets another block.
+const PER_THREAD: usize = 16;
+
+/// The most blocks [`squares`] gives one array: 512 of 256 threads keep an H200's memory
+/// busy on a 134-million-number embedding; smaller arrays in the group get as many, most
+/// of them with nothing to read.
+const MAX_BLOCKS: usize = 512;
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Kind {
@@ -164,8 +179,10 @@ fn check_h(x: &Array, len: usize) -> Result<()> {
 }
 
 /// Σ (s / denom)² of each of `sums` (`denom` at `fixed[h::DENOM]`): one `[g]` array per
-/// group of arrays, in order. On a GPU every array must be [`takes`]n; without one (`None`)
-/// the groups are MLX reductions, as many as there are arrays.
+/// group of arrays, in order. On a GPU every array must be one that [`sums`] takes; the
+/// kernel gives each array of a group the same number of blocks (by the group's largest)
+/// and the blocks' parts are summed per array. Without a GPU (`None`) the groups are MLX
+/// reductions, as many as there are arrays.
 pub fn squares(gpu: Option<Gpu>, sums: &[&Array], fixed: &Array) -> Result<Vec<Array>> {
     check_h(fixed, h::DENOM as usize + 1)?;
     let Some(gpu) = gpu else {
@@ -186,15 +203,20 @@ pub fn squares(gpu: Option<Gpu>, sums: &[&Array], fixed: &Array) -> Result<Vec<A
             let g = group.len();
             let mut inputs: Vec<Array> = group.iter().map(|a| (*a).clone()).collect();
             inputs.extend([fixed.clone(), sizes(group)?]);
+            let largest = group.iter().map(|a| a.size()).max().unwrap_or(1);
+            let blocks = largest
+                .div_ceil(PER_THREAD * THREADS as usize)
+                .clamp(1, MAX_BLOCKS) as i32;
             let launch = Launch {
-                grid: [THREADS, g as i32, 1],
+                grid: [blocks * THREADS, g as i32, 1],
                 group: [THREADS, 1, 1],
-                outputs: vec![(vec![g as i32], Dtype::Float32)],
+                outputs: vec![(vec![g as i32, blocks], Dtype::Float32)],
                 template: vec![],
             };
-            let mut out = run(gpu, source(Kind::Squares, g), &inputs, &launch)?;
-            out.pop()
-                .ok_or_else(|| EngineError::Mlx("no sums of squares".into()))
+            let parts = run(gpu, source(Kind::Squares, g), &inputs, &launch)?
+                .pop()
+                .ok_or_else(|| EngineError::Mlx("no sums of squares".into()))?;
+            Ok(parts.sum_axis(1, false)?)
         })
         .collect()
 }

@@ -2,10 +2,10 @@
 //! clipping factor and the update of every trainable array and its moments.
 //!
 //! Done one array at a time, the norm cost a division, a square, a sum and an add per array
-//! plus a host sync, the clipping another pass and the update a third graph. Here small
-//! arrays go a group at a time through two kernels ([`adamw_group`]: sums of squares, update)
-//! and each larger one through a fused kernel, a reduction and one update kernel
-//! ([`adamw::update`]); the kernels read the clipping factor and the keep flag from the
+//! plus a host sync, the clipping another pass and the update a third graph. Here the sums
+//! of squares go a group of arrays at a time through one kernel ([`adamw_group::squares`],
+//! many blocks per large array), small arrays are updated a group at a time
+//! ([`adamw_group::update`]) and each larger one by one kernel ([`adamw::update`]); the kernels read the clipping factor and the keep flag from the
 //! device: a non-finite norm (or loss) keeps every weight and moment as it was without the
 //! host deciding, so nothing waits on the host before the update is queued, and the host
 //! reads the norm and the loss once, at the end. [`Optimizer::queue_step`] builds the graph
@@ -48,19 +48,7 @@ fn tail(a: &[Array]) -> std::result::Result<Vec<Array>, Exception> {
             .all(|x| x.shape() == p[i].shape() && adamw_group::takes(gpu, x))
             && adamw_group::takes(gpu, &p[i])
     });
-    let denom = fixed.index(adamw::h::DENOM);
-    let mut squares: Vec<Array> = single
-        .iter()
-        .map(|&i| sums[i].divide(&denom)?.square()?.sum(None))
-        .collect::<std::result::Result<_, _>>()?;
-    if let (Some(gpu), false) = (gpu, grouped.is_empty()) {
-        for part in
-            adamw_group::squares(Some(gpu), &pick(sums, &grouped), fixed).map_err(exception)?
-        {
-            squares.push(part.sum(None)?);
-        }
-    }
-    let norm = pairwise_sum(squares)?.sqrt()?;
+    let norm = pairwise_sum(squares(gpu, sums, fixed)?)?.sqrt()?;
     let clip = minimum(scalar(1.0), max_norm.divide(norm.add(scalar(1e-6))?)?)?;
     let keep = norm
         .is_finite()?
@@ -104,6 +92,29 @@ fn tail(a: &[Array]) -> std::result::Result<Vec<Array>, Exception> {
         .collect();
     out.push(norm);
     Ok(out)
+}
+
+/// Σ (s / denom)² as partial sums (`denom` at `fixed[h::DENOM]`): on a GPU, a group of
+/// arrays per launch of [`adamw_group::squares`], whatever their size; the others (and all
+/// of them without a GPU) one MLX reduction each.
+fn squares(
+    gpu: Option<kernels::Gpu>,
+    sums: &[Array],
+    fixed: &Array,
+) -> std::result::Result<Vec<Array>, Exception> {
+    let (kernel, mlx): (Vec<usize>, Vec<usize>) =
+        (0..sums.len()).partition(|&i| adamw_group::sums(gpu, &sums[i]));
+    let denom = fixed.index(adamw::h::DENOM);
+    let mut parts: Vec<Array> = mlx
+        .iter()
+        .map(|&i| sums[i].divide(&denom)?.square()?.sum(None))
+        .collect::<std::result::Result<_, _>>()?;
+    if !kernel.is_empty() {
+        for group in adamw_group::squares(gpu, &pick(sums, &kernel), fixed).map_err(exception)? {
+            parts.push(group.sum(None)?);
+        }
+    }
+    Ok(parts)
 }
 
 /// The arrays of `xs` at `at`.
