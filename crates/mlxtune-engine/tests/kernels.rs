@@ -438,6 +438,97 @@ fn grouped_sums_of_squares_take_large_arrays() {
     assert_eq!(run(), got, "the same sums from run to run");
 }
 
+/// The Adam(W) kernels read 16-bit gradient sums (a decoder layer's, in the compute dtype)
+/// as the f32 numbers they are: bf16 and f16 sums give the sums of squares and the updates
+/// of the same sums in f32, to the bit (small arrays through the grouped kernels, a large
+/// one through the one-array kernel); a list mixing the three dtypes gives each array's sum.
+#[test]
+fn the_adamw_kernels_read_16_bit_gradients_as_their_f32_values() {
+    use kernels::adamw::{self, h};
+    use kernels::adamw_group;
+    let gpu = kernels::gpu();
+    let sizes = [5, 1031, 4099, 37, 2_100_001, 8, 1000];
+    let arrays = |scale: f32, seed: u64| -> Vec<Array> {
+        (0..sizes.len())
+            .map(|i| normal(&[sizes[i]], scale, seed + i as u64))
+            .collect()
+    };
+    let (p, m, s) = (arrays(1.0, 8000), arrays(0.1, 8100), arrays(30.0, 8300));
+    let v: Vec<Array> = arrays(0.1, 8200)
+        .iter()
+        .map(|x| x.square().unwrap())
+        .collect();
+    let mut hs = vec![
+        0.9f32, 0.1, 0.99, 0.01, 1e-8, 0.01, 0.19, 0.0199, 0.999, 0.05, 12.0,
+    ];
+    let fixed = Array::from_slice(&hs, &[11]);
+    hs.extend([0.3, 0.0]);
+    let hv = Array::from_slice(&hs, &[h::LEN as i32]);
+    let squares = |s: &[Array]| -> Vec<f32> {
+        let groups = adamw_group::squares(gpu, &refs(s), &fixed).unwrap();
+        groups
+            .iter()
+            .flat_map(|g| g.as_slice::<f32>().to_vec())
+            .collect()
+    };
+    let small: Vec<usize> = (0..sizes.len()).filter(|&i| sizes[i] <= 4099).collect();
+    let pick = |xs: &[Array]| -> Vec<Array> { small.iter().map(|&i| xs[i].clone()).collect() };
+    let (ps, ms, vs) = (pick(&p), pick(&m), pick(&v));
+    let group = |s: &[Array]| {
+        adamw_group::update(
+            gpu,
+            &refs(&ps),
+            &refs(&pick(s)),
+            &refs(&ms),
+            &refs(&vs),
+            &hv,
+        )
+        .unwrap()
+    };
+    let as_dtype = |xs: &[Array], d: Dtype| -> Vec<Array> {
+        xs.iter().map(|x| x.as_dtype(d).unwrap()).collect()
+    };
+    for dtype in [Dtype::Bfloat16, Dtype::Float16] {
+        let s16 = as_dtype(&s, dtype);
+        let s32 = as_dtype(&s16, Dtype::Float32);
+        assert!(s16
+            .iter()
+            .all(|x| gpu.is_none() || adamw_group::sums(gpu, x)));
+        assert_eq!(squares(&s16), squares(&s32), "{dtype:?}: sums of squares");
+        for (x, y) in group(&s16).iter().zip(group(&s32)) {
+            for k in 0..3 {
+                assert!(bits(&x[k]) == bits(&y[k]), "{dtype:?}: grouped, output {k}");
+            }
+        }
+        for i in (0..sizes.len()).filter(|i| !small.contains(i)) {
+            let x = adamw::update(&p[i], &s16[i], &m[i], &v[i], &hv).unwrap();
+            let y = adamw::update(&p[i], &s32[i], &m[i], &v[i], &hv).unwrap();
+            for k in 0..3 {
+                assert_eq!(x[k].dtype(), Dtype::Float32);
+                assert!(
+                    bits(&x[k]) == bits(&y[k]),
+                    "{dtype:?}: array {i}, output {k}"
+                );
+            }
+        }
+    }
+    let dtypes = [Dtype::Bfloat16, Dtype::Float32, Dtype::Float16];
+    let mixed: Vec<Array> = (0..s.len())
+        .map(|i| s[i].as_dtype(dtypes[i % 3]).unwrap())
+        .collect();
+    let want = squares(&as_dtype(&mixed, Dtype::Float32));
+    let got = squares(&mixed);
+    assert_eq!(got.len(), sizes.len(), "one sum per array, in order");
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!((g - w).abs() <= 1e-5 * w, "mixed, array {i}: {g} vs {w}");
+    }
+}
+
+/// An f32 array's numbers, bit for bit.
+fn bits(a: &Array) -> Vec<u32> {
+    a.as_slice::<f32>().iter().map(|x| x.to_bits()).collect()
+}
+
 fn refs(xs: &[Array]) -> Vec<&Array> {
     xs.iter().collect()
 }

@@ -417,6 +417,7 @@ fn the_training_step_with_checkpointing_and_chunked_loss_gives_the_same_loss_and
                 lean: false,
                 chunked_loss: ck,
                 attention_reach: None,
+                layer_grads_in_compute: true,
             };
             let mut f = loss_and_grad(
                 &m.spec,
@@ -450,5 +451,70 @@ fn the_training_step_with_checkpointing_and_chunked_loss_gives_the_same_loss_and
                 names[i]
             );
         }
+    }
+}
+
+/// In bf16, a decoder layer's trainable arrays give their gradients in bf16 (no cast pass)
+/// with the same numbers as the f32 gradients of the cast-inside step, while the output
+/// layer's weight, which sums every loss chunk's contribution, keeps an f32 gradient.
+#[test]
+fn decoder_layer_gradients_come_back_in_the_compute_dtype_with_the_same_numbers() {
+    use mlxtune_engine::train::step::{loss_and_grad, StepOptions};
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let (m, ex) = examples("lfm2");
+    let b = unpacked_batch(&ex);
+    let layer = |part: &str| format!("model.layers.0.{part}.weight");
+    let names = vec![
+        output_layer_weight(&m).to_string(),
+        layer(&format!("{}.{}", m.spec.names.mlp, m.spec.names.down)),
+        layer(&format!("{}.{}", m.spec.names.mlp, m.spec.names.gate)),
+    ];
+    let mut base = m.weights.clone();
+    for n in &names {
+        base.remove(n);
+    }
+    let argnums: Vec<i32> = (0..names.len() as i32).collect();
+    let run = |in_compute: bool| -> (f32, Vec<Array>) {
+        let opts = StepOptions {
+            lora_scale: 1.0,
+            dropout: 0.0,
+            compute: Dtype::Bfloat16,
+            checkpoint_layers: 0,
+            checkpoint_mlps: 0,
+            lean: false,
+            chunked_loss: true,
+            attention_reach: None,
+            layer_grads_in_compute: in_compute,
+        };
+        let base = base
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_dtype(Dtype::Bfloat16).unwrap()))
+            .collect();
+        let seed = Rc::new(Cell::new(0));
+        let mut f = loss_and_grad(&m.spec, base, names.clone(), opts, seed, &argnums);
+        let mut args: Vec<Array> = names
+            .iter()
+            .map(|n| m.weights[n].as_dtype(Dtype::Float32).unwrap())
+            .collect();
+        let scale = Array::from_f32(0.5);
+        args.extend([b.inputs.clone(), b.targets.clone(), b.mask.clone(), scale]);
+        let (v, g) = f(&args).unwrap();
+        v[0].eval().unwrap();
+        (v[0].item_cast::<f32>(), g)
+    };
+    let ((l_cast, g_cast), (l_new, g_new)) = (run(false), run(true));
+    assert!(l_cast > 0.0 && l_cast == l_new, "{l_cast} vs {l_new}");
+    let dtypes: Vec<Dtype> = g_new.iter().map(|g| g.dtype()).collect();
+    assert_eq!(
+        dtypes,
+        [Dtype::Float32, Dtype::Bfloat16, Dtype::Bfloat16],
+        "{names:?}"
+    );
+    assert!(g_cast.iter().all(|g| g.dtype() == Dtype::Float32));
+    for (i, (a, c)) in g_cast.iter().zip(&g_new).enumerate() {
+        let c = c.as_dtype(Dtype::Float32).unwrap();
+        assert!(max_abs(a) > 0.0, "{}: no gradient", names[i]);
+        assert_eq!(max_abs_diff(a, &c), 0.0, "{}", names[i]);
     }
 }

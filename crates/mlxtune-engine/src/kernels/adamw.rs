@@ -11,7 +11,7 @@ use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::ops::select;
 use mlx_rs::{Array, Dtype};
 
-use super::launch::{run, Gpu, KernelSource, Launch};
+use super::launch::{run, Gpu, KernelSource, Launch, TemplateArg};
 use crate::error::{EngineError, Result};
 
 /// Positions in `h`.
@@ -43,12 +43,21 @@ const UPDATE: KernelSource = KernelSource {
     ),
 };
 
+/// Whether the kernels read gradients of this dtype: f32, or a 16-bit compute dtype (a
+/// step returns a decoder layer's gradient in it: `StepOptions::layer_grads_in_compute`).
+pub fn gradient_dtype(d: Dtype) -> bool {
+    matches!(d, Dtype::Float32 | Dtype::Bfloat16 | Dtype::Float16)
+}
+
 /// `[p', m', v']` from the parameter `p`, gradient sum `s`, moments `m`, `v` and `h`: the
-/// kernel on a GPU backend for f32 arrays of one shape, [`reference`] elsewhere.
+/// kernel on a GPU backend for f32 arrays of one shape (the sum also in a 16-bit
+/// [`gradient_dtype`]), [`reference`] elsewhere.
 pub fn update(p: &Array, s: &Array, m: &Array, v: &Array, h: &Array) -> Result<Vec<Array>> {
-    let same = [s, m, v]
+    let same = [m, v]
         .iter()
-        .all(|x| x.shape() == p.shape() && x.dtype() == Dtype::Float32);
+        .all(|x| x.shape() == p.shape() && x.dtype() == Dtype::Float32)
+        && s.shape() == p.shape()
+        && gradient_dtype(s.dtype());
     match super::gpu() {
         Some(gpu) if same && p.dtype() == Dtype::Float32 => fused(gpu, p, s, m, v, h),
         _ => reference(p, s, m, v, h),
@@ -103,7 +112,7 @@ pub fn fused(
         grid: [threads, 1, 1],
         group: [256, 1, 1],
         outputs: vec![(p.shape().to_vec(), Dtype::Float32); 3],
-        template: vec![],
+        template: vec![("G", TemplateArg::Dtype(s.dtype()))],
     };
     let inputs = [p.clone(), s.clone(), m.clone(), v.clone(), h.clone()];
     run(gpu, &UPDATE, &inputs, &launch)

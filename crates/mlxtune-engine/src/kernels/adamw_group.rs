@@ -12,13 +12,14 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::ops::Range;
 
 use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::ops::stack;
 use mlx_rs::{Array, Dtype};
 
 use super::adamw::h;
-use super::launch::{run, Gpu, KernelSource, Launch};
+use super::launch::{run, Gpu, KernelSource, Launch, TemplateArg};
 use crate::error::{EngineError, Result};
 
 /// Arrays up to this many numbers go through the grouped kernels; larger ones are updated
@@ -35,21 +36,23 @@ fn group_size(gpu: Gpu) -> usize {
     }
 }
 
-/// Whether an array (a parameter or one of its moments or gradient sum) goes through the
-/// grouped update kernel on this GPU: [`sums`] it, at most [`SMALL`] numbers.
+/// Whether a parameter or one of its moments goes through the grouped update kernel on
+/// this GPU: f32, not a scalar (Metal passes those by value), not empty, at most [`SMALL`]
+/// numbers. Its gradient sum must be one [`sums`] takes, of the same shape.
 pub fn takes(gpu: Option<Gpu>, a: &Array) -> bool {
-    sums(gpu, a) && a.size() <= SMALL
+    listed(gpu, a) && a.dtype() == Dtype::Float32 && a.size() <= SMALL
 }
 
-/// Whether [`squares`] sums an array's squares on this GPU: f32, not a scalar (Metal passes
-/// those by value), not empty, fewer than 2³¹ numbers. Size is no limit otherwise: a large
-/// array gets many blocks.
+/// Whether [`squares`] sums a gradient's squares on this GPU: f32 or a 16-bit compute
+/// dtype ([`adamw::gradient_dtype`](super::adamw::gradient_dtype)), not a scalar, not
+/// empty, fewer than 2³¹ numbers. Size is no limit otherwise: a large array gets many
+/// blocks.
 pub fn sums(gpu: Option<Gpu>, a: &Array) -> bool {
-    gpu.is_some()
-        && a.dtype() == Dtype::Float32
-        && a.ndim() > 0
-        && a.size() > 0
-        && a.size() <= i32::MAX as usize
+    listed(gpu, a) && super::adamw::gradient_dtype(a.dtype())
+}
+
+fn listed(gpu: Option<Gpu>, a: &Array) -> bool {
+    gpu.is_some() && a.ndim() > 0 && a.size() > 0 && a.size() <= i32::MAX as usize
 }
 
 /// Numbers each thread of [`squares`] sums at least, before an array gets another block.
@@ -82,11 +85,13 @@ fn pick(gpu: Gpu, g: usize, vars: &[&str]) -> String {
     };
     let mut s = String::new();
     for var in vars {
+        // The gradient sums are of the launch's dtype G; everything else is f32.
+        let elem = if *var == "s" { "G" } else { "float" };
         let ty = match (gpu, var.ends_with("_new")) {
-            (Gpu::Cuda, false) => "const float*",
-            (Gpu::Cuda, true) => "float*",
-            (Gpu::Metal, false) => "const device float*",
-            (Gpu::Metal, true) => "device float*",
+            (Gpu::Cuda, false) => format!("const {elem}*"),
+            (Gpu::Cuda, true) => format!("{elem}*"),
+            (Gpu::Metal, false) => format!("const device {elem}*"),
+            (Gpu::Metal, true) => format!("device {elem}*"),
         };
         s += &format!("{ty} {var} = {var}0;\n");
     }
@@ -159,6 +164,20 @@ fn generate(kind: Kind, g: usize) -> KernelSource {
     }
 }
 
+/// The groups of a launch each: runs of consecutive arrays of one dtype (a kernel reads one
+/// gradient dtype), at most `k` arrays each.
+fn groups(arrays: &[&Array], k: usize) -> Vec<Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=arrays.len() {
+        if i == arrays.len() || i - start == k || arrays[i].dtype() != arrays[start].dtype() {
+            out.push(start..i);
+            start = i;
+        }
+    }
+    out
+}
+
 /// The arrays' sizes as the kernels' `sizes` input.
 fn sizes(arrays: &[&Array]) -> Result<Array> {
     let n: Vec<i32> = arrays
@@ -198,8 +217,10 @@ pub fn squares(gpu: Option<Gpu>, sums: &[&Array], fixed: &Array) -> Result<Vec<A
             })
             .collect();
     };
-    sums.chunks(group_size(gpu))
-        .map(|group| {
+    groups(sums, group_size(gpu))
+        .into_iter()
+        .map(|range| {
+            let group = &sums[range];
             let g = group.len();
             let mut inputs: Vec<Array> = group.iter().map(|a| (*a).clone()).collect();
             inputs.extend([fixed.clone(), sizes(group)?]);
@@ -211,7 +232,7 @@ pub fn squares(gpu: Option<Gpu>, sums: &[&Array], fixed: &Array) -> Result<Vec<A
                 grid: [blocks * THREADS, g as i32, 1],
                 group: [THREADS, 1, 1],
                 outputs: vec![(vec![g as i32, blocks], Dtype::Float32)],
-                template: vec![],
+                template: vec![("G", TemplateArg::Dtype(group[0].dtype()))],
             };
             let parts = run(gpu, source(Kind::Squares, g), &inputs, &launch)?
                 .pop()
@@ -222,8 +243,8 @@ pub fn squares(gpu: Option<Gpu>, sums: &[&Array], fixed: &Array) -> Result<Vec<A
 }
 
 /// `[p', m', v']` of each array (as [`super::adamw::update`]), a group per launch; without
-/// a GPU ([`super::adamw::reference`]) one array at a time. On a GPU every array must be
-/// [`takes`]n, with `p`, `s`, `m`, `v` of one shape per index.
+/// a GPU ([`super::adamw::reference`]) one array at a time. On a GPU every `p`, `m`, `v`
+/// must be [`takes`]n and every `s` [`sums`]ed, of one shape per index.
 pub fn update(
     gpu: Option<Gpu>,
     p: &[&Array],
@@ -242,10 +263,8 @@ pub fn update(
             })
             .collect();
     };
-    let k = group_size(gpu);
     let mut out = Vec::with_capacity(p.len());
-    for start in (0..p.len()).step_by(k) {
-        let end = (start + k).min(p.len());
+    for Range { start, end } in groups(s, group_size(gpu)) {
         let g = end - start;
         let mut inputs: Vec<Array> = Vec::with_capacity(4 * g + 2);
         for list in [s, p, m, v] {
@@ -262,7 +281,7 @@ pub fn update(
             grid: [blocks * THREADS, g as i32, 1],
             group: [THREADS, 1, 1],
             outputs: [shapes.clone(), shapes.clone(), shapes].concat(),
-            template: vec![],
+            template: vec![("G", TemplateArg::Dtype(s[start].dtype()))],
         };
         let arrays = run(gpu, source(Kind::Update, g), &inputs, &launch)?;
         if arrays.len() != 3 * g {

@@ -3,13 +3,13 @@
 // part to sq[y * gridDim.x + x]: a strided sum per thread, then the block's sum through
 // warp shuffles. The split depends only on the launch, so the norm is the same from run
 // to run; many blocks per array keep large arrays (full fine-tuning) at memory speed.
-// Generated signature: const float* s0 … s{g-1}, const float* h, const int* sizes,
-// float* sq; the lines before this one pick `s` and `n` for blockIdx.y (adamw_group.rs).
+// Generated signature: const G* s0 … s{g-1} (G: the gradients' dtype, f32 or 16-bit),
+// const float* h, const int* sizes, float* sq; the lines before this one pick `s` and `n` for blockIdx.y (adamw_group.rs).
 const float d = h[10];
 float acc = 0.0f;
 const long long stride = (long long)gridDim.x * blockDim.x;
 for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
-  const float x = s[i] / d;
+  const float x = static_cast<float>(s[i]) / d;
   acc += x * x;
 }
 for (int o = 16; o > 0; o >>= 1) acc += __shfl_down_sync(0xffffffffu, acc, o);

@@ -6,7 +6,7 @@ const float d = h[10];
 float acc = 0.0f;
 const ulong stride = threads_per_grid.x;
 for (ulong i = thread_position_in_grid.x; i < n; i += stride) {
-  const float x = s[i] / d;
+  const float x = float(s[i]) / d;
   acc += x * x;
 }
 acc = metal::simd_sum(acc);

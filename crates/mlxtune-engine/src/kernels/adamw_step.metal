@@ -7,7 +7,7 @@ for (int j = 0; j < 4; ++j) {
   if (i >= n) break;
   float pi = p[i], mi = m[i], vi = v[i];
   if (!keep) {
-    const float g = s[i] / h[10] * h[11] + pi * h[9];
+    const float g = float(s[i]) / h[10] * h[11] + pi * h[9];
     mi = mi * h[0] + g * h[1];
     vi = vi * h[2] + g * g * h[3];
     const float update = mi / h[6] / (metal::sqrt(vi / h[7]) + h[4]);

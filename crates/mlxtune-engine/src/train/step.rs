@@ -37,6 +37,17 @@ pub struct StepOptions {
     /// starts its keys (None: at 0). The [`Stepper`](super::stepper::Stepper) sets it per
     /// batch, with one function per value.
     pub attention_reach: Option<i32>,
+    /// Return the decoder layers' gradients in the compute dtype ([`cast_once`]) instead of
+    /// the trainable arrays' f32: the same numbers, without a cast pass per array.
+    pub layer_grads_in_compute: bool,
+}
+
+/// Whether a trainable array is used once in a step's graph, so that its gradient is one
+/// product's (or kernel's) output in the compute dtype, which a cast to f32 only copies:
+/// a decoder layer's weight, norm or adapter. The output layer's weight (the embedding
+/// where tied, and in every loss chunk) sums several contributions, which stay in f32.
+pub fn cast_once(name: &str) -> bool {
+    name.starts_with("model.layers.")
 }
 
 /// Whether a step chunks its loss unless told: on a GPU (an LFM2-1.2B LoRA step on an H200
@@ -154,6 +165,7 @@ pub fn loss_and_grad<'a>(
 ) -> impl FnMut(&[Array]) -> mlx_rs::error::Result<(Vec<Array>, Vec<Array>)> + 'a {
     let spec = spec.clone();
     let n = names.len();
+    let names_before = names.clone();
     let loss_fn = move |args: &[Array]| -> Result<Vec<Array>, Exception> {
         let over: Weights = names
             .iter()
@@ -187,7 +199,25 @@ pub fn loss_and_grad<'a>(
         };
         Ok(vec![loss_sum.multiply(scale)?])
     };
-    value_and_grad_with_argnums(loss_fn, argnums)
+    let mut grad = value_and_grad_with_argnums(loss_fn, argnums);
+    // Arrays cast before the gradient is taken give their gradient in the compute dtype.
+    let before: Vec<bool> = match opts.layer_grads_in_compute {
+        true => names_before.iter().map(|n| cast_once(n)).collect(),
+        false => vec![false; n],
+    };
+    move |args: &[Array]| {
+        let cast: Vec<Array> = args
+            .iter()
+            .enumerate()
+            .map(
+                |(i, a)| match i < n && before[i] && a.dtype() != opts.compute {
+                    true if crate::weights::is_float(a.dtype()) => a.as_dtype(opts.compute),
+                    _ => Ok(a.clone()),
+                },
+            )
+            .collect::<std::result::Result<_, _>>()?;
+        grad(&cast)
+    }
 }
 
 /// [`loss_and_grad`] through MLX `compile` (fused kernels; one compilation per input
@@ -238,6 +268,7 @@ mod tests {
             lean,
             chunked_loss: true,
             attention_reach: None,
+            layer_grads_in_compute: true,
         }
     }
 

@@ -70,6 +70,13 @@ pub struct PhaseTimes {
     /// Norm, clipping and the optimizer update, built and evaluated after the gradients
     /// (zero with a step in one graph).
     pub update: Duration,
+    /// With a step in one graph, the part of `gradients` the host spends queuing the loss
+    /// and the gradients on the device (`async_eval` encodes every operation) ...
+    pub queue: Duration,
+    /// ... and building the step's end and the next step's graph after that: what is left
+    /// of `gradients` is the host waiting for the device. Near zero, the host is what the
+    /// step waits on.
+    pub host_end: Duration,
     pub steps: u64,
 }
 
@@ -173,6 +180,8 @@ impl Stepper {
             let args = self.arguments(trainable, &m.batch, loss_scale);
             let start = Instant::now();
             let (vals, g) = (self.functions.for_batch(&m.batch)?)(&args)?;
+            // Sums over micro-batches and ranks are taken in the trainable arrays' f32.
+            let g = in_dtypes_of(&g, &args)?;
             let built = Instant::now();
             mlx_rs::transforms::eval(vals.iter().chain(g.iter()))?;
             if let Some(t) = &mut self.phases {
@@ -349,6 +358,7 @@ impl Stepper {
         // The GPU starts on the loss and the gradients (in the order they are evaluated
         // apart, which sets the peak) while the host builds the step's end.
         mlx_rs::transforms::async_eval(vals.iter().chain(&sums))?;
+        let queued_at = Instant::now();
         let tokens = Tokens::of_batch(&m.batch);
         let end = StepEnd {
             sums,
@@ -375,6 +385,7 @@ impl Stepper {
                     sums,
                 });
         }
+        let host_done = Instant::now();
         let mut figures = match optimizer.run_step(trainable, queued.step) {
             Ok(f) => f,
             Err(e) => {
@@ -388,6 +399,8 @@ impl Stepper {
         if let Some(t) = &mut self.phases {
             t.build += built - start;
             t.gradients += built.elapsed();
+            t.queue += queued_at - built;
+            t.host_end += host_done - queued_at;
             t.steps += 1;
         }
         figures.loss /= loss_scale as f64 * tokens.loss.max(1) as f64;
@@ -504,6 +517,19 @@ impl Tokens {
             total_tokens: self.total,
         })
     }
+}
+
+/// Each of `g` in the dtype of the argument at its position (its trainable array), where
+/// the step returned it in the compute dtype
+/// ([`StepOptions::layer_grads_in_compute`](super::step::StepOptions::layer_grads_in_compute)).
+fn in_dtypes_of(g: &[Array], args: &[Array]) -> Result<Vec<Array>> {
+    Ok(g.iter()
+        .zip(args)
+        .map(|(g, a)| match g.dtype() == a.dtype() {
+            true => Ok(g.clone()),
+            false => g.as_dtype(a.dtype()),
+        })
+        .collect::<std::result::Result<_, _>>()?)
 }
 
 fn add_all(a: &[Array], b: &[Array]) -> Result<Vec<Array>> {

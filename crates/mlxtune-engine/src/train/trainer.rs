@@ -803,6 +803,7 @@ pub fn step_options(spec: &TrainSpec) -> StepOptions {
         lean: spec.gradient_checkpointing,
         chunked_loss: super::step::default_chunked_loss(spec.gradient_checkpointing),
         attention_reach: None,
+        layer_grads_in_compute: true,
     }
 }
 

@@ -256,6 +256,7 @@ fn setup(a: &TrainArgs, fine_tune_type: FineTuneType, dtype: Dtype) -> anyhow::R
             .chunked_loss
             .unwrap_or(default_chunked_loss(a.grad_checkpoint)),
         attention_reach: None,
+        layer_grads_in_compute: true,
     };
     let mut stepper = Stepper::new(StepFunctions::new(
         &model.spec,

@@ -27,12 +27,16 @@ pub struct MemoryProfile {
 
 /// Where a step's host time goes, per step (`Stepper::phases`): building the
 /// loss-and-gradient graph (the GPU has nothing queued meanwhile), running it, and the
-/// update. A step's `step_seconds` minus their sum is the time between steps.
+/// update. A step's `step_seconds` minus their sum is the time between steps. With a step
+/// in one graph, `queue` and `host_end` are the host's part of `gradients` (queuing the
+/// loss and gradients; building the end and the next graph); the rest is waiting.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct PhaseSeconds {
     pub build: f64,
     pub gradients: f64,
     pub update: f64,
+    pub queue: f64,
+    pub host_end: f64,
 }
 
 impl From<PhaseTimes> for PhaseSeconds {
@@ -42,6 +46,8 @@ impl From<PhaseTimes> for PhaseSeconds {
             build: per_step(t.build),
             gradients: per_step(t.gradients),
             update: per_step(t.update),
+            queue: per_step(t.queue),
+            host_end: per_step(t.host_end),
         }
     }
 }

@@ -43,10 +43,12 @@ fn tail(a: &[Array]) -> std::result::Result<Vec<Array>, Exception> {
     let (m, v) = rest.split_at(n);
     let gpu = kernels::gpu();
     let (grouped, single): (Vec<usize>, Vec<usize>) = (0..n).partition(|&i| {
-        [&sums[i], &m[i], &v[i]]
+        [&m[i], &v[i]]
             .iter()
             .all(|x| x.shape() == p[i].shape() && adamw_group::takes(gpu, x))
             && adamw_group::takes(gpu, &p[i])
+            && sums[i].shape() == p[i].shape()
+            && adamw_group::sums(gpu, &sums[i])
     });
     let norm = pairwise_sum(squares(gpu, sums, fixed)?)?.sqrt()?;
     let clip = minimum(scalar(1.0), max_norm.divide(norm.add(scalar(1e-6))?)?)?;
