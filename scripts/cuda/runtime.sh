@@ -1,12 +1,13 @@
 # Sourced on the GPU machine by the call-2 scripts (profile.sh, kernels.sh, peers.sh):
 # joins libmlx from /tmp/libmlx.part-a (call 1, `on-device.sh stash`) and .device/b, unpacks
 # the runtime and binaries into $rt once, and sets LD_LIBRARY_PATH (as on-device.sh does).
+# Sourced from a command line (`source scripts/cuda/runtime.sh`), it finds the checkout itself.
+root=${root:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 rt=/tmp/mlx-cuda
 if [ ! -f "$rt/.ready" ]; then
   mkdir -p "$rt/mlx/lib"
-  cat /tmp/libmlx.part-a "$root/.device/b/libmlx.part-b" | xz -d > "$rt/mlx/lib/libmlx.so"
-  tar -C "$rt" -xJf "$root/.device/b/runtime.tar.xz"
-  touch "$rt/.ready"
+  cat /tmp/libmlx.part-a "$root/.device/b/libmlx.part-b" | xz -d > "$rt/mlx/lib/libmlx.so" &&
+    tar -C "$rt" -xJf "$root/.device/b/runtime.tar.xz" && touch "$rt/.ready"
 fi
 # Once per bin.tar.xz: scripts sourcing this at once (matrix.sh) must not rewrite a running binary.
 if [ ! "$rt/.bin" -nt "$root/.device/b/bin.tar.xz" ]; then
