@@ -370,15 +370,7 @@ fn the_grouped_adamw_kernels_match_one_array_at_a_time() {
         .flat_map(|g| g.as_slice::<f32>().to_vec())
         .collect();
     assert_eq!(got.len(), 70, "one sum per array");
-    for (i, x) in s.iter().enumerate() {
-        let want: f64 = x
-            .as_slice::<f32>()
-            .iter()
-            .map(|v| (f64::from(*v) / 12.0).powi(2))
-            .sum();
-        let g = f64::from(got[i]);
-        assert!((g - want).abs() <= 1e-5 * want, "array {i}: {g} vs {want}");
-    }
+    check_squares(&s, &got, 12.0, 1e-5);
     for keep in [0.0f32, 1.0] {
         let mut hs = fixed.to_vec();
         hs.extend([0.3, keep]);
@@ -425,16 +417,7 @@ fn grouped_sums_of_squares_take_large_arrays() {
     assert_eq!(got.len(), sizes.len(), "one sum per array");
     // The kernel's blocks keep each f32 sum short; MLX's CPU reduction adds millions of
     // numbers in order in f32 (about 0.15% off at 2²¹).
-    let tol = if gpu.is_some() { 1e-5 } else { 1e-2 };
-    for (i, x) in s.iter().enumerate() {
-        let want: f64 = x
-            .as_slice::<f32>()
-            .iter()
-            .map(|v| (f64::from(*v) / 4.0).powi(2))
-            .sum();
-        let g = f64::from(got[i]);
-        assert!((g - want).abs() <= tol * want, "array {i}: {g} vs {want}");
-    }
+    check_squares(&s, &got, 4.0, if gpu.is_some() { 1e-5 } else { 1e-2 });
     assert_eq!(run(), got, "the same sums from run to run");
 }
 
@@ -521,6 +504,19 @@ fn the_adamw_kernels_read_16_bit_gradients_as_their_f32_values() {
     assert_eq!(got.len(), sizes.len(), "one sum per array, in order");
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert!((g - w).abs() <= 1e-5 * w, "mixed, array {i}: {g} vs {w}");
+    }
+}
+
+/// Each `got[i]` is Σ (s[i] / denom)² summed in f64, within `tol` of it.
+fn check_squares(s: &[Array], got: &[f32], denom: f64, tol: f64) {
+    for (i, x) in s.iter().enumerate() {
+        let want: f64 = x
+            .as_slice::<f32>()
+            .iter()
+            .map(|v| (f64::from(*v) / denom).powi(2))
+            .sum();
+        let g = f64::from(got[i]);
+        assert!((g - want).abs() <= tol * want, "array {i}: {g} vs {want}");
     }
 }
 

@@ -387,7 +387,7 @@ fn the_compiled_step_tail_equals_clipping_and_updating_one_array_at_a_time() {
 
 #[test]
 fn the_training_step_with_checkpointing_and_chunked_loss_gives_the_same_loss_and_gradients() {
-    use mlxtune_engine::train::step::{loss_and_grad, StepOptions};
+    use mlxtune_engine::train::step::loss_and_grad;
     use std::cell::Cell;
     use std::rc::Rc;
     for model in ["lfm2", "qwen3"] {
@@ -408,17 +408,7 @@ fn the_training_step_with_checkpointing_and_chunked_loss_gives_the_same_loss_and
         }
         let argnums: Vec<i32> = (0..names.len() as i32).collect();
         let run = |ck: bool| -> (f32, Vec<Array>) {
-            let opts = StepOptions {
-                lora_scale: 1.0,
-                dropout: 0.0,
-                compute: Dtype::Float32,
-                checkpoint_layers: if ck { usize::MAX } else { 0 },
-                checkpoint_mlps: 0,
-                lean: false,
-                chunked_loss: ck,
-                attention_reach: None,
-                layer_grads_in_compute: true,
-            };
+            let opts = step_options(Dtype::Float32, ck, ck, true);
             let mut f = loss_and_grad(
                 &m.spec,
                 base.clone(),
@@ -459,7 +449,7 @@ fn the_training_step_with_checkpointing_and_chunked_loss_gives_the_same_loss_and
 /// layer's weight, which sums every loss chunk's contribution, keeps an f32 gradient.
 #[test]
 fn decoder_layer_gradients_come_back_in_the_compute_dtype_with_the_same_numbers() {
-    use mlxtune_engine::train::step::{loss_and_grad, StepOptions};
+    use mlxtune_engine::train::step::loss_and_grad;
     use std::cell::Cell;
     use std::rc::Rc;
     let (m, ex) = examples("lfm2");
@@ -476,17 +466,7 @@ fn decoder_layer_gradients_come_back_in_the_compute_dtype_with_the_same_numbers(
     }
     let argnums: Vec<i32> = (0..names.len() as i32).collect();
     let run = |in_compute: bool| -> (f32, Vec<Array>) {
-        let opts = StepOptions {
-            lora_scale: 1.0,
-            dropout: 0.0,
-            compute: Dtype::Bfloat16,
-            checkpoint_layers: 0,
-            checkpoint_mlps: 0,
-            lean: false,
-            chunked_loss: true,
-            attention_reach: None,
-            layer_grads_in_compute: in_compute,
-        };
+        let opts = step_options(Dtype::Bfloat16, false, true, in_compute);
         let base = base
             .iter()
             .map(|(k, v)| (k.clone(), v.as_dtype(Dtype::Bfloat16).unwrap()))
@@ -516,5 +496,26 @@ fn decoder_layer_gradients_come_back_in_the_compute_dtype_with_the_same_numbers(
         let c = c.as_dtype(Dtype::Float32).unwrap();
         assert!(max_abs(a) > 0.0, "{}: no gradient", names[i]);
         assert_eq!(max_abs_diff(a, &c), 0.0, "{}", names[i]);
+    }
+}
+
+/// A step in `compute` with every layer checkpointed (`checkpointed`) or none, the loss
+/// chunked or not, and decoder layers' gradients in the compute dtype or in f32.
+fn step_options(
+    compute: Dtype,
+    checkpointed: bool,
+    chunked_loss: bool,
+    layer_grads_in_compute: bool,
+) -> mlxtune_engine::train::step::StepOptions {
+    mlxtune_engine::train::step::StepOptions {
+        lora_scale: 1.0,
+        dropout: 0.0,
+        compute,
+        checkpoint_layers: if checkpointed { usize::MAX } else { 0 },
+        checkpoint_mlps: 0,
+        lean: false,
+        chunked_loss,
+        attention_reach: None,
+        layer_grads_in_compute,
     }
 }
