@@ -346,18 +346,7 @@ fn the_grouped_adamw_kernels_match_one_array_at_a_time() {
     let sizes: Vec<i32> = (0..70)
         .map(|i| [1, 3, 4, 5, 37, 1000, 1031, 4099][i % 8] + i as i32)
         .collect();
-    let arrays = |scale: f32, seed: u64| -> Vec<Array> {
-        sizes
-            .iter()
-            .enumerate()
-            .map(|(i, &n)| normal(&[n], scale, seed + i as u64))
-            .collect()
-    };
-    let (p, s, m) = (arrays(1.0, 1000), arrays(30.0, 2000), arrays(0.1, 3000));
-    let v: Vec<Array> = arrays(0.1, 4000)
-        .iter()
-        .map(|x| x.square().unwrap())
-        .collect();
+    let [p, s, m, v] = adam_arrays(&sizes, 1000);
     assert!(refs(&p)
         .iter()
         .all(|a| gpu.is_none() || adamw_group::takes(gpu, a)));
@@ -431,16 +420,7 @@ fn the_adamw_kernels_read_16_bit_gradients_as_their_f32_values() {
     use kernels::adamw_group;
     let gpu = kernels::gpu();
     let sizes = [5, 1031, 4099, 37, 2_100_001, 8, 1000];
-    let arrays = |scale: f32, seed: u64| -> Vec<Array> {
-        (0..sizes.len())
-            .map(|i| normal(&[sizes[i]], scale, seed + i as u64))
-            .collect()
-    };
-    let (p, m, s) = (arrays(1.0, 8000), arrays(0.1, 8100), arrays(30.0, 8300));
-    let v: Vec<Array> = arrays(0.1, 8200)
-        .iter()
-        .map(|x| x.square().unwrap())
-        .collect();
+    let [p, s, m, v] = adam_arrays(&sizes, 8000);
     let mut hs = vec![
         0.9f32, 0.1, 0.99, 0.01, 1e-8, 0.01, 0.19, 0.0199, 0.999, 0.05, 12.0,
     ];
@@ -505,6 +485,28 @@ fn the_adamw_kernels_read_16_bit_gradients_as_their_f32_values() {
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert!((g - w).abs() <= 1e-5 * w, "mixed, array {i}: {g} vs {w}");
     }
+}
+
+/// Parameters, gradient sums (30 times larger), first and second moments of `sizes`,
+/// random from `seed`.
+fn adam_arrays(sizes: &[i32], seed: u64) -> [Vec<Array>; 4] {
+    let arrays = |scale: f32, seed: u64| -> Vec<Array> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| normal(&[n], scale, seed + i as u64))
+            .collect()
+    };
+    let v = arrays(0.1, seed + 3000)
+        .iter()
+        .map(|x| x.square().unwrap())
+        .collect();
+    [
+        arrays(1.0, seed),
+        arrays(30.0, seed + 1000),
+        arrays(0.1, seed + 2000),
+        v,
+    ]
 }
 
 /// Each `got[i]` is Σ (s[i] / denom)² summed in f64, within `tol` of it.

@@ -402,10 +402,7 @@ fn the_training_step_with_checkpointing_and_chunked_loss_gives_the_same_loss_and
                 m.spec.names.mlp, m.spec.names.down
             ),
         ];
-        let mut base = m.weights.clone();
-        for n in &names {
-            base.remove(n);
-        }
+        let base = without(&m.weights, &names);
         let argnums: Vec<i32> = (0..names.len() as i32).collect();
         let run = |ck: bool| -> (f32, Vec<Array>) {
             let opts = step_options(Dtype::Float32, ck, ck, true);
@@ -460,10 +457,7 @@ fn decoder_layer_gradients_come_back_in_the_compute_dtype_with_the_same_numbers(
         layer(&format!("{}.{}", m.spec.names.mlp, m.spec.names.down)),
         layer(&format!("{}.{}", m.spec.names.mlp, m.spec.names.gate)),
     ];
-    let mut base = m.weights.clone();
-    for n in &names {
-        base.remove(n);
-    }
+    let base = without(&m.weights, &names);
     let argnums: Vec<i32> = (0..names.len() as i32).collect();
     let run = |in_compute: bool| -> (f32, Vec<Array>) {
         let opts = step_options(Dtype::Bfloat16, false, true, in_compute);
@@ -518,4 +512,16 @@ fn step_options(
         attention_reach: None,
         layer_grads_in_compute,
     }
+}
+
+/// The weights but `names` (the trainable ones, passed as arguments).
+fn without(
+    weights: &mlxtune_engine::weights::Weights,
+    names: &[String],
+) -> mlxtune_engine::weights::Weights {
+    let mut base = weights.clone();
+    for n in names {
+        base.remove(n);
+    }
+    base
 }
