@@ -232,6 +232,17 @@ fn bench_train_runs_the_trainers_step_and_profiles_memory() {
     assert!(
         m["loss_and_grad_peak_bytes"].as_u64().unwrap() >= m["weights_bytes"].as_u64().unwrap()
     );
+    // The analytic floor: the weights and kept values, at most the measured peak.
+    let floor = |v: &serde_json::Value, part: &str| v["memory_floor"][part].as_u64().unwrap();
+    // The f32 adapters are in the train state, with their two moments.
+    let adapters = v["trainable_parameters"].as_u64().unwrap() * 4;
+    assert_eq!(
+        floor(&v, "weights") + adapters,
+        m["weights_bytes"].as_u64().unwrap()
+    );
+    assert_eq!(floor(&v, "train_state"), 3 * adapters);
+    let peak = v["peak_memory_bytes"].as_u64().unwrap();
+    assert!(floor(&v, "kept") > 0 && floor(&v, "total") <= peak, "{v}");
     let out = mlxtune(&[
         "bench",
         "train",
@@ -256,6 +267,7 @@ fn bench_train_runs_the_trainers_step_and_profiles_memory() {
         (Some(0), Some(1))
     );
     assert_eq!(mlps["lean"], true, "{mlps}");
+    assert!(floor(&mlps, "kept") < floor(&v, "kept"), "{mlps}");
     let l = mlps["loss"].as_f64().unwrap();
     assert!((l - loss).abs() < 1e-4 * loss, "{l} vs {loss}");
     let out = mlxtune(&["bench", "train", "--checkpoint-mlps", "2"]);

@@ -4,7 +4,8 @@
 // warp shuffles. The split depends only on the launch, so the norm is the same from run
 // to run; many blocks per array keep large arrays (full fine-tuning) at memory speed.
 // Generated signature: const G* s0 … s{g-1} (G: the gradients' dtype, f32 or 16-bit),
-// const float* h, const int* sizes, float* sq; the lines before this one pick `s` and `n` for blockIdx.y (adamw_group.rs).
+// const float* h, const int* sizes, float* sq; the lines before this one pick `s` and `n`
+// for blockIdx.y (adamw_group.rs).
 const float d = h[10];
 float acc = 0.0f;
 const long long stride = (long long)gridDim.x * blockDim.x;

@@ -1,7 +1,7 @@
 // The Adam(W) update of the four elements from `base` of an array of `n` (adamw.cu has the
 // formula): as one 16-byte vector (8 bytes for 16-bit gradients, G) when the run is whole
-// and aligned. Appended to a body
-// that defines p, s, m, v, p_new, m_new, v_new, h, n and base (adamw.cu, adamw_group.rs).
+// and aligned. Appended to a body that defines p, s, m, v, p_new, m_new, v_new, h, n and
+// base (adamw.cu, adamw_group.rs).
 const bool vec = base + 4 <= n &&
     ((reinterpret_cast<unsigned long long>(p) | reinterpret_cast<unsigned long long>(s) |
       reinterpret_cast<unsigned long long>(m) | reinterpret_cast<unsigned long long>(v) |

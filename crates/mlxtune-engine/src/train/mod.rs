@@ -12,6 +12,7 @@ pub mod distributed;
 pub mod events;
 pub mod lora;
 pub mod memory;
+pub mod memory_floor;
 pub mod metrics_log;
 pub mod optim;
 pub mod order;

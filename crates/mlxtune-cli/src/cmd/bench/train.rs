@@ -12,6 +12,7 @@ use mlxtune_engine::models::random::random_model;
 use mlxtune_engine::models::{quantize_weights, LayerKind, Model, QuantSpec};
 use mlxtune_engine::train::config::{BatchSize, DatasetConfig, FineTuneConfig, Parameters};
 use mlxtune_engine::train::distributed::Group;
+use mlxtune_engine::train::memory_floor::{memory_floor, MemoryFloor, Mode};
 use mlxtune_engine::train::optim::Optimizer;
 use mlxtune_engine::train::prepare::initial_trainables;
 use mlxtune_engine::train::spec::FineTuneType;
@@ -378,6 +379,7 @@ fn measure(
         step_seconds: dt,
         phase_seconds: s.stepper.phases.map(PhaseSeconds::from),
         peak_memory_bytes,
+        memory_floor: floor_of(&s, a),
         peak_rss_bytes: runtime::peak_rss(),
         flops_per_token: fpt,
         tflops,
@@ -388,6 +390,25 @@ fn measure(
         mlx_env: runtime::scheduling_settings(),
         memory,
     })
+}
+
+/// The analytic floor of the step's peak ([`memory_floor`]): the frozen weights, the
+/// trainable arrays, the values the step's checkpointing keeps over one batch.
+fn floor_of(s: &Setup, a: &TrainArgs) -> MemoryFloor {
+    let spec = &s.model.spec;
+    let compute_bytes = if s.opts.compute == Dtype::Float32 {
+        4
+    } else {
+        2
+    };
+    memory_floor(
+        spec,
+        s.base.values().map(|x| x.nbytes() as u64).sum(),
+        s.trainable.values().map(|x| x.size() as u64).sum(),
+        compute_bytes,
+        (a.batch * a.seq) as u64,
+        Mode::of(&s.opts, spec.num_layers()),
+    )
 }
 
 /// Model FLOPs per token: 6N for full fine-tuning, 4N with frozen weights (no weight

@@ -3,6 +3,7 @@
 use mlxtune_engine::mlx_rs::{self, Array};
 use mlxtune_engine::models::forward::{forward, forward_hidden, ForwardCtx, Params};
 use mlxtune_engine::runtime;
+use mlxtune_engine::train::memory_floor::MemoryFloor;
 use mlxtune_engine::train::spec::FineTuneType;
 use mlxtune_engine::train::stepper::PhaseTimes;
 use mlxtune_engine::weights::Weights;
@@ -98,6 +99,9 @@ pub struct BenchResult {
     pub phase_seconds: Option<PhaseSeconds>,
     /// MLX allocator peak during the timed steps.
     pub peak_memory_bytes: u64,
+    /// What the step's design must hold at its peak, however scheduled (the analytic
+    /// minimum, `train/memory_floor.rs`).
+    pub memory_floor: MemoryFloor,
     /// Process peak resident memory (Linux VmHWM), comparable to other frameworks' RSS.
     pub peak_rss_bytes: Option<u64>,
     pub flops_per_token: f64,
@@ -126,7 +130,7 @@ impl BenchResult {
             if self.compiled { " +compiled" } else { "" }
         );
         format!(
-            "{} {} batch {} x {}{} {}{}: {:.0} tok/s, {:.3} s/step, peak {:.2} GiB, {:.1} TFLOP/s{}",
+            "{} {} batch {} x {}{} {}{}: {:.0} tok/s, {:.3} s/step, peak {:.2} GiB (floor {:.2}), {:.1} TFLOP/s{}",
             self.model,
             self.fine_tune_type.as_str(),
             self.batch,
@@ -140,6 +144,7 @@ impl BenchResult {
             self.tokens_per_second,
             self.step_seconds,
             self.peak_memory_bytes as f64 / (1u64 << 30) as f64,
+            self.memory_floor.total as f64 / (1u64 << 30) as f64,
             self.tflops,
             self.mfu
                 .map_or(String::new(), |m| format!(", MFU {:.1}%", 100.0 * m))
