@@ -86,11 +86,19 @@ pub fn start(dir: &Path) -> (Server, u16) {
 pub fn start_command(mut cmd: Command) -> (Server, u16) {
     let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
     let port = loop {
-        let line = lines.next().expect("server exited").unwrap();
+        let Some(line) = lines.next() else {
+            panic!(
+                "server exited before serving; it said:\n{}",
+                seen.join("\n")
+            );
+        };
+        let line = line.unwrap();
         if let Some(p) = line.strip_prefix("mlxtune serving on port ") {
             break p.split_whitespace().next().unwrap().parse().unwrap();
         }
+        seen.push(line);
     };
     // Keep draining stderr so the server never blocks on a full pipe; the lines go to the
     // test's captured output, shown when the test fails.
