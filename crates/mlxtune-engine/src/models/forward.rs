@@ -47,10 +47,8 @@ impl<'a> Params<'a> {
     pub fn get(&self, name: &str) -> Result<Option<Array>> {
         if let Some(a) = self.over.and_then(|o| o.get(name)) {
             return Ok(Some(match self.compute_dtype {
-                Some(dt) if a.dtype() != dt && crate::weights::is_float(a.dtype()) => {
-                    a.as_dtype(dt)?
-                }
-                _ => a.clone(),
+                Some(dt) => in_compute_dtype(a, dt)?,
+                None => a.clone(),
             }));
         }
         Ok(self.base.get(name).cloned())
@@ -65,6 +63,16 @@ impl<'a> Params<'a> {
             name: name.to_string(),
         })
     }
+}
+
+/// A trainable array as the forward pass computes with it: floating-point arrays in `dt`.
+pub(crate) fn in_compute_dtype(a: &Array, dt: Dtype) -> Result<Array> {
+    Ok(
+        match a.dtype() != dt && crate::weights::is_float(a.dtype()) {
+            true => a.as_dtype(dt)?,
+            false => a.clone(),
+        },
+    )
 }
 
 /// The parameters under a name prefix, split for a checkpointed function: frozen arrays

@@ -1,8 +1,5 @@
 //! Batch sizing against a memory limit: a rough peak estimate per micro-batch and the
 //! largest micro-batch that fits (`batchSize: "auto"`, or a requested size too large).
-
-use mlx_rs::Dtype;
-
 use super::spec::TrainSpec;
 use crate::models::spec::LayerKind;
 use crate::models::Model;
@@ -22,10 +19,7 @@ pub fn estimate_peak_memory(
     seq: u64,
 ) -> u64 {
     let s = &model.spec;
-    let bytes = match spec.dtype() {
-        Dtype::Float32 => 4,
-        _ => 2,
-    };
+    let bytes = super::memory_floor::compute_bytes(spec.dtype());
     let weights: u64 = model.weights.values().map(|a| a.nbytes() as u64).sum();
     let train_state = trainable_params * 4 * 4;
     let attn_width = (s.num_heads * s.head_dim) as u64;

@@ -53,6 +53,14 @@ impl Mode {
     }
 }
 
+/// Bytes per number of a compute dtype: 4 for f32, 2 for the 16-bit ones.
+pub fn compute_bytes(dtype: mlx_rs::Dtype) -> u64 {
+    match dtype {
+        mlx_rs::Dtype::Float32 => 4,
+        _ => 2,
+    }
+}
+
 /// The floor of a step over `tokens` tokens (batch × sequence) in a compute dtype of
 /// `compute_bytes`, with `weights` bytes of frozen weights and `trainable` trainable numbers.
 pub fn memory_floor(

@@ -165,7 +165,11 @@ pub fn loss_and_grad<'a>(
 ) -> impl FnMut(&[Array]) -> mlx_rs::error::Result<(Vec<Array>, Vec<Array>)> + 'a {
     let spec = spec.clone();
     let n = names.len();
-    let names_before = names.clone();
+    // Arrays cast before the gradient is taken give their gradient in the compute dtype.
+    let before: Vec<bool> = names
+        .iter()
+        .map(|name| opts.layer_grads_in_compute && cast_once(name))
+        .collect();
     let loss_fn = move |args: &[Array]| -> Result<Vec<Array>, Exception> {
         let over: Weights = names
             .iter()
@@ -200,21 +204,14 @@ pub fn loss_and_grad<'a>(
         Ok(vec![loss_sum.multiply(scale)?])
     };
     let mut grad = value_and_grad_with_argnums(loss_fn, argnums);
-    // Arrays cast before the gradient is taken give their gradient in the compute dtype.
-    let before: Vec<bool> = match opts.layer_grads_in_compute {
-        true => names_before.iter().map(|n| cast_once(n)).collect(),
-        false => vec![false; n],
-    };
     move |args: &[Array]| {
         let cast: Vec<Array> = args
             .iter()
             .enumerate()
-            .map(
-                |(i, a)| match i < n && before[i] && a.dtype() != opts.compute {
-                    true if crate::weights::is_float(a.dtype()) => a.as_dtype(opts.compute),
-                    _ => Ok(a.clone()),
-                },
-            )
+            .map(|(i, a)| match before.get(i) {
+                Some(true) => forward::in_compute_dtype(a, opts.compute).map_err(to_exc),
+                _ => Ok(a.clone()),
+            })
             .collect::<std::result::Result<_, _>>()?;
         grad(&cast)
     }

@@ -12,7 +12,7 @@ use mlxtune_engine::models::random::random_model;
 use mlxtune_engine::models::{quantize_weights, LayerKind, Model, QuantSpec};
 use mlxtune_engine::train::config::{BatchSize, DatasetConfig, FineTuneConfig, Parameters};
 use mlxtune_engine::train::distributed::Group;
-use mlxtune_engine::train::memory_floor::{memory_floor, MemoryFloor, Mode};
+use mlxtune_engine::train::memory_floor::{compute_bytes, memory_floor, MemoryFloor, Mode};
 use mlxtune_engine::train::optim::Optimizer;
 use mlxtune_engine::train::prepare::initial_trainables;
 use mlxtune_engine::train::spec::FineTuneType;
@@ -396,16 +396,11 @@ fn measure(
 /// trainable arrays, the values the step's checkpointing keeps over one batch.
 fn floor_of(s: &Setup, a: &TrainArgs) -> MemoryFloor {
     let spec = &s.model.spec;
-    let compute_bytes = if s.opts.compute == Dtype::Float32 {
-        4
-    } else {
-        2
-    };
     memory_floor(
         spec,
         s.base.values().map(|x| x.nbytes() as u64).sum(),
         s.trainable.values().map(|x| x.size() as u64).sum(),
-        compute_bytes,
+        compute_bytes(s.opts.compute),
         (a.batch * a.seq) as u64,
         Mode::of(&s.opts, spec.num_layers()),
     )

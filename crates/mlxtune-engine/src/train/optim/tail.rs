@@ -5,8 +5,8 @@
 //! plus a host sync, the clipping another pass and the update a third graph. Here the sums
 //! of squares go a group of arrays at a time through one kernel ([`adamw_group::squares`],
 //! many blocks per large array), small arrays are updated a group at a time
-//! ([`adamw_group::update`]) and each larger one by one kernel ([`adamw::update`]); the kernels read the clipping factor and the keep flag from the
-//! device: a non-finite norm (or loss) keeps every weight and moment as it was without the
+//! ([`adamw_group::update`]) and each larger one by one kernel ([`adamw::update`]); the
+//! kernels read the clipping factor and the keep flag from the device: a non-finite norm (or loss) keeps every weight and moment as it was without the
 //! host deciding, so nothing waits on the host before the update is queued, and the host
 //! reads the norm and the loss once, at the end. [`Optimizer::queue_step`] builds the graph
 //! (its sums and loss may still be running), [`Optimizer::run_step`] waits for it.
