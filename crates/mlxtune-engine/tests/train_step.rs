@@ -23,15 +23,17 @@ fn gradient_checkpointing_gives_the_same_gradients() {
         let s = spec(config(model, Path::new("unused.jsonl"), json!({})));
         let modules = lora::target_modules(&m.spec, &s.targets, None);
         let mut ad = lora::init_adapters(&m, &modules, &s).unwrap();
-        // Non-zero B so that every adapter receives a gradient.
-        for (k, v) in ad.iter_mut() {
-            if k.ends_with("lora_b") {
-                *v = mlxtune_engine::mlx_rs::random::normal::<f32>(v.shape(), None, 0.1f32, None)
+        let mut names: Vec<String> = ad.keys().cloned().collect();
+        names.sort();
+        // Non-zero B so that every adapter receives a gradient; seeded, so a run repeats.
+        for (i, name) in names.iter().enumerate() {
+            if name.ends_with("lora_b") {
+                let key = mlxtune_engine::mlx_rs::random::key(1000 + i as u64).unwrap();
+                let v = ad.get_mut(name).unwrap();
+                *v = mlxtune_engine::mlx_rs::random::normal::<f32>(v.shape(), None, 0.1f32, &key)
                     .unwrap();
             }
         }
-        let mut names: Vec<String> = ad.keys().cloned().collect();
-        names.sort();
         let b = unpacked_batch(&ex);
         let grads = |(checkpoint_layers, checkpoint_mlps, lean): (usize, usize, bool)| -> (f32, Vec<Array>) {
             let (names2, base, spec2) = (names.clone(), m.weights.clone(), m.spec.clone());
@@ -63,7 +65,9 @@ fn gradient_checkpointing_gives_the_same_gradients() {
         ] {
             let (l2, g2) = grads(layers);
             // Not bit for bit: without checkpointing, LoRA layers on one input share their
-            // x·A product (models/shared_input.rs), which sums in another order.
+            // x·A product (models/shared_input.rs), which sums in another order. Over 60 seeds
+            // that reordering reached 8.6e-6 of the largest gradient (1e-5 failed one CI run);
+            // a checkpointing fault shows as an error of the gradient's own size.
             let rel = ((l1 - l2) / l1).abs();
             assert!(
                 rel < 1e-6,
@@ -72,7 +76,7 @@ fn gradient_checkpointing_gives_the_same_gradients() {
             for (i, (a, c)) in g1.iter().zip(&g2).enumerate() {
                 let d = max_abs_diff(a, c);
                 assert!(
-                    d <= 1e-5 * max_abs(a).max(1.0),
+                    d <= 1e-4 * max_abs(a).max(1.0),
                     "{model}, (layers, MLPs, lean) {layers:?}, {}: gradient differs by {d}",
                     names[i]
                 );
@@ -177,7 +181,8 @@ fn the_fused_cross_entropy_matches_the_reference_in_value_and_gradient() {
     use mlxtune_engine::mlx_rs::transforms::value_and_grad;
     // On the CPU MLX computes the fused op through its own fallback; on CUDA through the
     // kernel the trainer uses there. Both must agree with the upcast reference.
-    let logits = mlxtune_engine::mlx_rs::random::normal::<f32>(&[2, 5, 97], None, None, None)
+    let key = mlxtune_engine::mlx_rs::random::key(7).unwrap();
+    let logits = mlxtune_engine::mlx_rs::random::normal::<f32>(&[2, 5, 97], None, None, &key)
         .unwrap()
         .multiply(Array::from_f32(4.0))
         .unwrap();
