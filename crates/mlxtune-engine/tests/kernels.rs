@@ -6,21 +6,20 @@
 //! binary on the device) the same tests run the CUDA kernels against the references.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use mlxtune_engine::kernels::{self, short_conv, swiglu};
 use mlxtune_engine::mlx_rs::error::Exception;
 use mlxtune_engine::mlx_rs::transforms::fallible_vjp;
-use mlxtune_engine::mlx_rs::{random, Array, Dtype};
+use mlxtune_engine::mlx_rs::{Array, Dtype};
 use mlxtune_engine::Result;
+
+use common::normal;
 
 /// An op of the differentiated inputs (`&x[..n]`) and fixed extra inputs (`&x[n..]`).
 type Op = Box<dyn Fn(&[Array]) -> Result<Array>>;
 
 const DTYPES: [Dtype; 2] = [Dtype::Float32, Dtype::Bfloat16];
-
-fn normal(shape: &[i32], scale: f32, seed: u64) -> Array {
-    let key = random::key(seed).unwrap();
-    random::normal::<f32>(shape, None, Some(scale), &key).unwrap()
-}
 
 /// Value and gradients of `op` with respect to `x`, cotangent `d`, all as f32.
 fn value_and_vjp(op: &Op, x: &[Array], d: &Array) -> Vec<Array> {

@@ -28,10 +28,8 @@ fn gradient_checkpointing_gives_the_same_gradients() {
         // Non-zero B so that every adapter receives a gradient; seeded, so a run repeats.
         for (i, name) in names.iter().enumerate() {
             if name.ends_with("lora_b") {
-                let key = mlxtune_engine::mlx_rs::random::key(1000 + i as u64).unwrap();
                 let v = ad.get_mut(name).unwrap();
-                *v = mlxtune_engine::mlx_rs::random::normal::<f32>(v.shape(), None, 0.1f32, &key)
-                    .unwrap();
+                *v = normal(v.shape(), 0.1, 1000 + i as u64);
             }
         }
         let b = unpacked_batch(&ex);
@@ -181,9 +179,7 @@ fn the_fused_cross_entropy_matches_the_reference_in_value_and_gradient() {
     use mlxtune_engine::mlx_rs::transforms::value_and_grad;
     // On the CPU MLX computes the fused op through its own fallback; on CUDA through the
     // kernel the trainer uses there. Both must agree with the upcast reference.
-    let key = mlxtune_engine::mlx_rs::random::key(7).unwrap();
-    let logits = mlxtune_engine::mlx_rs::random::normal::<f32>(&[2, 5, 97], None, None, &key)
-        .unwrap()
+    let logits = normal(&[2, 5, 97], 1.0, 7)
         .multiply(Array::from_f32(4.0))
         .unwrap();
     let targets = Array::from_slice(&[3i32, 96, 0, 50, 7, 1, 2, 90, 45, 45], &[2, 5]);

@@ -66,6 +66,13 @@ pub fn max_abs_diff(a: &Array, b: &Array) -> f32 {
     d.item_cast::<f32>()
 }
 
+/// Seeded normal numbers (f32) of standard deviation `scale`: a test's inputs repeat from
+/// run to run.
+pub fn normal(shape: &[i32], scale: f32, seed: u64) -> Array {
+    let key = mlxtune_engine::mlx_rs::random::key(seed).unwrap();
+    mlxtune_engine::mlx_rs::random::normal::<f32>(shape, None, Some(scale), &key).unwrap()
+}
+
 /// Largest absolute value of an array.
 pub fn max_abs(a: &Array) -> f32 {
     let m = a
